@@ -1,0 +1,52 @@
+"""The in-memory data set every trial trains on.
+
+All sources (RAF-CE release, manifest CSV, image folders, synthetic stand-in) are
+decoded once into this shape and cached on disk by content fingerprint:
+uint8 images (N,3,H,W), int64 labels (N,), float32 AU targets (N,18), int8 split ids
+(0 train, 1 validation, 2 test).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+
+import torch
+
+SPLITS = ("train", "val", "test")
+TRAIN, VAL, TEST = 0, 1, 2
+
+
+def _stats() -> dict:
+    return json.loads(resources.files("fer_core.resources").joinpath("rafce_label_stats.json").read_text())
+
+
+RAFCE_STATS: dict = _stats()
+RAFCE_CLASSES: tuple[str, ...] = tuple(RAFCE_STATS["classes"])
+AU_VOCAB: tuple[int, ...] = tuple(RAFCE_STATS["au_vocabulary"])
+AU_INDEX: dict[int, int] = {au: i for i, au in enumerate(AU_VOCAB)}
+
+
+@dataclass
+class FerDataset:
+    images: torch.Tensor  # uint8 (N,3,H,W)
+    labels: torch.Tensor  # int64 (N,)
+    aus: torch.Tensor  # float32 (N, len(AU_VOCAB)); all zero when the source has no AUs
+    split: torch.Tensor  # int8 (N,), TRAIN/VAL/TEST
+    class_names: tuple[str, ...]
+    fingerprint: str  # content hash of the source + decode settings
+    has_aus: bool = True
+    keys: tuple[str, ...] = ()  # per-image ids (file names), for reports
+    info: dict = field(default_factory=dict)  # source summary (AU token kinds, ...)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def indices(self, split: int) -> torch.Tensor:
+        return torch.nonzero(self.split == split, as_tuple=False).flatten()
+
+    def class_counts(self, split: int = TRAIN) -> list[int]:
+        y = self.labels[self.split == split]
+        return torch.bincount(y, minlength=self.num_classes).tolist()

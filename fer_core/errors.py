@@ -1,0 +1,20 @@
+"""User-facing errors.
+
+Every problem a user can cause (bad config, bad data, unknown name) is raised as a
+``FerError`` with a one-line message naming the file/key/value and what is allowed.
+The CLI turns it into ``error: <message>`` on stderr and exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+
+class FerError(Exception):
+    """Base class of errors caused by user input; the message is one line."""
+
+
+class ConfigError(FerError):
+    """A config key or value is unknown or out of range."""
+
+
+class DataError(FerError):
+    """A data source is missing, malformed or unusable (corrupt image, empty class...)."""
