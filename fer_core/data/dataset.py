@@ -47,6 +47,22 @@ class FerDataset:
     def indices(self, split: int) -> torch.Tensor:
         return torch.nonzero(self.split == split, as_tuple=False).flatten()
 
+    def subset_per_class(self, limits: dict[int, int]) -> FerDataset:
+        """The first ``limits[split]`` images of every class in each split: a small copy with the
+        same classes, for quick runs, tests and benchmarks (caps the long tail's head only)."""
+        keep = [
+            torch.nonzero((self.split == s) & (self.labels == c)).flatten()[:n]
+            for s, n in limits.items()
+            for c in range(self.num_classes)
+        ]
+        k = torch.cat(keep).sort().values
+        return FerDataset(
+            images=self.images[k], labels=self.labels[k], aus=self.aus[k], split=self.split[k],
+            class_names=self.class_names, fingerprint=f"{self.fingerprint}-subset{sorted(limits.items())}",
+            has_aus=self.has_aus, keys=tuple(self.keys[i] for i in k.tolist()) if self.keys else (),
+            info=dict(self.info),
+        )
+
     def class_counts(self, split: int = TRAIN) -> list[int]:
         y = self.labels[self.split == split]
         return torch.bincount(y, minlength=self.num_classes).tolist()

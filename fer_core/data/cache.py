@@ -1,0 +1,149 @@
+"""Decode a ``RawSource`` once into a ``FerDataset`` and cache it on disk by content fingerprint.
+
+The fingerprint is a sha256 over the reader version, the decode size, the label files, the
+parsed targets and every image's bytes, so editing a label or an image gives a new cache
+entry while a second load of unchanged data only hashes files and skips JPEG decoding.
+Cache dir: the ``cache_dir`` argument, else ``$FER_STUDY_CACHE``, else ``~/.cache/fer-study``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from multiprocessing.pool import ThreadPool
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fer_core.data.dataset import TRAIN, FerDataset
+from fer_core.data.raw import RawSource
+from fer_core.errors import DataError
+
+READER_VERSION = 1  # bump when decoding or parsing changes what a source turns into
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("FER_STUDY_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "fer-study"
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def decode_image(path: Path, size: int) -> np.ndarray:
+    """One image file -> uint8 (3,size,size) RGB. Module-level so tests can count calls."""
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (size, size))  # JPEG: let libjpeg downscale large photos while decoding
+            im.load()  # raises on truncated data (PIL's LOAD_TRUNCATED_IMAGES stays off)
+            rgb = im.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"{path}: cannot decode image ({_one_line(err)})") from None
+    if rgb.size != (size, size):
+        # non-square crops are stretched: aligned face crops are square already
+        rgb = rgb.resize((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _file_digest(path: Path) -> bytes:
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def fingerprint(raw: RawSource, img_size: int) -> str:
+    h = hashlib.sha256()
+    header = {"version": READER_VERSION, "kind": raw.kind, "img_size": img_size,
+              "classes": list(raw.class_names), "has_aus": raw.has_aus, "extra": raw.fingerprint_extra}
+    h.update(json.dumps(header, sort_keys=True).encode())
+    for f in raw.label_files:
+        h.update(f.name.encode() + b"\0")
+        h.update(_file_digest(f))
+    for arr in (raw.labels, raw.aus, raw.split):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    with ThreadPool(_threads()) as pool:
+        digests = pool.map(_file_digest, raw.paths, chunksize=64)
+    for key, path, d in zip(raw.keys, raw.paths, digests):
+        h.update(f"{key}\0{path.name}\0".encode())
+        h.update(d)
+    return h.hexdigest()
+
+
+def _threads() -> int:
+    return max(2, min(8, os.cpu_count() or 2))
+
+
+def decode_all(paths: list[Path], size: int) -> np.ndarray:
+    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+
+    def work(i: int) -> None:
+        out[i] = decode_image(paths[i], size)  # global lookup: monkeypatching decode_image works
+
+    with ThreadPool(_threads()) as pool:  # PIL releases the GIL while decoding
+        pool.map(work, range(len(paths)), chunksize=32)
+    return out
+
+
+def check_train_classes(raw: RawSource) -> None:
+    counts = np.bincount(raw.labels[raw.split == TRAIN], minlength=len(raw.class_names))
+    for name, n in zip(raw.class_names, counts):
+        if n == 0:
+            raise DataError(f"{raw.root}: class {name!r} has no training images")
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)  # readers never see a half-written file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def build_dataset(raw: RawSource, img_size: int, cache_dir: str | Path | None = None) -> FerDataset:
+    """Fingerprint ``raw``; load the decoded tensors from the cache or decode and store them."""
+    if len(raw.paths) == 0:
+        raise DataError(f"{raw.root}: no images")
+    check_train_classes(raw)
+    fp = fingerprint(raw, img_size)
+    path = cache_root(cache_dir) / "decoded" / f"{raw.kind}-{fp[:32]}.pt"
+    images = None
+    if path.is_file():
+        try:
+            blob = torch.load(path, weights_only=True)
+            if blob.get("fingerprint") == fp:
+                images = blob["images"]
+        except Exception:  # unreadable cache entry: decode again and overwrite it
+            images = None
+    from_cache = images is not None
+    if images is None:
+        images = torch.from_numpy(decode_all(raw.paths, img_size))
+        # labels/AUs/splits are re-parsed on every load (cheap); stored too so the file stands alone
+        _atomic_save({"fingerprint": fp, "version": READER_VERSION, "images": images,
+                      "labels": torch.from_numpy(raw.labels), "aus": torch.from_numpy(raw.aus),
+                      "split": torch.from_numpy(raw.split), "class_names": list(raw.class_names),
+                      "keys": list(raw.keys)}, path)
+    info = dict(raw.info)
+    info.update(from_cache=from_cache, cache_file=str(path), num_images=len(raw.paths), img_size=img_size)
+    return FerDataset(
+        images=images,
+        labels=torch.from_numpy(raw.labels.astype(np.int64)),
+        aus=torch.from_numpy(raw.aus.astype(np.float32)),
+        split=torch.from_numpy(raw.split.astype(np.int8)),
+        class_names=tuple(raw.class_names),
+        fingerprint=fp,
+        has_aus=raw.has_aus,
+        keys=tuple(raw.keys),
+        info=info,
+    )

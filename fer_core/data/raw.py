@@ -1,0 +1,28 @@
+"""What every reader returns before decoding: image paths plus parsed targets.
+
+``cache.build_dataset`` turns a ``RawSource`` into a ``FerDataset``: it fingerprints the
+label files and image bytes, then decodes the images once (or loads them from the cache).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class RawSource:
+    kind: str  # "rafce" | "manifest" | "folder" (the synthetic stand-in is read as "rafce")
+    root: Path
+    paths: list[Path]  # one image file per sample
+    labels: np.ndarray  # int64 (N,)
+    aus: np.ndarray  # float32 (N, len(AU_VOCAB)), zeros when has_aus is False
+    split: np.ndarray  # int8 (N,)
+    class_names: tuple[str, ...]
+    keys: tuple[str, ...]
+    has_aus: bool
+    label_files: list[Path] = field(default_factory=list)  # hashed into the fingerprint
+    info: dict = field(default_factory=dict)  # source summary, JSON-able (goes into the cache)
+    fingerprint_extra: dict = field(default_factory=dict)  # reader settings that change the result

@@ -1,0 +1,107 @@
+"""``load_dataset``: name -> reader -> decoded, cached ``FerDataset``.
+
+``DATASETS`` maps the config value ``dataset`` to a reader that returns a ``RawSource``;
+``cache.build_dataset`` does the decoding and caching for all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from fer_core.data.cache import build_dataset, cache_root
+from fer_core.data.dataset import FerDataset
+from fer_core.data.folder import read_folder
+from fer_core.data.manifest import read_manifest
+from fer_core.data.rafce import read_rafce
+from fer_core.data.raw import RawSource
+from fer_core.data.synthetic import SYNTH_VERSION, synthesize_rafce
+from fer_core.errors import ConfigError
+from fer_core.registry import Registry, lookup
+
+DATASETS = Registry("dataset", "dataset")
+
+
+def synthetic_dir(root: Path, seed: int, img_size: int) -> Path:
+    """The stand-in for (seed, size), generated on first use; same files as ``data synth`` writes."""
+    target = root / f"synthetic-rafce-seed{seed}-{img_size}px"
+    stamp = target / "STANDIN.json"
+    if stamp.is_file():
+        try:
+            if json.loads(stamp.read_text()).get("version") == SYNTH_VERSION:
+                return target
+        except (OSError, ValueError):
+            pass
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{target.name}-"))
+    try:
+        synthesize_rafce(tmp, seed=seed, img_size=img_size)
+        if target.exists():  # stale generator version: move it aside, then swap the new one in
+            old = Path(tempfile.mkdtemp(dir=root, prefix=f".old-{target.name}-"))
+            os.replace(target, old / "x")
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.rename(tmp, target)  # atomic: readers never see a half-written stand-in
+        except OSError:
+            if not (target / "STANDIN.json").is_file():  # lost a race only if the winner finished
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@DATASETS.register("synthetic")
+def _synthetic(data_path: str | None, img_size: int, data_seed: int, cache: Path, **_: object) -> RawSource:
+    root = synthetic_dir(cache, data_seed, img_size)
+    raw = read_rafce(root)  # the stand-in goes through the real RAF-CE reader on purpose
+    raw.kind = "synthetic"
+    raw.info["source"] = "synthetic"
+    raw.info["seed"] = data_seed
+    return raw
+
+
+def _need_path(data_path: str | None, name: str) -> Path:
+    if not data_path:
+        raise ConfigError(f"data_path is required for dataset {name!r}")
+    return Path(data_path).expanduser()
+
+
+@DATASETS.register("rafce")
+def _rafce(data_path: str | None, **_: object) -> RawSource:
+    return read_rafce(_need_path(data_path, "rafce"))
+
+
+@DATASETS.register("manifest")
+def _manifest(data_path: str | None, **_: object) -> RawSource:
+    return read_manifest(_need_path(data_path, "manifest"))
+
+
+@DATASETS.register("folder")
+def _folder(data_path: str | None, data_seed: int, val_fraction: float, test_fraction: float,
+            **_: object) -> RawSource:
+    return read_folder(_need_path(data_path, "folder"), val_fraction=val_fraction,
+                       test_fraction=test_fraction, seed=data_seed)
+
+
+def load_dataset(
+    dataset: str = "synthetic",
+    data_path: str | None = None,
+    img_size: int = 64,
+    data_seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    cache_dir: str | Path | None = None,
+) -> FerDataset:
+    """Read, decode once and cache a data source; ``info["from_cache"]`` says whether it decoded."""
+    reader = lookup(DATASETS, dataset)
+    if not isinstance(img_size, int) or isinstance(img_size, bool) or not 16 <= img_size <= 1024:
+        raise ConfigError(f"img_size: {img_size!r} must be an integer in 16..1024")
+    cache = cache_root(cache_dir)
+    raw = reader(data_path=str(data_path) if data_path is not None else None, img_size=img_size,
+                 data_seed=data_seed, val_fraction=val_fraction, test_fraction=test_fraction, cache=cache)
+    ds = build_dataset(raw, img_size, cache)
+    ds.info["dataset"] = dataset
+    return ds
