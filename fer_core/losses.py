@@ -1,0 +1,300 @@
+"""Emotion losses for long-tailed FER, all on soft (probability) targets.
+
+Each entry of ``LOSSES`` is a factory ``make(params, class_counts, epochs) ->
+EmotionLoss``; ``params`` is the flat trial config and each loss reads only its own
+keys. ``EmotionLoss.forward(logits (B,C), target (B,C), epoch=0)`` returns a scalar.
+Targets are probability rows (one-hot without MixUp, mixed rows from timm's
+Mixup/CutMix); an int64 label vector (B,) is accepted too and one-hot encoded.
+
+Conventions shared by every loss:
+- Computed in float32 whatever the logits dtype (AMP-safe).
+- Class weights w_c use a weighted mean over the batch, like
+  ``F.cross_entropy(weight=w)``: sum_b sum_c w_c t_bc l_bc / sum_b sum_c w_c t_bc,
+  so the loss scale matches plain CE and equal counts give exactly CE.
+- Logit adjustments (balanced_softmax, ldam) act in training only: predict with the
+  raw logits, which is what makes them balanced.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fer_core.errors import ConfigError, DataError
+from fer_core.registry import Registry
+from fer_core.sampling import REBALANCING_SAMPLERS
+
+LOSSES = Registry("loss", "loss")
+
+# Losses that always re-balance classes. focal counts only when focal_alpha != "none";
+# use reweights_classes(config), which knows that.
+CLASS_WEIGHTED_LOSSES: frozenset[str] = frozenset(
+    {"weighted_ce", "class_balanced", "balanced_softmax", "ldam_drw"}
+)
+
+WEIGHTINGS = ("inverse", "sqrt")
+DRW_BETA = 0.9999  # Cao et al. use the effective-number weights with this beta for DRW
+
+
+# ---------------------------------------------------------------- param reading
+
+
+def _number(
+    params: Mapping[str, Any],
+    key: str,
+    default: float,
+    lo: float,
+    hi: float = math.inf,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> float:
+    """Read a real number and check it lies in the (half-)open interval, or raise ConfigError."""
+    value = params.get(key, default)
+    left, right = "(" if lo_open else "[", ")" if hi_open or hi == math.inf else "]"
+    allowed = f"a number in {left}{lo}, {'inf' if hi == math.inf else hi}{right}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key}: must be {allowed}, got {value!r}")
+    too_low = value <= lo if lo_open else value < lo
+    too_high = value >= hi if hi_open else value > hi
+    if too_low or too_high:
+        raise ConfigError(f"{key}: must be {allowed}, got {value!r}")
+    return float(value)
+
+
+def _choice(params: Mapping[str, Any], key: str, default: str, allowed: Sequence[str]) -> str:
+    value = params.get(key, default)
+    if value not in allowed:
+        raise ConfigError(f"{key}: must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _counts(class_counts: Sequence[int]) -> Tensor:
+    counts = torch.as_tensor(list(class_counts), dtype=torch.float64)
+    if counts.dim() != 1 or counts.numel() < 2:
+        raise DataError(f"class counts: need 2+ classes, got {list(class_counts)}")
+    empty = torch.nonzero(counts <= 0, as_tuple=False).flatten().tolist()
+    if empty:
+        raise DataError(f"class counts: classes {empty} have no training images; class-aware losses need 1+")
+    return counts
+
+
+# ---------------------------------------------------------------- class weights
+
+
+def class_weights(class_counts: Sequence[int], scheme: str) -> Tensor:
+    """Class weights 1/n_c ("inverse") or 1/sqrt(n_c) ("sqrt"), normalised to mean 1."""
+    counts = _counts(class_counts)
+    w = 1.0 / counts if scheme == "inverse" else counts.rsqrt()
+    return (w / w.mean()).float()
+
+
+def effective_number_weights(class_counts: Sequence[int], beta: float) -> Tensor:
+    """Cui et al. 2019: (1-beta)/(1-beta^n_c), normalised to sum C."""
+    counts = _counts(class_counts)
+    w = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), counts))
+    return (w * counts.numel() / w.sum()).float()
+
+
+# ---------------------------------------------------------------- the losses
+
+
+def soft_cross_entropy(
+    logits: Tensor, target: Tensor, weight: Tensor | None = None, gamma: float = 0.0
+) -> Tensor:
+    """-sum_c w_c t_c (1-p_c)^gamma log p_c, mean over the batch (weighted mean with w)."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    t = target.float()
+    terms = -t * logp
+    if gamma > 0:
+        # 1-p via expm1 is exact near p=1; the floor keeps the pow gradient finite for gamma<1
+        terms = terms * (-torch.expm1(logp)).clamp_min(1e-12).pow(gamma)
+    if weight is None:
+        return terms.sum(dim=1).mean()
+    w = weight.to(device=terms.device, dtype=terms.dtype)
+    return (terms * w).sum() / (t * w).sum().clamp_min(1e-12)
+
+
+class EmotionLoss(nn.Module):
+    """Base class: ``forward(logits, target, epoch=0)`` -> scalar; see the module doc."""
+
+    num_classes: int
+
+    def forward(self, logits: Tensor, target: Tensor, epoch: int = 0) -> Tensor:
+        if target.dim() == 1:  # hard labels (e.g. validation) -> one-hot
+            target = F.one_hot(target.long(), logits.shape[1])
+        if target.shape != logits.shape:
+            raise ValueError(f"target shape {tuple(target.shape)} != logits shape {tuple(logits.shape)}")
+        return self.compute(logits, target.float(), epoch)
+
+    def compute(self, logits: Tensor, target: Tensor, epoch: int) -> Tensor:
+        raise NotImplementedError
+
+
+class SoftTargetLoss(EmotionLoss):
+    """CE / weighted CE / focal / class-balanced / label smoothing: one formula."""
+
+    def __init__(
+        self, num_classes: int, weight: Tensor | None = None, gamma: float = 0.0, smoothing: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.gamma = gamma
+        self.smoothing = smoothing
+        self.register_buffer("weight", weight)
+
+    def compute(self, logits: Tensor, target: Tensor, epoch: int) -> Tensor:
+        if self.smoothing > 0:
+            target = (1.0 - self.smoothing) * target + self.smoothing / self.num_classes
+        return soft_cross_entropy(logits, target, self.weight, self.gamma)
+
+
+class LogitAdjustedLoss(EmotionLoss):
+    """Balanced softmax / logit adjustment (Ren et al. 2020, Menon et al. 2021).
+
+    Trains on logits + tau*log(prior): frequent classes get a head start during
+    training, so the raw logits must make up for rare classes on their own.
+    """
+
+    def __init__(self, class_counts: Sequence[int], tau: float) -> None:
+        super().__init__()
+        counts = _counts(class_counts)
+        self.num_classes = counts.numel()
+        self.register_buffer("adjust", (tau * torch.log(counts / counts.sum())).float())
+
+    def compute(self, logits: Tensor, target: Tensor, epoch: int) -> Tensor:
+        return soft_cross_entropy(logits.float() + self.adjust.to(logits.device), target)
+
+
+class LDAMLoss(EmotionLoss):
+    """LDAM (Cao et al. 2019), optionally with deferred re-weighting (DRW).
+
+    Margins m_c ∝ n_c^(-1/4), the largest equal to ``ldam_max_margin``. The paper
+    subtracts m_y from the true-class cosine logit and multiplies all logits by s. Our
+    head is a plain linear layer (its logits are already on a free scale), so we read
+    the logits as the scaled ones and subtract s*m_c in logit units. For soft targets
+    the margin is spread by target mass: logits - s * m_c * t_c (one-hot: exactly
+    the paper's margin on the true class; a 50/50 MixUp row gets half margins on both).
+    With DRW, effective-number weights (beta 0.9999) switch on at ``drw_epoch``.
+    """
+
+    def __init__(
+        self,
+        class_counts: Sequence[int],
+        max_margin: float,
+        scale: float,
+        drw_weight: Tensor | None = None,
+        drw_epoch: int = 0,
+    ) -> None:
+        super().__init__()
+        counts = _counts(class_counts)
+        self.num_classes = counts.numel()
+        m = counts.pow(-0.25)
+        self.register_buffer("margin", (scale * max_margin * m / m.max()).float())
+        self.register_buffer("drw_weight", drw_weight)
+        self.drw_epoch = drw_epoch
+
+    def weight_at(self, epoch: int) -> Tensor | None:
+        """The class weights used at ``epoch`` (None = plain, before DRW starts)."""
+        if self.drw_weight is None or epoch < self.drw_epoch:
+            return None
+        return self.drw_weight
+
+    def compute(self, logits: Tensor, target: Tensor, epoch: int) -> Tensor:
+        z = logits.float() - self.margin.to(logits.device) * target
+        return soft_cross_entropy(z, target, self.weight_at(epoch))
+
+
+# ---------------------------------------------------------------- registry
+
+
+@LOSSES.register("ce")
+def make_ce(params: Mapping[str, Any], class_counts: Sequence[int], epochs: int) -> EmotionLoss:
+    return SoftTargetLoss(len(class_counts))
+
+
+@LOSSES.register("weighted_ce")
+def make_weighted_ce(params: Mapping[str, Any], class_counts: Sequence[int], epochs: int) -> EmotionLoss:
+    scheme = _choice(params, "class_weighting", "inverse", WEIGHTINGS)
+    return SoftTargetLoss(len(class_counts), weight=class_weights(class_counts, scheme))
+
+
+@LOSSES.register("focal")
+def make_focal(params: Mapping[str, Any], class_counts: Sequence[int], epochs: int) -> EmotionLoss:
+    gamma = _number(params, "focal_gamma", 2.0, 0.0)
+    alpha = _choice(params, "focal_alpha", "none", ("none", *WEIGHTINGS))
+    weight = None if alpha == "none" else class_weights(class_counts, alpha)
+    return SoftTargetLoss(len(class_counts), weight=weight, gamma=gamma)
+
+
+@LOSSES.register("class_balanced")
+def make_class_balanced(params: Mapping[str, Any], class_counts: Sequence[int], epochs: int) -> EmotionLoss:
+    beta = _number(params, "cb_beta", 0.999, 0.9, 0.99999)  # default as in config.py
+    base = _choice(params, "cb_base", "ce", ("ce", "focal"))
+    gamma = _number(params, "focal_gamma", 2.0, 0.0) if base == "focal" else 0.0
+    return SoftTargetLoss(len(class_counts), weight=effective_number_weights(class_counts, beta), gamma=gamma)
+
+
+@LOSSES.register("label_smoothing")
+def make_label_smoothing(params: Mapping[str, Any], class_counts: Sequence[int], epochs: int) -> EmotionLoss:
+    eps = _number(params, "label_smoothing", 0.1, 0.0, 0.5, hi_open=True)
+    return SoftTargetLoss(len(class_counts), smoothing=eps)
+
+
+@LOSSES.register("balanced_softmax")
+def make_balanced_softmax(params: Mapping[str, Any], class_counts: Sequence[int], epochs: int) -> EmotionLoss:
+    return LogitAdjustedLoss(class_counts, _number(params, "logit_adjust_tau", 1.0, 0.0))
+
+
+def _ldam_params(params: Mapping[str, Any]) -> tuple[float, float]:
+    max_margin = _number(params, "ldam_max_margin", 0.5, 0.0, lo_open=True)
+    scale = _number(params, "ldam_scale", 5.0, 0.0, lo_open=True)
+    return max_margin, scale
+
+
+@LOSSES.register("ldam")
+def make_ldam(params: Mapping[str, Any], class_counts: Sequence[int], epochs: int) -> EmotionLoss:
+    return LDAMLoss(class_counts, *_ldam_params(params))
+
+
+@LOSSES.register("ldam_drw")
+def make_ldam_drw(params: Mapping[str, Any], class_counts: Sequence[int], epochs: int) -> EmotionLoss:
+    start = _number(params, "drw_start", 0.8, 0.0, 1.0, lo_open=True)
+    # drw_start 1.0 -> epoch == epochs: re-weighting never starts (plain LDAM)
+    return LDAMLoss(
+        class_counts,
+        *_ldam_params(params),
+        drw_weight=effective_number_weights(class_counts, DRW_BETA),
+        drw_epoch=int(start * epochs),
+    )
+
+
+# ---------------------------------------------------------------- double weighting
+
+
+def reweights_classes(config: Mapping[str, Any]) -> bool:
+    """True when the configured loss re-balances classes (focal only with focal_alpha)."""
+    loss = config.get("loss", "ce")
+    if loss == "focal":
+        return _choice(config, "focal_alpha", "none", ("none", *WEIGHTINGS)) != "none"
+    return loss in CLASS_WEIGHTED_LOSSES
+
+
+def check_double_weighting(config: Mapping[str, Any]) -> None:
+    """Reject a class-reweighting loss on top of a re-balancing data sampler."""
+    allow = config.get("allow_double_weighting", False)
+    if not isinstance(allow, bool):
+        raise ConfigError(f"allow_double_weighting: must be true or false, got {allow!r}")
+    sampler = config.get("sampler", "none")
+    if allow or sampler not in REBALANCING_SAMPLERS or not reweights_classes(config):
+        return
+    raise ConfigError(
+        f"loss: {config.get('loss')!r} re-weights classes and sampler {sampler!r} already re-balances "
+        "them, which over-corrects (the tail gets counted twice); use sampler 'none' or a plain loss, "
+        "or set allow_double_weighting: true to run it anyway"
+    )
