@@ -1,0 +1,121 @@
+"""Images/s of ``train_fer``'s loop vs a plain PyTorch loop, side by side in one run.
+
+The plain loop is what a user writes by hand: torchvision ``ImageFolder`` over the same
+JPEG files, PIL transforms of the same family and magnitude as ``aug_strength: 1``
+(flip, affine, colour jitter, random erasing), a ``DataLoader``, the same timm model
+(backbone + emotion head), image size, batch size, AdamW and cross-entropy.
+Only training steps are timed (no evaluation), after one warm-up pass each.
+
+    python benchmarks/trainable_throughput.py            # default config: resnet10t, 64 px, batch 64
+    python benchmarks/trainable_throughput.py --tiny     # seconds; used by the test suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from fer_core.data.dataset import TRAIN
+from fer_core.data.sources import load_dataset
+from fer_core.data.synthetic import synthesize_rafce
+from fer_core.models import FerNet
+from fer_core.train import train_fer
+
+
+def image_folder(rafce_dir: Path, ds, out: Path) -> Path:
+    """Symlink the stand-in's train JPEGs into ImageFolder layout (same files, no copy)."""
+    names = {k: i for i, k in enumerate(ds.keys)}
+    for key, idx in names.items():
+        if int(ds.split[idx]) != TRAIN:
+            continue
+        cls = out / f"{int(ds.labels[idx]):02d}"
+        cls.mkdir(parents=True, exist_ok=True)
+        stem = Path(key).stem
+        src = rafce_dir / "aligned" / f"{stem}_aligned.jpg"
+        (cls / f"{stem}.jpg").symlink_to(src)
+    return out
+
+
+def plain_loop(root: Path, backbone: str, size: int, batch: int, workers: int, max_batches: int) -> float:
+    tf = transforms.Compose([
+        transforms.Resize((size, size)),
+        transforms.RandomHorizontalFlip(),
+        transforms.RandomAffine(15, translate=(0.1, 0.1), scale=(0.85, 1.15)),
+        transforms.ColorJitter(0.4, 0.4, 0.4),
+        transforms.ToTensor(),
+        transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        transforms.RandomErasing(p=0.5, scale=(0.02, 0.2)),
+    ])
+    loader = DataLoader(datasets.ImageFolder(str(root), tf), batch_size=batch, shuffle=True, drop_last=True,
+                        num_workers=workers, persistent_workers=workers > 0)
+    model = FerNet(backbone, 14, 18)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    seen, t0 = 0, None
+    for epoch in range(2):  # epoch 0 warms up (workers, allocator); epoch 1 is timed
+        if epoch == 1:
+            t0, seen = time.perf_counter(), 0
+        for i, (x, y) in enumerate(loader):
+            if i >= max_batches:
+                break
+            loss = F.cross_entropy(model(x)["logits"], y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            seen += len(y)
+    return seen / (time.perf_counter() - t0)
+
+
+def fer_loop(ds, backbone: str, size: int, batch: int) -> float:
+    rates: list[float] = []
+    cfg = {"backbone": backbone, "img_size": size, "batch_size": batch, "epochs": 2, "warmup_epochs": 0,
+           "aug_strength": 1.0}
+    train_fer(cfg, lambda m, checkpoint=None: rates.append(m["images_per_s"]), dataset=ds)
+    return rates[-1]  # epoch 0 warms up; the trainer times training steps only
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backbone", default="resnet10t")
+    ap.add_argument("--img-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers tried for the plain loop")
+    ap.add_argument("--tiny", action="store_true", help="test_resnet at 48 px on a few batches (for CI)")
+    args = ap.parse_args()
+    if args.tiny:
+        args.backbone, args.img_size, args.batch_size, args.workers = "test_resnet", 48, 32, [0]
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rafce = synthesize_rafce(tmp / "rafce", seed=0, img_size=args.img_size)
+        ds = load_dataset(dataset="rafce", data_path=str(rafce), img_size=args.img_size, cache_dir=tmp / "cache")
+        if args.tiny:  # a few batches' worth of training images keeps CI fast
+            ds = ds.subset_per_class({0: 12, 1: 2, 2: 2})
+        root = image_folder(rafce, ds, tmp / "folder")
+        n_train = int((ds.split == TRAIN).sum())
+        max_batches = n_train // args.batch_size
+        fer = fer_loop(ds, args.backbone, args.img_size, args.batch_size)
+        plain = {w: plain_loop(root, args.backbone, args.img_size, args.batch_size, w, max_batches)
+                 for w in args.workers}
+    best_w = max(plain, key=plain.get)
+    print(f"backbone={args.backbone} img_size={args.img_size} batch={args.batch_size} train images={n_train} "
+          f"threads={torch.get_num_threads()} device=cpu")
+    for w, r in plain.items():
+        print(f"plain PyTorch loop (ImageFolder+PIL+DataLoader, workers={w}): {r:8.1f} images/s")
+    print(f"train_fer loop (uint8 tensor + batched aug):               {fer:8.1f} images/s")
+    print(f"ratio train_fer / best plain loop (workers={best_w}): {fer / plain[best_w]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

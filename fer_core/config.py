@@ -1,0 +1,195 @@
+"""The flat trial config, validated once at the edge into a frozen pydantic model.
+
+Keys map 1:1 onto Optuna params (DESIGN.md "Contracts"). Unknown keys and invalid
+values are rejected here, before any data is loaded or any trial starts, with a
+one-line ``ConfigError`` naming the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fer_core.errors import ConfigError
+
+
+class TrainConfig(BaseModel):
+    """Every knob of one training run. Defaults are the plain-CE baseline on the stand-in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    # emotion loss and its parameters (each loss reads only its own keys)
+    loss: str = "ce"
+    focal_gamma: float = Field(2.0, ge=0.0, le=10.0)
+    focal_alpha: Literal["none", "inverse", "sqrt"] = "none"
+    cb_beta: float = Field(0.999, ge=0.9, le=0.99999)
+    cb_base: Literal["ce", "focal"] = "ce"
+    label_smoothing: float = Field(0.1, ge=0.0, lt=0.5)
+    class_weighting: Literal["inverse", "sqrt"] = "inverse"
+    logit_adjust_tau: float = Field(1.0, ge=0.0, le=5.0)
+    ldam_max_margin: float = Field(0.5, gt=0.0, le=2.0)
+    ldam_scale: float = Field(5.0, gt=0.0, le=100.0)  # margin in logit units = ldam_scale * m_c (plain linear head)
+    drw_start: float = Field(0.8, gt=0.0, le=1.0)
+    # data sampler (indices only) and the double-weighting guard
+    sampler: str = "none"
+    allow_double_weighting: bool = False
+    # augmentation
+    aug_strength: float = Field(0.3, ge=0.0, le=1.0)
+    minority_boost: float = Field(0.0, ge=0.0, le=1.0)
+    mixup_alpha: float = Field(0.0, ge=0.0, le=10.0)
+    cutmix_alpha: float = Field(0.0, ge=0.0, le=10.0)
+    mixup_prob: float = Field(1.0, ge=0.0, le=1.0)
+    # model
+    backbone: str = "resnet10t"  # fast on a laptop CPU at 64 px; resnet50 at 224 px on GPUs
+    pretrained: bool = False
+    pretrained_path: str | None = None
+    img_size: int = Field(64, ge=32, le=512)
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    au_weight: float = Field(0.0, ge=0.0, le=10.0)
+    # optimisation
+    lr: float = Field(2e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.05, ge=0.0, le=1.0)
+    batch_size: int = Field(64, ge=2, le=4096)
+    epochs: int = Field(12, ge=1, le=1000)
+    warmup_epochs: int = Field(1, ge=0, le=100)
+    early_stopping_patience: int = Field(0, ge=0, le=1000)  # 0 = train all epochs
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    # metrics: classes with <= tail_max_count train images are "tail", >= head_min_count "head"
+    tail_max_count: int = Field(100, ge=0)
+    head_min_count: int = Field(300, ge=1)
+    # data
+    dataset: str = "synthetic"
+    data_path: str | None = None
+    data_seed: int = Field(0, ge=0)
+    val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    cache_dir: str | None = None
+    # execution (chosen automatically; explicit values are for benchmarks and debugging)
+    device: str = "auto"
+    num_threads: int = Field(0, ge=0, le=1024)  # 0 = all cores of this process
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False
+    eval_batch_size: int = Field(256, ge=1, le=65536)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> TrainConfig:
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be smaller than epochs ({self.epochs})")
+        if self.head_min_count <= self.tail_max_count:
+            raise ValueError("head_min_count must be larger than tail_max_count")
+        if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.batch_size % 2:
+            raise ValueError(f"batch_size must be even with mixup/cutmix (got {self.batch_size})")
+        if self.pretrained_path and not self.pretrained:
+            raise ValueError("pretrained_path is set but pretrained is false")
+        return self
+
+
+KEYS: tuple[str, ...] = tuple(TrainConfig.model_fields)
+
+
+def _one_line(err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"])
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(loc, KEYS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown config key {loc!r}{hint}"
+    if not loc:
+        return msg
+    return f"config key {loc!r}: {msg} (got {e.get('input')!r})"
+
+
+def resolve_config(config: Mapping[str, Any] | TrainConfig, *, check_names: bool = True) -> TrainConfig:
+    """Validate a flat config dict into a frozen TrainConfig; resolve every registry name."""
+    if isinstance(config, TrainConfig):
+        cfg = config
+    else:
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"config must be a mapping of key: value, got {type(config).__name__}")
+        try:
+            cfg = TrainConfig(**dict(config))
+        except ValidationError as err:
+            raise ConfigError(_one_line(err)) from None
+        except TypeError as err:  # non-string keys
+            raise ConfigError(f"config keys must be strings: {err}") from None
+    if check_names:
+        check_registry_names(cfg)
+    return cfg
+
+
+def check_registry_names(cfg: TrainConfig) -> None:
+    # imported here: the component modules import torch/timm, config validation should not need to
+    from fer_core.data.sources import DATASETS
+    from fer_core.losses import LOSSES, check_double_weighting
+    from fer_core.models import check_backbone
+    from fer_core.registry import lookup
+    from fer_core.sampling import DATA_SAMPLERS
+
+    lookup(LOSSES, cfg.loss)
+    lookup(DATA_SAMPLERS, cfg.sampler)
+    lookup(DATASETS, cfg.dataset)
+    check_backbone(cfg.backbone)
+    check_double_weighting(cfg.model_dump())
+    if cfg.dataset != "synthetic" and not cfg.data_path:
+        raise ConfigError(f"data_path is required for dataset {cfg.dataset!r}")
+    if cfg.pretrained_path and not Path(cfg.pretrained_path).is_file():
+        raise ConfigError(f"pretrained_path: file not found: {cfg.pretrained_path}")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key=value`` from ``--set``; the value is parsed as YAML (so 1e-3, true, null work)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; users mean a number
+        try:
+            value = float(value) if any(ch.isdigit() for ch in value) else value
+        except ValueError:
+            pass
+    return key, value
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a flat YAML config; errors name the file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read config file ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{p}:{where} invalid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def build_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Config file (optional) + ``--set`` overrides -> validated TrainConfig."""
+    data: dict[str, Any] = load_config_file(path) if path else {}
+    for item in overrides:
+        key, value = parse_override(item)
+        data[key] = value
+    try:
+        return resolve_config(data)
+    except ConfigError as err:
+        if path:
+            raise ConfigError(f"{path}: {err}") from None
+        raise

@@ -1,0 +1,283 @@
+"""The trainable: ``train_fer(config, report=...)``, a pure function of a flat config dict.
+
+Everything a study varies is a key of the config (see ``fer_core.config.TrainConfig``).
+The loop keeps the decoded uint8 data set on the training device for the whole run,
+draws index batches from the data sampler, augments whole batches as tensor ops, and
+selects the epoch by validation macro-F1. The test split is evaluated once, at the
+selected epoch, never used for selection or early stopping.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.data import Mixup
+
+from fer_core.augment import augment_batch, sample_strength
+from fer_core.config import TrainConfig, resolve_config
+from fer_core.data.dataset import AU_VOCAB, TEST, TRAIN, VAL, FerDataset
+from fer_core.data.sources import load_dataset
+from fer_core.losses import LOSSES
+from fer_core.metrics import au_macro_f1, class_groups, classification_metrics
+from fer_core.models import FerNet
+from fer_core.registry import lookup
+from fer_core.sampling import DATA_SAMPLERS
+
+Report = Callable[..., None]  # report(metrics: dict, checkpoint: dict) -> None
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # timm's Mixup draws lambda from numpy's global RNG
+    torch.manual_seed(seed)
+
+
+def dataset_for(cfg: TrainConfig) -> FerDataset:
+    return load_dataset(
+        dataset=cfg.dataset,
+        data_path=cfg.data_path,
+        img_size=cfg.img_size,
+        data_seed=cfg.data_seed,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        cache_dir=cfg.cache_dir,
+    )
+
+
+def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Linear warmup then cosine decay to 1 % of the peak, per optimizer step."""
+    warm = cfg.warmup_epochs * steps_per_epoch
+    total = max(1, cfg.epochs * steps_per_epoch)
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total - warm)
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+    return f
+
+
+def train_step(model, x, target, au_target, loss_fn, au_weight: float, epoch: int, amp: bool) -> dict:
+    """One forward/loss; returns {"loss", "logits"} (timm task style). Backward is the caller's."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        out = model(x)
+    logits = out["logits"].float()
+    loss = loss_fn(logits, target, epoch=epoch)
+    if au_weight > 0:
+        loss = loss + au_weight * F.binary_cross_entropy_with_logits(out["au_logits"].float(), au_target)
+    return {"loss": loss, "logits": logits}
+
+
+@torch.inference_mode()
+def predict(model, images: torch.Tensor, idx: torch.Tensor, cfg: TrainConfig, amp: bool, cl: bool) -> dict:
+    """Class probabilities and AU probabilities for ``images[idx]`` (uint8 on the device)."""
+    model.eval()
+    probs, au_probs = [], []
+    for chunk in idx.split(cfg.eval_batch_size):
+        x = images[chunk].float().div_(255)
+        if cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(x)
+        probs.append(out["logits"].float().softmax(1).cpu())
+        au_probs.append(out["au_logits"].float().sigmoid().cpu())
+    return {"probs": torch.cat(probs).numpy(), "au_probs": torch.cat(au_probs).numpy()}
+
+
+def evaluate(pred: dict, ds: FerDataset, idx: torch.Tensor, groups: dict, with_aus: bool) -> dict:
+    y = ds.labels[idx].numpy()
+    probs = pred["probs"]
+    m = classification_metrics(y, probs.argmax(1), ds.num_classes, groups)
+    m["loss"] = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean()) if len(y) else float("nan")
+    if with_aus:
+        m["au_f1"] = au_macro_f1(ds.aus[idx].numpy(), pred["au_probs"])
+    return m
+
+
+def flat_epoch_metrics(epoch: int, train_loss: float, val: dict, extra: dict) -> dict:
+    """The metrics reported every epoch (flat: they become Ray/Optuna values)."""
+    out = {"epoch": epoch, "loss": train_loss, "val_loss": val["loss"]}
+    for k in ("macro_f1", "accuracy", "balanced_accuracy", "au_f1", "head_f1", "medium_f1", "tail_f1"):
+        if k in val:
+            out[k] = val[k]
+    out.update({f"f1_{c:02d}": v for c, v in enumerate(val["f1"])})
+    out.update(extra)
+    return out
+
+
+def train_fer(
+    config: Mapping[str, Any] | TrainConfig,
+    report: Report | None = None,
+    *,
+    dataset: FerDataset | None = None,
+    checkpoint: Mapping[str, Any] | None = None,
+) -> dict:
+    """Train one model; return the selected epoch's validation and test metrics.
+
+    ``report(metrics, checkpoint=state)`` is called after every epoch; ``state`` is a dict
+    of tensors that ``checkpoint=`` accepts to resume exactly where it was (a scheduler can
+    pause and resume a trial). ``dataset`` skips loading (shared from the Ray object store).
+    """
+    # 1. validate at the edge, pick the device, seed everything
+    cfg = resolve_config(config)
+    device = pick_device(cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.num_threads or len(os.sched_getaffinity(0)))
+    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+    cl = cfg.channels_last == "on" or cfg.channels_last == "auto"  # measured faster for convnets on CPU too
+    seed_everything(cfg.seed)
+    t_start = time.perf_counter()
+
+    # 2. data: decoded once, kept on the device as uint8 for the whole run
+    ds = dataset if dataset is not None else dataset_for(cfg)
+    if ds.images.shape[-1] != cfg.img_size:
+        raise ValueError(f"data set is {ds.images.shape[-1]} px but img_size is {cfg.img_size}")
+    images = ds.images.to(device)
+    train_idx, val_idx, test_idx = (ds.indices(s) for s in (TRAIN, VAL, TEST))
+    train_labels = ds.labels[train_idx]
+    counts = ds.class_counts(TRAIN)
+    groups = class_groups(counts, cfg.tail_max_count, cfg.head_min_count)
+    with_aus = cfg.au_weight > 0 and ds.has_aus
+    train_idx_dev, labels_dev = train_idx.to(device), train_labels.to(device)
+    aus_dev = ds.aus[train_idx].to(device)
+
+    # 3. model, loss, data sampler, optimizer, schedule
+    model = FerNet(
+        cfg.backbone, ds.num_classes, len(AU_VOCAB),
+        pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path, drop_rate=cfg.drop_rate,
+    ).to(device)
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if cfg.compile else model
+    loss_fn = lookup(LOSSES, cfg.loss)(cfg.model_dump(), counts, cfg.epochs).to(device)
+    plan = lookup(DATA_SAMPLERS, cfg.sampler)(train_labels, cfg.batch_size, cfg.epochs)
+    steps_per_epoch = len(plan.batches(0, torch.Generator().manual_seed(0)))
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # no decay on norms/biases
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch))
+    mixup = (
+        Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha, prob=cfg.mixup_prob,
+              label_smoothing=0.0, num_classes=ds.num_classes)
+        if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0 else None
+    )
+    sampler_gen = torch.Generator().manual_seed(cfg.seed)
+    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    history: list[dict] = []
+    best = {"macro_f1": -1.0, "epoch": -1, "state": None, "val": None, "val_pred": None}
+    start_epoch, bad_epochs = 0, 0
+
+    # 4. resume from a checkpoint (a paused or restarted trial continues exactly)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        opt.load_state_dict(checkpoint["optimizer"])
+        sched.load_state_dict(checkpoint["scheduler"])
+        sampler_gen.set_state(checkpoint["rng"]["sampler"])
+        aug_gen.set_state(checkpoint["rng"]["aug"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        random.setstate(checkpoint["rng"]["python"])
+        history = list(checkpoint["history"])
+        best = dict(checkpoint["best"])
+        start_epoch, bad_epochs = checkpoint["epoch"] + 1, checkpoint["bad_epochs"]
+
+    stopped_early = False
+    for epoch in range(start_epoch, cfg.epochs):
+        # 5. one epoch: index batches -> uint8 gather -> batched augmentation -> mixup -> step
+        model.train()
+        t0, seen, loss_sum = time.perf_counter(), 0, torch.zeros((), device=device)
+        for pos in plan.batches(epoch, sampler_gen):
+            pos = pos.to(device)
+            x = images[train_idx_dev[pos]].float().div_(255)
+            y = labels_dev[pos]
+            strength = sample_strength(y, cfg.aug_strength, cfg.minority_boost, counts)
+            x = augment_batch(x, strength.to(device), aug_gen)
+            target = F.one_hot(y, ds.num_classes).float()
+            au_target = aus_dev[pos]
+            if mixup is not None:
+                lam = mixup._mix_batch(x)  # lam is needed to mix the AU targets the same way
+                target = lam * target + (1 - lam) * target.flip(0)
+                au_target = lam * au_target + (1 - lam) * au_target.flip(0)
+            if cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            out = train_step(step_model, x, target, au_target, loss_fn, cfg.au_weight if with_aus else 0.0, epoch, amp)
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            opt.step()
+            sched.step()
+            loss_sum += out["loss"].detach() * len(pos)
+            seen += len(pos)
+        train_loss = float(loss_sum) / max(1, seen)
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"training loss is {train_loss} at epoch {epoch} (lr {cfg.lr} too high?)")
+        train_s = time.perf_counter() - t0
+
+        # 6. validate; keep the best epoch's weights (selection on validation macro-F1 only)
+        val_pred = predict(model, images, val_idx.to(device), cfg, amp, cl)
+        val = evaluate(val_pred, ds, val_idx, groups, with_aus)
+        if val["macro_f1"] > best["macro_f1"]:
+            best = {"macro_f1": val["macro_f1"], "epoch": epoch, "val": val, "val_pred": val_pred,
+                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        metrics = flat_epoch_metrics(epoch, train_loss, val, {
+            "lr": opt.param_groups[0]["lr"], "images_per_s": seen / train_s, "epoch_s": time.perf_counter() - t0,
+            "best_macro_f1": best["macro_f1"], "best_epoch": best["epoch"],
+        })
+        history.append(metrics)
+
+        # 7. report (a scheduler may stop us here) with a resumable checkpoint
+        if report is not None:
+            state = {
+                "epoch": epoch, "bad_epochs": bad_epochs, "history": history, "best": best,
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "rng": {"sampler": sampler_gen.get_state(), "aug": aug_gen.get_state(),
+                        "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            }
+            report(metrics, checkpoint=state)
+        if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
+            stopped_early = True
+            break
+
+    # 8. the selected epoch: restore its weights, evaluate the test split once
+    model.load_state_dict(best["state"])
+    test_pred = predict(model, images, test_idx.to(device), cfg, amp, cl)
+    test = evaluate(test_pred, ds, test_idx, groups, with_aus)
+    return {
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "stopped_early": stopped_early,
+        "val": best["val"],
+        "test": test,
+        "history": history,
+        "predictions": {
+            "val": {"probs": best["val_pred"]["probs"], "labels": ds.labels[val_idx].numpy()},
+            "test": {"probs": test_pred["probs"], "labels": ds.labels[test_idx].numpy()},
+        },
+        "class_names": list(ds.class_names),
+        "train_counts": counts,
+        "groups": groups,
+        "fingerprint": ds.fingerprint,
+        "config": cfg.model_dump(),
+        "device": str(device),
+        "seconds": time.perf_counter() - t_start,
+        "model_state": best["state"],  # already a detached clone
+    }

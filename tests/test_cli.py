@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fer_core.cli import main
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fer_core.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_train_prints_per_class_table_and_test_metrics(standin, cache_dir, capsys, tmp_path):
+    save = tmp_path / "model.pt"
+    rc = main(["train", "--set", "backbone=test_resnet", "--set", "img_size=48", "--set", "epochs=1",
+               "--set", "warmup_epochs=0", "--set", f"cache_dir={cache_dir}", "--save", str(save)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "Happily sad (tail)" in out and "Angrily disgusted" in out
+    assert "validation macro-F1" in out and "test macro-F1" in out and "from cache" in out
+    assert save.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "--set", "loss=hinge"], "loss: unknown loss 'hinge'; valid: "),
+        (["train", "--set", "backbone=resnet5000"], "backbone: unknown timm model"),
+        (["train", "--set", "aug_strength=2"], "config key 'aug_strength'"),
+        (["train", "--set", "learning_rate=0.1"], "unknown config key 'learning_rate'"),
+        (["train", "--config", "/nonexistent.yaml"], "/nonexistent.yaml: cannot read config file"),
+        (["train", "--set", "loss=weighted_ce", "--set", "sampler=balanced"], "allow_double_weighting: true"),
+        (["data", "inspect", "/nonexistent/dir"], "/nonexistent/dir"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_no_traceback(args, needle):
+    proc = run_cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
+
+
+def test_data_synth_then_inspect_reports_quirks(tmp_path, cache_dir, capsys):
+    out = tmp_path / "rafce"
+    assert main(["data", "synth", "--out", str(out), "--img-size", "48", "--seed", "3"]) == 0
+    assert (out / "RAFCE_emolabel.txt").exists()
+    capsys.readouterr()
+    assert main(["data", "inspect", str(out), "--img-size", "48", "--cache-dir", cache_dir]) == 0
+    text = capsys.readouterr().out
+    for needle in ("Happily surprised", "side", "malformed", "vocab"):
+        assert needle in text

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import fer_core.train as train_mod
+from fer_core.losses import LOSSES
+from fer_core.sampling import DATA_SAMPLERS
+from fer_core.train import train_fer
+
+TINY = {"backbone": "test_resnet", "img_size": 48, "batch_size": 32, "epochs": 2, "warmup_epochs": 0}
+ONE_EPOCH = {**TINY, "epochs": 1}
+
+
+def _check_result(result: dict, epochs: int) -> None:
+    assert result["epochs_run"] == epochs == len(result["history"])
+    for split in ("val", "test"):
+        m = result[split]
+        assert 0.0 <= m["macro_f1"] <= 1.0 and len(m["f1"]) == 14
+        assert np.array(m["confusion_matrix"]).shape == (14, 14)
+    for row in result["history"]:
+        assert math.isfinite(row["loss"]) and "f1_13" in row and "tail_f1" in row
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_every_loss_trains_with_mixup_soft_targets(small, loss):
+    # cutmix+mixup make every loss see soft targets through the real training loop
+    cfg = {**ONE_EPOCH, "loss": loss, "mixup_alpha": 0.4, "cutmix_alpha": 1.0}
+    _check_result(train_fer(cfg, dataset=small), 1)
+
+
+@pytest.mark.parametrize("sampler", sorted(DATA_SAMPLERS))
+def test_every_data_sampler_trains(small, sampler):
+    cfg = {**ONE_EPOCH, "sampler": sampler, "aug_strength": 0.5, "minority_boost": 0.5}
+    _check_result(train_fer(cfg, dataset=small), 1)
+
+
+def test_same_seed_same_metrics_other_seed_differs(small):
+    cfg = {**TINY, "au_weight": 0.5, "mixup_alpha": 0.2}
+    a = train_fer(cfg, dataset=small)["history"]
+    b = train_fer(cfg, dataset=small)["history"]
+    c = train_fer({**cfg, "seed": 1}, dataset=small)["history"]
+    keys = ("loss", "val_loss", "macro_f1", "au_f1")
+    assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
+    assert [r["loss"] for r in a] != [r["loss"] for r in c]
+
+
+def test_reports_every_epoch_and_resumes_exactly_from_a_checkpoint(small):
+    cfg = {**TINY, "epochs": 3, "aug_strength": 0.6, "mixup_alpha": 0.2, "sampler": "curriculum"}
+    seen, states = [], []
+
+    def report(metrics, checkpoint=None):
+        seen.append(metrics)
+        # what a scheduler would persist: a deep copy at that moment
+        states.append(torch.utils._pytree.tree_map(
+            lambda v: v.clone() if isinstance(v, torch.Tensor) else v, checkpoint))
+
+    full = train_fer(cfg, report, dataset=small)
+    assert [m["epoch"] for m in seen] == [0, 1, 2]
+    assert {"macro_f1", "accuracy", "balanced_accuracy", "loss", "f1_00"} <= set(seen[0])
+    assert not any(k.startswith("test") for k in seen[0])
+    resumed = train_fer(cfg, dataset=small, checkpoint=states[0])
+    assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in full["history"]]
+    assert resumed["test"]["macro_f1"] == full["test"]["macro_f1"]
+
+
+def test_test_split_is_evaluated_once_at_the_selected_epoch(small, monkeypatch):
+    calls = []
+    real = train_mod.predict
+
+    def spy(model, images, idx, cfg, amp, cl):
+        calls.append(set(idx.tolist()))
+        return real(model, images, idx, cfg, amp, cl)
+
+    monkeypatch.setattr(train_mod, "predict", spy)
+    result = train_fer({**TINY, "epochs": 3}, dataset=small)
+    test_idx = set(small.indices(2).tolist())
+    val_idx = set(small.indices(1).tolist())
+    assert calls[:3] == [val_idx] * 3  # selection sees validation only
+    assert calls[3:] == [test_idx]  # test once, after training
+    assert result["best_epoch"] == int(np.argmax([r["macro_f1"] for r in result["history"]]))
+
+
+def test_early_stopping_on_validation_macro_f1(small, monkeypatch):
+    scores = iter([0.5, 0.4, 0.3, 0.2, 0.1])
+    real = train_mod.evaluate
+
+    def fake_eval(pred, ds, idx, groups, with_aus):
+        m = real(pred, ds, idx, groups, with_aus)
+        if idx.numel() and int(ds.split[idx[0]]) == 1:
+            m["macro_f1"] = next(scores)  # validation gets worse every epoch after the first
+        return m
+
+    monkeypatch.setattr(train_mod, "evaluate", fake_eval)
+    result = train_fer({**TINY, "epochs": 5, "early_stopping_patience": 2}, dataset=small)
+    assert result["stopped_early"] and result["epochs_run"] == 3 and result["best_epoch"] == 0
+
+
+def test_au_head_loss_only_when_weighted(small):
+    on = train_fer({**ONE_EPOCH, "au_weight": 1.0}, dataset=small)
+    off = train_fer({**ONE_EPOCH, "au_weight": 0.0}, dataset=small)
+    assert 0.0 <= on["val"]["au_f1"] <= 1.0
+    assert "au_f1" not in off["val"]
+    assert on["history"][0]["loss"] > off["history"][0]["loss"]  # the BCE term is added
+
+
+def test_pretrained_weights_from_a_local_file(small, tmp_path):
+    import timm
+
+    path = tmp_path / "weights.pth"
+    src = timm.create_model("test_resnet", num_classes=0)
+    torch.save(src.state_dict(), path)
+    model = train_mod.FerNet("test_resnet", 14, 18, pretrained=True, pretrained_path=str(path))
+    for k, v in src.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[k], v)
