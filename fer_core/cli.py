@@ -102,6 +102,103 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     console.print(format_summary(summarize(ds)))
     return 0
 
+def cmd_launch(args: argparse.Namespace) -> int:
+    from fer_core.study.runner import launch
+
+    summary = launch(args.study, storage=args.storage, address=args.address, profile=args.profile,
+                     max_concurrent=args.max_concurrent, restart=args.restart, quiet=not args.verbose,
+                     runs_dir=args.runs_dir)
+    if summary["reconciled"]:
+        console.print(f"reconciled {len(summary['reconciled'])} trial(s) left RUNNING by a stopped driver: "
+                      f"{summary['reconciled']} (failed and re-queued)")
+    console.print(f"study {summary['study']} ({summary['profile']} profile) in {summary['storage']}: "
+                  f"{summary.get('COMPLETE', 0)} complete, {summary.get('PRUNED', 0)} pruned, "
+                  f"{summary.get('FAIL', 0)} failed of {summary['planned']} planned; {summary['ran']} run now",
+                  highlight=False)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from fer_core.study.spec import load_study
+
+    spec = load_study(args.study, args.profile)
+    n = spec.n_planned()
+    console.print(f"{spec.source}: study {spec.name!r} ({spec.design}, profile {spec.profile}) is valid: "
+                  f"{n} trials planned, seeds {list(spec.seeds)}, objective {spec.metric} ({spec.direction}), "
+                  f"optuna sampler {spec.optuna_sampler['name']}, pruner {spec.pruner['name']}, "
+                  f"scheduler {spec.scheduler['name']}", highlight=False)
+    return 0
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    import optuna
+
+    from fer_core.study.runner import STATES
+    from fer_core.study.spec import search_dirs
+    from fer_core.study.storage import open_storage, redact, storage_url
+
+    files = Table(title="study files")
+    files.add_column("name")
+    files.add_column("file")
+    seen = set()
+    for d in search_dirs("studies"):
+        for f in sorted(d.glob("*.yaml")) if d.is_dir() else []:
+            if f.stem not in seen:
+                seen.add(f.stem)
+                files.add_row(f.stem, str(f))
+    console.print(files)
+    url = storage_url(args.storage)
+    storage = open_storage(url)
+    stored = Table(title=f"stored studies in {redact(url)}")
+    for col in ("study", *STATES, "best"):
+        stored.add_column(col, justify="left" if col == "study" else "right")
+    for s in optuna.get_all_study_summaries(storage, include_best_trial=True):
+        trials = storage.get_all_trials(s._study_id, deepcopy=False)
+        counts = {st: sum(t.state.name == st for t in trials) for st in STATES}
+        best = f"{s.best_trial.value:.4f}" if s.best_trial is not None and s.best_trial.value is not None else "-"
+        stored.add_row(s.study_name, *(str(counts[st]) for st in STATES), best)
+    console.print(stored)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import optuna
+
+    from fer_core.study.runner import best_value, counts_by_state
+    from fer_core.study.storage import open_storage, redact, storage_url
+
+    url = storage_url(args.storage)
+    storage = open_storage(url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if args.study not in names:
+        raise FerError(f"no study {args.study!r} in {redact(url)}; stored: {', '.join(names) or '(none)'}")
+    study = optuna.load_study(study_name=args.study, storage=storage)
+    c = counts_by_state(study)
+    spec = study.user_attrs.get("spec", {})
+    planned = _planned(study)
+    best, num = best_value(study)
+    console.print(f"study {args.study} in {redact(url)} (profile {spec.get('profile', '?')}, "
+                  f"design {study.user_attrs.get('design', '?')})", highlight=False)
+    console.print(f"progress: {c['COMPLETE'] + c['PRUNED']}/{planned if planned is not None else '?'} finished | "
+                  + " ".join(f"{k.lower()} {v}" for k, v in c.items()), highlight=False)
+    if best is not None:
+        t = study.trials[num]
+        label = t.user_attrs.get("variant") or t.params
+        console.print(f"best so far: {study.user_attrs.get('metric', 'value')} {best:.4f} (trial {num}: {label})",
+                      highlight=False)
+    return 0
+
+
+def _planned(study) -> int | None:
+    from fer_core.study.spec import load_study
+
+    spec = study.user_attrs.get("spec", {})
+    try:
+        return load_study(spec.get("name", study.study_name), spec.get("profile")).n_planned()
+    except FerError:
+        return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fer-study", description="FER imbalance ablation and HPO studies")
     sub = p.add_subparsers(dest="command", required=True)
@@ -111,6 +208,34 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     t.add_argument("--save", help="write the selected epoch's model, config and class names to this file")
     t.set_defaults(func=cmd_train)
+
+    storage_help = "SQLAlchemy URL (default: $FER_STUDY_STORAGE, else sqlite:///fer-study.db in the working dir)"
+    la = sub.add_parser("launch", help="run (or continue) a study: Ray Tune trials into an Optuna study")
+    la.add_argument("study", help="a name in studies/ or a path to a study YAML")
+    la.add_argument("--storage", help=storage_help)
+    la.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    la.add_argument("--profile", choices=["smoke", "cpu", "gpu"], help="budget profile (default: gpu if CUDA, else cpu)")
+    la.add_argument("--max-concurrent", type=int, help="trials at once (default: the study's budget)")
+    g = la.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", default=True, help="continue a stored study (default)")
+    g.add_argument("--restart", action="store_true", help="delete the stored study and start over")
+    la.add_argument("--runs-dir", help="Ray checkpoints (default: $FER_STUDY_RUNS, else ~/.cache/fer-study/runs)")
+    la.add_argument("--verbose", action="store_true", help="show Ray's own logs")
+    la.set_defaults(func=cmd_launch)
+
+    va = sub.add_parser("validate", help="resolve a study file and every planned config; train nothing")
+    va.add_argument("study")
+    va.add_argument("--profile", choices=["smoke", "cpu", "gpu"])
+    va.set_defaults(func=cmd_validate)
+
+    ss = sub.add_parser("studies", help="study files and stored studies with trial counts by state")
+    ss.add_argument("--storage", help=storage_help)
+    ss.set_defaults(func=cmd_studies)
+
+    st = sub.add_parser("status", help="progress, best so far and per-state counts of a stored study")
+    st.add_argument("study")
+    st.add_argument("--storage", help=storage_help)
+    st.set_defaults(func=cmd_status)
 
     d = sub.add_parser("data", help="data set tools")
     dsub = d.add_subparsers(dest="data_command", required=True)

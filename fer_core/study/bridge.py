@@ -1,0 +1,269 @@
+"""Our searcher bridge between Ray Tune and an Optuna study (ask/tell), and the pruner scheduler.
+
+What Ray's stock ``OptunaSearch`` gets wrong, and this bridge does instead:
+- it drops the last result before a scheduler stop (``on_trial_result`` is not called
+  for it): here every reported epoch becomes an intermediate value, recorded from the
+  Tune callback, which sees every result;
+- it tells a scheduler-stopped trial as COMPLETE (poisoning best-trial, TPE and
+  importances): here a trial without its ``final`` report is PRUNED;
+- a crashed attempt is told FAIL with its error message; the Ray trial restarts from
+  its last checkpoint under a new Optuna trial with the same params, carrying the
+  epochs that the checkpoint covers;
+- planned cells (grid / one-at-a-time) are identified by ``cell_id``: completed cells
+  are never re-run, trials left RUNNING by a dead driver are reconciled on relaunch.
+Only this driver-side code writes the storage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
+from ray.tune import Callback
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from fer_core.study.spec import Cell, StudySpec
+
+log = logging.getLogger("fer_study")
+DRIVER_ATTR = "driver_heartbeat:"  # study user attr prefix: driver id -> last seen (unix time)
+STALE_S = 120.0  # a driver silent this long is dead; its RUNNING trials are reconciled
+
+
+def driver_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def driver_is_dead(study: optuna.Study, driver: str | None, now: float | None = None) -> bool:
+    if not driver:
+        return True
+    host, pid, _ = [*driver.split(":"), "", "", ""][:3]
+    if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+        return True
+    seen = study.user_attrs.get(DRIVER_ATTR + driver)
+    return seen is None or (now or time.time()) - float(seen) > STALE_S
+
+
+def reconcile(study: optuna.Study) -> list[int]:
+    """Fail the RUNNING trials whose driver is gone (crash, Ctrl-C, kill -9); return their numbers."""
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if driver_is_dead(study, t.user_attrs.get("driver")):
+            study._storage.set_trial_user_attr(t._trial_id, "error", "driver stopped while the trial ran; re-queued")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            failed.append(t.number)
+    return failed
+
+
+def done_cells(study: optuna.Study) -> set[str]:
+    return {t.user_attrs["cell_id"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if "cell_id" in t.user_attrs}
+
+
+class OptunaBridge(Searcher):
+    def __init__(
+        self,
+        study: optuna.Study,
+        spec: StudySpec,
+        todo: list[Cell],
+        n_search: int,
+        trial_attrs: Callable[[dict], dict],
+        driver: str,
+    ) -> None:
+        super().__init__(metric=spec.metric, mode="max" if spec.direction == "maximize" else "min")
+        self.study, self.spec, self.todo, self.n_search = study, spec, list(todo), n_search
+        self.trial_attrs, self.driver = trial_attrs, driver
+        self.trials: dict[str, optuna.Trial] = {}  # ray trial id -> current Optuna trial
+        self.steps: dict[str, dict[int, float]] = {}  # ray trial id -> epoch -> value recorded
+        self.final: dict[str, dict] = {}
+        self.failed_error: dict[str, str] = {}
+        self.issued = 0
+        self.dists = {k: CategoricalDistribution(sorted(set(map(_hashable, vals)), key=repr))
+                      for k, vals in self._factor_values().items()}
+
+    def _factor_values(self) -> dict[str, list]:
+        vals: dict[str, list] = {}
+        for c in self.spec.cells():
+            for k, v in c.params.items():
+                vals.setdefault(k, []).append(v)
+        return vals
+
+    # -- Searcher API ------------------------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self.spec.design == "search":
+            if self.issued >= self.n_search:
+                return Searcher.FINISHED
+            trial = self.study.ask()
+            params = {**self.spec.space.sample(trial), "seed": self.spec.seeds[self.issued % len(self.spec.seeds)]}
+            meta = {"seed": params["seed"]}
+        else:
+            if not self.todo:
+                return Searcher.FINISHED
+            cell = self.todo.pop(0)
+            meta = {"cell_id": cell.cell_id, "variant": cell.variant, "seed": cell.seed}
+            # enqueue + ask: the trial takes the cell's values (ask alone would let the sampler draw them)
+            self.study.enqueue_trial(cell.params, user_attrs=meta)
+            trial = self.study.ask({k: self.dists[k] for k in cell.params})
+            params = dict(trial.params)
+            meta = {k: trial.user_attrs.get(k, v) for k, v in meta.items()}
+        self.issued += 1
+        config = self.spec.trial_config(params)
+        attrs = {**meta, **self.trial_attrs(config), "ray_trial_id": trial_id, "driver": self.driver,
+                 "config": json.loads(json.dumps(config, default=str))}
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        self.trials[trial_id] = trial
+        self.steps[trial_id] = {}
+        return {"train": config, "meta": {**meta, "optuna_number": trial.number},
+                "checkpoint_every": self.spec.checkpoint_every}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.record(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        trial = self.trials.get(trial_id)
+        if trial is None:
+            return
+        if result:
+            self.record(trial_id, result)
+        if error:
+            # the error text arrives in BridgeCallback.on_trial_error right after this call
+            self.failed_error[trial_id] = "pending"
+            return
+        fer_result = self.final.get(trial_id)
+        if fer_result is not None:
+            summary = json.loads(fer_result["fer_result"])
+            self._set_result_attrs(trial, summary)
+            self.study.tell(trial, fer_result[self.spec.metric], state=TrialState.COMPLETE)
+        else:
+            trial.set_user_attr("stopped_by", self.spec.scheduler["name"] if self.spec.scheduler["name"] != "none"
+                                else self.spec.pruner["name"])
+            self.study.tell(trial, state=TrialState.PRUNED)
+        self.trials.pop(trial_id, None)
+
+    # -- storage writes ------------------------------------------------------------------------
+    def record(self, trial_id: str, result: dict) -> None:
+        """Every epoch's metric becomes an intermediate value, once (idempotent by epoch)."""
+        trial = self.trials.get(trial_id)
+        if trial is None or "epoch" not in result:
+            return
+        if result.get("final"):
+            self.final[trial_id] = result
+            return
+        step, value = int(result["epoch"]), result.get(self.spec.metric)
+        if value is None or step in self.steps[trial_id]:
+            return
+        trial.report(float(value), step)
+        self.steps[trial_id][step] = float(value)
+
+    def should_prune(self, trial_id: str) -> bool:
+        trial = self.trials.get(trial_id)
+        return trial is not None and trial.should_prune()
+
+    def fail(self, trial_id: str, message: str) -> None:
+        trial = self.trials.pop(trial_id, None)
+        if trial is None:
+            return
+        trial.set_user_attr("error", message[-2000:])
+        self.study.tell(trial, state=TrialState.FAIL)
+
+    def retry(self, trial_id: str, message: str, resume_epoch: int) -> None:
+        """A crashed attempt: FAIL it, open a new Optuna trial with the same params for the restart."""
+        old = self.trials.get(trial_id)
+        if old is None:
+            return
+        frozen = self.study._storage.get_trial(old._trial_id)
+        self.fail(trial_id, message)
+        attrs = {k: v for k, v in frozen.user_attrs.items() if k != "error"}
+        attrs.update(retry_of=frozen.number, attempt=int(frozen.user_attrs.get("attempt", 1)) + 1)
+        self.study.enqueue_trial(frozen.params, user_attrs=attrs)
+        new = self.study.ask(dict(frozen.distributions))
+        kept = {s: v for s, v in self.steps.get(trial_id, {}).items() if s <= resume_epoch}
+        for s, v in sorted(kept.items()):
+            new.report(v, s)
+        self.trials[trial_id], self.steps[trial_id] = new, kept
+
+    def _set_result_attrs(self, trial: optuna.Trial, s: dict) -> None:
+        attrs = {
+            "best_epoch": s["best_epoch"], "epochs_run": s["epochs_run"], "stopped_early": s["stopped_early"],
+            "val_metrics": s["val"], "test_metrics": s["test"],
+            "val_f1_per_class": s["val"]["f1"], "test_f1_per_class": s["test"]["f1"],
+            "test_macro_f1": s["test"]["macro_f1"], "val_tail_f1": s["val"].get("tail_f1"),
+            "test_tail_f1": s["test"].get("tail_f1"), "device": s["device"], "train_seconds": s["seconds"],
+            "node_id": s.get("node_id"),
+        }
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+
+
+def _hashable(v: Any) -> Any:
+    return v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v)
+
+
+class BridgeCallback(Callback):
+    """Sees every result (also the one a scheduler stops on), recoveries and errors."""
+
+    def __init__(self, bridge: OptunaBridge, on_step: Callable[[], None] | None = None) -> None:
+        self.bridge, self.on_step = bridge, on_step
+        self.last_beat = 0.0
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self.bridge.record(trial.trial_id, result)
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        ckpt_epoch = int((trial.last_result or {}).get("checkpoint_epoch", -1))
+        self.bridge.retry(trial.trial_id, _error_text(trial), ckpt_epoch)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.bridge.fail(trial.trial_id, _error_text(trial))
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        now = time.time()
+        if now - self.last_beat > 15:  # driver heartbeat: lets a relaunch tell a dead driver from a live one
+            self.last_beat = now
+            self.bridge.study.set_user_attr(DRIVER_ATTR + self.bridge.driver, now)
+        if self.on_step:
+            self.on_step()
+
+
+def _error_text(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        if path and os.path.exists(path):
+            text = open(path).read().strip()
+            return text.splitlines()[-1] if text else "trial failed"
+    except OSError:
+        pass
+    return "trial failed (worker died)"
+
+
+class OptunaPrunerScheduler(FIFOScheduler):
+    """A Tune scheduler that asks the Optuna pruner about the trial in storage (macro-F1 by epoch)."""
+
+    def __init__(self, bridge: OptunaBridge) -> None:
+        super().__init__()
+        self.bridge = bridge
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if result.get("final"):
+            return TrialScheduler.CONTINUE
+        self.bridge.record(trial.trial_id, result)
+        return TrialScheduler.STOP if self.bridge.should_prune(trial.trial_id) else TrialScheduler.CONTINUE

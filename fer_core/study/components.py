@@ -1,0 +1,80 @@
+"""Registries of the study's components: Optuna samplers, Optuna pruners, Ray schedulers.
+
+Kept apart from ``fer_core.sampling.DATA_SAMPLERS`` (which draws training batches):
+an *Optuna sampler* proposes trial parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from fer_core.errors import ConfigError
+from fer_core.registry import Registry
+
+OPTUNA_SAMPLERS = Registry("Optuna sampler", "optuna_sampler")
+PRUNERS = Registry("Optuna pruner", "pruner")
+SCHEDULERS = Registry("Ray scheduler", "scheduler")
+
+
+def _build(factory, options: dict[str, Any], what: str):
+    try:
+        return factory(**options)
+    except TypeError as err:
+        raise ConfigError(f"{what}.options: {err}") from None
+
+
+# constant_liar: concurrent trials see each other as pending, so they do not all propose the same point
+OPTUNA_SAMPLERS.register("tpe")(lambda seed, **o: optuna.samplers.TPESampler(
+    seed=seed, **{"constant_liar": True, "multivariate": True, "group": True, "n_startup_trials": 8, **o}))
+OPTUNA_SAMPLERS.register("random")(lambda seed, **o: optuna.samplers.RandomSampler(seed=seed, **o))
+OPTUNA_SAMPLERS.register("cmaes")(lambda seed, **o: optuna.samplers.CmaEsSampler(seed=seed, **o))
+OPTUNA_SAMPLERS.register("qmc")(lambda seed, **o: optuna.samplers.QMCSampler(seed=seed, **o))
+OPTUNA_SAMPLERS.register("gp")(lambda seed, **o: optuna.samplers.GPSampler(seed=seed, **o))
+OPTUNA_SAMPLERS.register("nsga2")(lambda seed, **o: optuna.samplers.NSGAIISampler(seed=seed, **o))
+
+PRUNERS.register("none")(lambda **o: optuna.pruners.NopPruner())
+PRUNERS.register("median")(lambda **o: optuna.pruners.MedianPruner(**{"n_startup_trials": 4, "n_warmup_steps": 1, **o}))
+PRUNERS.register("percentile")(lambda **o: optuna.pruners.PercentilePruner(**{"percentile": 25.0, "n_startup_trials": 4, "n_warmup_steps": 1, **o}))
+PRUNERS.register("successive_halving")(lambda **o: optuna.pruners.SuccessiveHalvingPruner(**o))
+PRUNERS.register("hyperband")(lambda **o: optuna.pruners.HyperbandPruner(**o))
+PRUNERS.register("wilcoxon")(lambda **o: optuna.pruners.WilcoxonPruner(**o))
+
+
+def _ray_scheduler(cls_name: str, defaults: dict[str, Any]):
+    def make(metric: str, mode: str, max_t: int, **o):
+        from ray.tune import schedulers
+
+        cls = getattr(schedulers, cls_name)
+        kw = {"metric": metric, "mode": mode, "time_attr": "training_iteration", **defaults, **o}
+        if cls_name in ("ASHAScheduler", "HyperBandScheduler"):
+            kw.setdefault("max_t", max_t)
+        return cls(**kw)
+
+    return make
+
+
+SCHEDULERS.register("none")(lambda metric, mode, max_t, **o: None)
+SCHEDULERS.register("asha")(_ray_scheduler("ASHAScheduler", {"grace_period": 1, "reduction_factor": 3}))
+SCHEDULERS.register("hyperband")(_ray_scheduler("HyperBandScheduler", {}))
+SCHEDULERS.register("median")(_ray_scheduler("MedianStoppingRule", {"grace_period": 1, "min_samples_required": 3}))
+
+
+def make_optuna_sampler(spec_part: dict[str, Any], seed: int | None):
+    from fer_core.registry import lookup
+
+    return _build(lambda **o: lookup(OPTUNA_SAMPLERS, spec_part["name"])(seed, **o), spec_part["options"], "optuna_sampler")
+
+
+def make_pruner(spec_part: dict[str, Any]):
+    from fer_core.registry import lookup
+
+    return _build(lookup(PRUNERS, spec_part["name"]), spec_part["options"], "pruner")
+
+
+def make_scheduler(spec_part: dict[str, Any], metric: str, mode: str, max_t: int):
+    from fer_core.registry import lookup
+
+    factory = lookup(SCHEDULERS, spec_part["name"])
+    return _build(lambda **o: factory(metric, mode, max_t, **o), spec_part["options"], "scheduler")

@@ -1,0 +1,254 @@
+"""``fer-study launch``: a study spec -> Ray Tune trials -> an Optuna study in storage.
+
+The driver (this process) loads each data set once and shares it with the trials
+through the Ray object store, runs the Tune controller with our searcher bridge, and is
+the only process that writes the storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+import fer_core
+from fer_core.data.dataset import FerDataset
+from fer_core.errors import ConfigError
+from fer_core.study.bridge import (
+    BridgeCallback,
+    OptunaBridge,
+    OptunaPrunerScheduler,
+    done_cells,
+    driver_id,
+    reconcile,
+)
+from fer_core.study.components import make_optuna_sampler, make_pruner, make_scheduler
+from fer_core.study.spec import StudySpec, load_study
+from fer_core.study.storage import StorageError, open_storage, redact, spec_attrs, storage_url
+
+log = logging.getLogger("fer_study")
+STATES = ("COMPLETE", "RUNNING", "PRUNED", "FAIL", "WAITING")
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(fer_core.__file__).parent,
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{fer_core.__version__}+{sha}" if sha else fer_core.__version__
+
+
+def counts_by_state(study: optuna.Study) -> dict[str, int]:
+    out = dict.fromkeys(STATES, 0)
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def best_value(study: optuna.Study) -> tuple[float | None, int | None]:
+    try:
+        b = study.best_trial
+        return b.value, b.number
+    except ValueError:
+        return None, None
+
+
+def open_study(spec: StudySpec, url: str, restart: bool = False, create: bool = True) -> optuna.Study:
+    storage = open_storage(url)
+    names = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    if spec.name in names and restart:
+        optuna.delete_study(study_name=spec.name, storage=storage)
+        names.pop(spec.name)
+    if spec.name in names:
+        existing = optuna.load_study(study_name=spec.name, storage=storage)
+        if existing.direction.name.lower() != spec.direction:
+            raise ConfigError(f"study {spec.name!r} in {redact(url)} has direction {existing.direction.name.lower()}, "
+                              f"the spec says {spec.direction}; refusing to merge (use --restart to discard it)")
+        fp = existing.user_attrs.get("spec_fingerprint")
+        if fp and fp != spec.fingerprint:
+            raise ConfigError(f"study {spec.name!r} in {redact(url)} was launched from a different spec "
+                              f"(profile {existing.user_attrs.get('spec', {}).get('profile')!r}); refusing to merge; "
+                              "use --restart to discard it, or give the changed study another name")
+    elif not create:
+        raise ConfigError(f"no study {spec.name!r} in {redact(url)}")
+    return optuna.create_study(
+        study_name=spec.name, storage=storage, load_if_exists=True, direction=spec.direction,
+        sampler=make_optuna_sampler(spec.optuna_sampler, seed=spec.seeds[0]), pruner=make_pruner(spec.pruner),
+    )
+
+
+@dataclass
+class Progress:
+    """Live terminal progress: trials done/running/pruned/failed, best macro-F1, ETA."""
+
+    study: optuna.Study
+    total: int
+    start_counts: dict[str, int]
+    started: float = field(default_factory=time.time)
+    last: float = 0.0
+    quiet: bool = False
+    tty: bool = False
+
+    def line(self) -> str:
+        c = counts_by_state(self.study)
+        finished = sum(c[s] - self.start_counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))
+        best, num = best_value(self.study)
+        elapsed = time.time() - self.started
+        done_now = c["COMPLETE"] + c["PRUNED"]
+        left = max(0, self.total - done_now)
+        eta = f"{elapsed / finished * left / 60:.1f} min" if finished else "?"
+        b = f"{best:.4f} (trial {num})" if best is not None else "-"
+        return (f"trials {done_now}/{self.total}: complete {c['COMPLETE']} running {c['RUNNING']} "
+                f"pruned {c['PRUNED']} failed {c['FAIL']} | best {b} | elapsed {elapsed / 60:.1f} min, ETA {eta}")
+
+    def __call__(self, force: bool = False) -> None:
+        now = time.time()
+        if self.quiet or (not force and now - self.last < (2 if self.tty else 20)):
+            return
+        self.last = now
+        from fer_core.cli import console
+
+        console.print(self.line(), highlight=False)
+
+
+def _datasets(spec: StudySpec, configs: list[dict[str, Any]]) -> dict[tuple, FerDataset]:
+    from fer_core.config import resolve_config
+    from fer_core.study.trainable import data_key
+    from fer_core.train import dataset_for
+
+    out: dict[tuple, FerDataset] = {}
+    for cfg in configs:
+        key = data_key(cfg)
+        if key not in out:
+            out[key] = dataset_for(resolve_config(cfg, check_names=False))
+    return out
+
+
+def init_ray(address: str | None, quiet: bool = True) -> None:
+    import ray
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TB loggers per trial
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1")
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    kw: dict[str, Any] = {"logging_level": logging.ERROR if quiet else logging.INFO, "log_to_driver": not quiet}
+    if address:
+        try:
+            ray.init(address=address, **kw)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise StorageError(f"cannot reach the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
+    else:
+        ray.init(include_dashboard=False, **kw)
+
+
+def launch(
+    name: str,
+    storage: str | None = None,
+    address: str | None = None,
+    profile: str | None = None,
+    max_concurrent: int | None = None,
+    restart: bool = False,
+    quiet: bool = True,
+    runs_dir: str | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or continue) a study to completion; returns a summary. Nothing runs when the spec,
+    the storage or the cluster is not usable."""
+    # 1. resolve everything before touching Ray: spec, storage, study
+    spec = load_study(name, profile)
+    url = storage_url(storage)
+    study = open_study(spec, url, restart=restart)
+
+    # 2. reconcile trials a dead driver left RUNNING, work out what is left to do
+    reconciled = reconcile(study)
+    done = done_cells(study)
+    todo = [c for c in spec.cells() if c.cell_id not in done]
+    c = counts_by_state(study)
+    n_search = max(0, (spec.trials or 0) - c["COMPLETE"] - c["PRUNED"]) if spec.design == "search" else 0
+    n_todo = len(todo) if spec.design != "search" else n_search
+    total = spec.n_planned() or 0
+
+    # 3. data: loaded once here, shared with every trial through the object store
+    configs = [spec.trial_config(x.params) for x in todo] or [spec.trial_config({"seed": spec.seeds[0]})]
+    datasets = _datasets(spec, configs)
+    first = next(iter(datasets.values()))
+    attrs = spec_attrs(spec, list(first.class_names), first.class_counts())
+    for k, v in attrs.items():
+        if study.user_attrs.get(k) != v:
+            study.set_user_attr(k, v)
+    summary = {"study": spec.name, "storage": redact(url), "profile": spec.profile, "planned": total,
+               "ran": 0, "reconciled": reconciled}
+    if n_todo == 0:
+        summary.update(counts_by_state(study))
+        return summary
+
+    # 4. Ray Tune: our bridge as the searcher, pruning through the Optuna pruner or a Ray scheduler
+    from ray import tune
+
+    init_ray(address, quiet)
+    version = code_version()
+    fps = {k: ds.fingerprint for k, ds in datasets.items()}
+
+    def trial_attrs(config: dict) -> dict:
+        from fer_core.study.trainable import data_key
+
+        return {"data_fingerprint": fps.get(data_key(config), "loaded-by-trial"), "code_version": version}
+
+    driver = driver_id()
+    study.set_user_attr("driver_heartbeat:" + driver, time.time())
+    bridge = OptunaBridge(study, spec, todo, n_search, trial_attrs, driver)
+    if spec.pruner["name"] != "none":
+        scheduler = OptunaPrunerScheduler(bridge)
+    else:
+        epochs = int(spec.base.get("epochs", 12))
+        mode = "max" if spec.direction == "maximize" else "min"
+        # max_t past the last epoch: the trial's own final report must not look like a stop
+        scheduler = make_scheduler(spec.scheduler, spec.metric, mode, epochs + 2)
+    progress = Progress(study, total, c, quiet=not show_progress, tty=os.isatty(1))
+    threads = max(1, int(spec.resources["cpu"]))
+    resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
+
+    trainable = tune.with_resources(tune.with_parameters(_trainable_with_threads(threads), datasets=datasets),
+                                    resources)
+    runs = Path(runs_dir or os.environ.get("FER_STUDY_RUNS") or Path.home() / ".cache" / "fer-study" / "runs")
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=bridge, scheduler=scheduler, num_samples=n_todo,
+            max_concurrent_trials=max_concurrent or spec.max_concurrent, reuse_actors=True,
+            time_budget_s=spec.time_s,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{spec.name}-{driver.replace(':', '-')}", storage_path=str(runs.resolve()), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[BridgeCallback(bridge, progress)],
+        ),
+    )
+    t0 = time.time()
+    tuner.fit()
+    progress(force=True)
+    summary.update(counts_by_state(study))
+    summary.update({"ran": bridge.issued, "seconds": time.time() - t0})
+    return summary
+
+
+def _trainable_with_threads(threads: int):
+    from fer_core.study.trainable import fer_trainable
+
+    def fer_trial(config: dict, datasets: dict | None = None) -> None:
+        train = dict(config["train"])
+        if not train.get("num_threads"):
+            train["num_threads"] = threads  # one intra-op thread per reserved CPU: trials do not oversubscribe
+        fer_trainable({**config, "train": train}, datasets=datasets)
+
+    return fer_trial

@@ -1,0 +1,335 @@
+"""Study files (``studies/*.yaml``) validated into a frozen ``StudySpec``.
+
+A study file is data: name, the question it answers, data source, base config, design
+(``grid`` | ``one_at_a_time`` | ``search``), objective, seeds, budget, Optuna sampler,
+pruner or Ray scheduler, resources per trial, and budget profiles (``smoke`` for CI,
+``cpu`` for a laptop, ``gpu`` for full size). ``extends: other.yaml`` makes a study a
+small diff from a base file. A profile is a deep-merge patch over the whole spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fer_core.config import KEYS, resolve_config
+from fer_core.errors import ConfigError
+from fer_core.study.space import SearchSpace, parse_space
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROFILES = ("smoke", "cpu", "gpu")
+DESIGNS = ("grid", "one_at_a_time", "search")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # no SQL/shell metacharacters, no paths
+SPEC_KEYS = {"name", "question", "extends", "data", "base", "design", "seeds", "objective", "optuna_sampler",
+             "pruner", "scheduler", "budget", "resources", "max_failures", "profiles", "checkpoint_every"}
+EXTEND_MERGE = {"base", "data", "budget", "resources", "profiles"}
+DATA_KEYS = {"dataset", "data_path", "data_seed", "val_fraction", "test_fraction", "cache_dir"}
+
+
+def search_dirs(kind: str) -> list[Path]:
+    """Where names resolve: $FER_STUDY_DIR (studies) / the working directory / the source tree."""
+    dirs = []
+    env = os.environ.get("FER_STUDY_DIR" if kind == "studies" else "FER_SPACE_DIR")
+    if env:
+        dirs.append(Path(env))
+    dirs += [Path.cwd() / kind, REPO_ROOT / kind]
+    return list(dict.fromkeys(dirs))
+
+
+def find_file(name: str, kind: str) -> Path:
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p
+    for d in search_dirs(kind):
+        for cand in (d / name, d / f"{name}.yaml", d / f"{name}.yml"):
+            if cand.is_file():
+                return cand
+    known = sorted({f.stem for d in search_dirs(kind) if d.is_dir() for f in d.glob("*.yaml")})
+    label = "study" if kind == "studies" else "search space"
+    raise ConfigError(f"unknown {label} {name!r}; known: {', '.join(known) or '(none)'}")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise ConfigError(f"{path}:{f' line {mark.line + 1}' if mark else ''} invalid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def deep_merge(base: Mapping, patch: Mapping) -> dict:
+    out = dict(base)
+    for k, v in patch.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def _load_raw(path: Path, depth: int = 0) -> dict[str, Any]:
+    data = read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is not None:
+        if depth > 5 or not isinstance(parent, str):
+            raise ConfigError(f"{path}: extends must name one study file (and not loop)")
+        base = _load_raw((path.parent / parent) if (path.parent / parent).is_file() else find_file(parent, "studies"),
+                         depth + 1)
+        base.pop("name", None)
+        # a child changes the base config, data, budget and profiles key by key; the design,
+        # seeds, objective and components it names replace the parent's wholesale
+        data = {**base, **{k: deep_merge(base.get(k) or {}, v) if k in EXTEND_MERGE and isinstance(v, Mapping)
+                           else v for k, v in data.items()}}
+    return data
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One planned trial of a grid / one-at-a-time design."""
+
+    cell_id: str  # "<variant>/seed=<seed>": identity used for dedup and resume
+    variant: str
+    seed: int
+    params: dict[str, Any]  # the Optuna params (design factors + seed)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    question: str
+    source: str
+    profile: str
+    design: str
+    base: dict[str, Any]  # trial config every trial starts from (data keys included)
+    seeds: tuple[int, ...]
+    metric: str
+    direction: str
+    optuna_sampler: dict[str, Any]
+    pruner: dict[str, Any]
+    scheduler: dict[str, Any]
+    trials: int | None
+    time_s: float | None
+    max_concurrent: int
+    resources: dict[str, float]
+    max_failures: int
+    checkpoint_every: int
+    factors: dict[str, tuple] = field(default_factory=dict)  # grid
+    baseline: str = "baseline"  # one_at_a_time
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # one_at_a_time (+ named combinations)
+    space: SearchSpace | None = None  # search
+    resolved: dict[str, Any] = field(default_factory=dict)  # the merged spec as data (stored in the study)
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def cells(self) -> list[Cell]:
+        """Planned trials (grid, one_at_a_time) in launch order: baseline first, seeds inner."""
+        if self.design == "search":
+            return []
+        if self.design == "grid":
+            keys = list(self.factors)
+            combos = [dict(zip(keys, vals)) for vals in itertools.product(*self.factors.values())]
+            named = [(",".join(f"{k}={v}" for k, v in c.items()), c) for c in combos]
+        else:
+            named = [(self.baseline, {}), *self.variants.items()]
+        keys = self.factor_keys()
+        out = []
+        for variant, diff in named:
+            for seed in self.seeds:
+                params = {k: diff.get(k, self.base.get(k, _default(k))) for k in keys}
+                params["seed"] = seed
+                out.append(Cell(f"{variant}/seed={seed}", variant, seed, params))
+        return out
+
+    def factor_keys(self) -> list[str]:
+        if self.design == "grid":
+            return list(self.factors)
+        return sorted({k for diff in self.variants.values() for k in diff})
+
+    def trial_config(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {**self.base, **params}
+
+    def n_planned(self) -> int | None:
+        return len(self.cells()) if self.design != "search" else self.trials
+
+
+def _default(key: str) -> Any:
+    from fer_core.config import TrainConfig
+
+    return TrainConfig.model_fields[key].default
+
+
+def _mapping(data: dict, key: str, src: str) -> dict:
+    v = data.get(key) or {}
+    if not isinstance(v, Mapping):
+        raise ConfigError(f"{src}: {key} must be a mapping")
+    return dict(v)
+
+
+def _check_config_keys(d: Mapping, where: str) -> None:
+    for k in d:
+        if k not in KEYS:
+            import difflib
+
+            close = difflib.get_close_matches(str(k), KEYS, n=1)
+            raise ConfigError(f"{where}: unknown config key {k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+
+def default_profile() -> str:
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def load_study(name: str, profile: str | None = None) -> StudySpec:
+    """Resolve a study name or path + profile into a validated StudySpec (trains nothing)."""
+    path = find_file(name, "studies")
+    src = str(path)
+    raw = _load_raw(path)
+    unknown = set(raw) - SPEC_KEYS
+    if unknown:
+        raise ConfigError(f"{src}: unknown study key {sorted(unknown)[0]!r}; allowed: {', '.join(sorted(SPEC_KEYS))}")
+    profile = profile or os.environ.get("FER_STUDY_PROFILE") or default_profile()
+    if profile not in PROFILES:
+        raise ConfigError(f"--profile: unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    profiles = _mapping(raw, "profiles", src)
+    for p in profiles:
+        if p not in PROFILES:
+            raise ConfigError(f"{src}: profiles: unknown profile {p!r}; valid: {', '.join(PROFILES)}")
+    spec = deep_merge({k: v for k, v in raw.items() if k != "profiles"}, profiles.get(profile) or {})
+
+    sname = spec.get("name")
+    if not isinstance(sname, str) or not NAME_RE.match(sname):
+        raise ConfigError(f"{src}: name must match {NAME_RE.pattern} (letters, digits, '_', '.', '-'), got {sname!r}")
+    question = spec.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise ConfigError(f"{src}: question: say in one sentence what the study answers")
+    data = _mapping(spec, "data", src)
+    bad = set(data) - DATA_KEYS
+    if bad:
+        raise ConfigError(f"{src}: data: unknown key {sorted(bad)[0]!r}; allowed: {', '.join(sorted(DATA_KEYS))}")
+    base = _mapping(spec, "base", src)
+    _check_config_keys(base, f"{src}: base")
+    if set(base) & DATA_KEYS:
+        raise ConfigError(f"{src}: base: data keys belong under 'data:' ({sorted(set(base) & DATA_KEYS)[0]})")
+    base = {**data, **base}
+    seeds = spec.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ConfigError(f"{src}: seeds must be a non-empty list of non-negative integers")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{src}: seeds repeat a value")
+    obj = _mapping(spec, "objective", src)
+    metric, direction = obj.get("metric", "macro_f1"), obj.get("direction", "maximize")
+    if metric not in ("macro_f1", "accuracy", "balanced_accuracy", "tail_f1"):
+        raise ConfigError(f"{src}: objective.metric {metric!r}; allowed: macro_f1, accuracy, balanced_accuracy, tail_f1")
+    if direction not in ("maximize", "minimize"):
+        raise ConfigError(f"{src}: objective.direction {direction!r}; allowed: maximize, minimize")
+    budget = _mapping(spec, "budget", src)
+    bad = set(budget) - {"trials", "time_s", "max_concurrent"}
+    if bad:
+        raise ConfigError(f"{src}: budget: unknown key {sorted(bad)[0]!r}; allowed: max_concurrent, time_s, trials")
+    resources = _mapping(spec, "resources", src) or {"cpu": 1, "gpu": 0}
+    for k, v in resources.items():
+        if k not in ("cpu", "gpu") or isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise ConfigError(f"{src}: resources: {k}: must be cpu/gpu with a number >= 0, got {v!r}")
+    design = _mapping(spec, "design", src)
+    kind = design.get("kind")
+    if kind not in DESIGNS:
+        raise ConfigError(f"{src}: design.kind {kind!r}; allowed: {', '.join(DESIGNS)}")
+
+    def intval(v: Any, key: str, lo: int) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ConfigError(f"{src}: {key} must be an integer >= {lo}, got {v!r}")
+        return v
+
+    kw: dict[str, Any] = {}
+    if kind == "grid":
+        factors = _mapping(design, "factors", src)
+        if not factors:
+            raise ConfigError(f"{src}: design.factors: a grid needs at least one factor")
+        _check_config_keys(factors, f"{src}: design.factors")
+        for k, vals in factors.items():
+            if not isinstance(vals, list) or not vals or len(set(map(repr, vals))) != len(vals):
+                raise ConfigError(f"{src}: design.factors.{k}: a non-empty list of distinct values")
+        kw["factors"] = {k: tuple(v) for k, v in factors.items()}
+    elif kind == "one_at_a_time":
+        kw["baseline"] = str(design.get("baseline", "baseline"))
+        variants = _mapping(design, "variants", src)
+        if not variants:
+            raise ConfigError(f"{src}: design.variants: one_at_a_time needs at least one variant")
+        for vname, diff in variants.items():
+            if not isinstance(diff, Mapping) or not diff:
+                raise ConfigError(f"{src}: design.variants.{vname}: a non-empty mapping of config changes")
+            _check_config_keys(diff, f"{src}: design.variants.{vname}")
+            if vname == kw["baseline"]:
+                raise ConfigError(f"{src}: design.variants: {vname!r} is the baseline's name")
+        kw["variants"] = {str(k): dict(v) for k, v in variants.items()}
+    else:
+        space_name = design.get("space")
+        if not isinstance(space_name, str):
+            raise ConfigError(f"{src}: design.space must name a file in search_spaces/")
+        space_path = find_file(space_name, "search_spaces")
+        kw["space"] = parse_space(read_yaml(space_path), str(space_path))
+        if budget.get("trials") is None:
+            raise ConfigError(f"{src}: budget.trials is required for a search design")
+
+    def component(key: str, default: str) -> dict[str, Any]:
+        c = spec.get(key) or {"name": default}
+        if isinstance(c, str):
+            c = {"name": c}
+        if not isinstance(c, Mapping) or set(c) - {"name", "options"}:
+            raise ConfigError(f"{src}: {key} must be a name or {{name, options}}")
+        opts = c.get("options") or {}
+        if not isinstance(opts, Mapping):
+            raise ConfigError(f"{src}: {key}.options must be a mapping")
+        return {"name": c.get("name", default), "options": dict(opts)}
+
+    ospec = StudySpec(
+        name=sname, question=question.strip(), source=src, profile=profile, design=kind, base=base,
+        seeds=tuple(seeds), metric=metric, direction=direction,
+        optuna_sampler=component("optuna_sampler", "tpe"),
+        pruner=component("pruner", "none"), scheduler=component("scheduler", "none"),
+        trials=intval(budget["trials"], "budget.trials", 1) if budget.get("trials") is not None else None,
+        time_s=float(budget["time_s"]) if budget.get("time_s") else None,
+        max_concurrent=intval(budget.get("max_concurrent", 2), "budget.max_concurrent", 1),
+        resources={"cpu": float(resources.get("cpu", 1)), "gpu": float(resources.get("gpu", 0))},
+        max_failures=intval(spec.get("max_failures", 2), "max_failures", 0),
+        checkpoint_every=intval(spec.get("checkpoint_every", 1), "checkpoint_every", 1),
+        resolved={**spec, "profile": profile},
+        **kw,
+    )
+    validate_components(ospec)
+    return ospec
+
+
+def validate_components(spec: StudySpec) -> None:
+    """Resolve every name and every planned config without training (``fer-study validate``)."""
+    from fer_core.registry import lookup
+    from fer_core.study.components import OPTUNA_SAMPLERS, PRUNERS, SCHEDULERS
+
+    lookup(OPTUNA_SAMPLERS, spec.optuna_sampler["name"])
+    lookup(PRUNERS, spec.pruner["name"])
+    lookup(SCHEDULERS, spec.scheduler["name"])
+    if spec.pruner["name"] != "none" and spec.scheduler["name"] != "none":
+        raise ConfigError(f"{spec.source}: pick one of pruner ({spec.pruner['name']}) and scheduler "
+                          f"({spec.scheduler['name']}): both would stop trials")
+    configs = [spec.trial_config(c.params) for c in spec.cells()]
+    if spec.space is not None:
+        configs = [spec.trial_config({**c, "seed": spec.seeds[0]}) for c in spec.space.corner_configs()]
+    for cfg in configs:
+        try:
+            resolve_config(cfg)
+        except ConfigError as err:
+            raise ConfigError(f"{spec.source}: {err}") from None

@@ -1,0 +1,95 @@
+"""The Ray Tune function trainable: ``train_fer`` with checkpoints, nothing else.
+
+It never touches the database (workers on other machines need no credentials): it
+only reports metrics and checkpoints to Tune; the driver's bridge writes storage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import torch
+
+from fer_core.data.dataset import FerDataset
+from fer_core.train import train_fer
+
+CKPT_FILE = "trial.pt"
+DATA_KEYS = ("dataset", "data_path", "img_size", "data_seed", "val_fraction", "test_fraction", "cache_dir")
+
+
+def data_key(cfg: dict[str, Any]) -> tuple:
+    """Which decoded data set a trial config needs (trials differing only in recipe share one)."""
+    from fer_core.config import resolve_config
+
+    c = resolve_config(cfg, check_names=False)
+    return tuple(getattr(c, k) for k in DATA_KEYS)
+
+
+def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | None = None) -> None:
+    from ray import tune
+
+    train_cfg = dict(config["train"])
+    checkpoint_every = int(config.get("checkpoint_every", 1))
+    fail_at = os.environ.get("FER_STUDY_FAIL_AT")  # fault injection for tests: "<cell_id>@<epoch>"
+    ds = (datasets or {}).get(data_key(train_cfg))  # shared from the object store; else loaded (disk cache)
+
+    state = None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = torch.load(os.path.join(d, CKPT_FILE), weights_only=False)
+    last_ckpt = [state["epoch"] if state else -1]
+
+    def report(metrics: dict, checkpoint: dict | None = None) -> None:
+        epoch = metrics["epoch"]
+        if fail_at and fail_at == f"{config['meta'].get('cell_id')}@{epoch}" and state is None:
+            os._exit(17)  # a hard crash of the worker process (only on the first attempt)
+        if checkpoint is not None and (epoch + 1) % checkpoint_every == 0:
+            last_ckpt[0] = epoch
+            with tempfile.TemporaryDirectory() as d:
+                torch.save(checkpoint, os.path.join(d, CKPT_FILE))
+                tune.report({**metrics, "checkpoint_epoch": epoch, "final": 0},
+                            checkpoint=tune.Checkpoint.from_directory(d))
+        else:
+            tune.report({**metrics, "checkpoint_epoch": last_ckpt[0], "final": 0})
+
+    result = train_fer(train_cfg, report, dataset=ds, checkpoint=state)
+    last = result["history"][-1]
+    summary = {
+        **last,
+        "final": 1,
+        "checkpoint_epoch": last_ckpt[0],
+        # the selected epoch's validation metrics replace the last epoch's
+        "macro_f1": result["val"]["macro_f1"], "accuracy": result["val"]["accuracy"],
+        "balanced_accuracy": result["val"]["balanced_accuracy"], "tail_f1": result["val"]["tail_f1"],
+        "fer_result": json.dumps({**_summary(result), "node_id": _node_id()}),  # one string: Ray would flatten a dict
+    }
+    tune.report(summary)
+
+
+def _summary(result: dict) -> dict:
+    """What the driver stores as trial user attrs (JSON-safe)."""
+    val, test = result["val"], result["test"]
+    keep = ("macro_f1", "accuracy", "balanced_accuracy", "head_f1", "medium_f1", "tail_f1", "au_f1", "loss")
+    return {
+        "best_epoch": result["best_epoch"],
+        "epochs_run": result["epochs_run"],
+        "stopped_early": result["stopped_early"],
+        "val": {k: val[k] for k in keep if k in val} | {
+            "f1": val["f1"], "precision": val["precision"], "recall": val["recall"], "support": val["support"],
+            "confusion_matrix": val["confusion_matrix"]},
+        "test": {k: test[k] for k in keep if k in test} | {
+            "f1": test["f1"], "support": test["support"], "confusion_matrix": test["confusion_matrix"]},
+        "fingerprint": result["fingerprint"],
+        "device": result["device"],
+        "seconds": result["seconds"],
+    }
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()

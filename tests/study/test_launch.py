@@ -1,0 +1,90 @@
+"""The launch path end to end on real storage (SQLite and PostgreSQL) with a local Ray."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from fer_core.errors import ConfigError
+from fer_core.study.runner import launch
+
+
+def _trials(url: str, name: str):
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def test_smoke_study_lands_in_storage_and_relaunch_continues(storage, study_env, ray_local):
+    out = launch("smoke", storage=storage, profile="smoke", show_progress=False)
+    assert out["COMPLETE"] == 3 and out["ran"] == 3
+    study = optuna.load_study(study_name="smoke", storage=storage)
+    assert study.user_attrs["class_names"][12] == "Happily fearful"
+    assert study.user_attrs["class_counts"] == [394, 171, 109, 136, 71, 495, 120, 352, 24, 124, 582, 108, 6, 17]
+    assert study.user_attrs["spec"]["profile"] == "smoke"
+    trials = study.get_trials()
+    assert sorted(t.user_attrs["cell_id"] for t in trials) == [
+        "balanced_softmax/seed=0", "plain-ce/seed=0", "sampler_sqrt/seed=0"]
+    for t in trials:
+        assert t.state == TrialState.COMPLETE
+        assert sorted(t.intermediate_values) == [0, 1]  # every epoch
+        # the final value is the selected epoch's validation macro-F1
+        assert t.value == pytest.approx(max(t.intermediate_values.values()))
+        for key in ("ray_trial_id", "seed", "data_fingerprint", "code_version", "val_f1_per_class",
+                    "test_macro_f1", "best_epoch", "test_metrics"):
+            assert key in t.user_attrs, key
+        assert len(t.user_attrs["val_f1_per_class"]) == 14
+        # the params are the cell's (a sampler must not redraw a planned cell)
+        variant = t.user_attrs["variant"]
+        assert t.params["loss"] == ("balanced_softmax" if variant == "balanced_softmax" else "ce")
+        assert t.params["sampler"] == ("sqrt" if variant == "sampler_sqrt" else "none")
+    again = launch("smoke", storage=storage, profile="smoke", show_progress=False)
+    assert again["ran"] == 0 and len(_trials(storage, "smoke")) == 3  # nothing re-run, nothing duplicated
+
+
+def test_relaunch_with_another_spec_is_refused_and_nothing_changes(study_env, ray_local):
+    url = f"sqlite:///{study_env / 'x.db'}"
+    launch("smoke", storage=url, profile="smoke", show_progress=False)
+    before = [(t.number, t.state, t.value) for t in _trials(url, "smoke")]
+    with pytest.raises(ConfigError, match="different spec"):
+        launch("smoke", storage=url, profile="cpu", show_progress=False)
+    assert [(t.number, t.state, t.value) for t in _trials(url, "smoke")] == before
+
+
+HPO = """
+name: prune-test
+question: does pruning store PRUNED trials with their epochs?
+data: {{dataset: synthetic}}
+base: {{backbone: test_resnet, img_size: 48, epochs: 3, warmup_epochs: 0, batch_size: 32}}
+seeds: [0]
+design: {{kind: search, space: imbalance}}
+optuna_sampler: {{name: random}}
+{stopper}
+budget: {{trials: 5, max_concurrent: 2}}
+"""
+
+
+@pytest.mark.parametrize(
+    "stopper",
+    [
+        "pruner: {name: percentile, options: {percentile: 90.0, n_startup_trials: 1, n_warmup_steps: 0}}",
+        "scheduler: {name: asha, options: {grace_period: 1, reduction_factor: 3}}",
+    ],
+    ids=["optuna-pruner", "ray-asha"],
+)
+def test_stopped_trials_are_pruned_with_all_their_epochs(stopper, study_env, ray_local):
+    path = study_env / "prune.yaml"
+    path.write_text(HPO.format(stopper=stopper))
+    url = f"sqlite:///{study_env / 'p.db'}"
+    launch(str(path), storage=url, profile="smoke", show_progress=False)
+    trials = _trials(url, "prune-test")
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) + len(pruned) == 5 and pruned, [t.state for t in trials]
+    for t in pruned:
+        steps = sorted(t.intermediate_values)
+        assert steps == list(range(len(steps))) and 1 <= len(steps) <= 3  # contiguous epochs up to the stop
+        assert "test_macro_f1" not in t.user_attrs  # never evaluated on test
+    for t in complete:
+        assert sorted(t.intermediate_values) == [0, 1, 2]
+    # a pruned trial never becomes the best trial
+    assert optuna.load_study(study_name="prune-test", storage=url).best_trial.state == TrialState.COMPLETE

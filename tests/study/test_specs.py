@@ -1,0 +1,135 @@
+"""Every study file and search space loads and resolves, for every profile, without training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from fer_core.errors import ConfigError
+from fer_core.study.space import parse_space
+from fer_core.study.spec import PROFILES, load_study, read_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDIES = sorted(p.stem for p in (ROOT / "studies").glob("*.yaml"))
+SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
+
+
+def test_the_shipped_studies_exist():
+    assert {"imbalance-ablation", "imbalance-hpo", "backbones", "smoke"} <= set(STUDIES)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("name", STUDIES)
+def test_every_study_resolves_every_name(name, profile):
+    spec = load_study(name, profile)  # resolves losses, samplers, backbones, Optuna components, every config
+    assert spec.name == name and spec.profile == profile
+    text = (ROOT / "studies" / f"{name}.yaml").read_text()
+    assert text.startswith("# ") and f"fer-study launch {name}" in text  # header: purpose and launch command
+    if spec.design != "search":
+        cells = spec.cells()
+        assert len(cells) == len({c.cell_id for c in cells}) == spec.n_planned() > 0
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
+def test_every_search_space_samples_valid_configs(path):
+    space = parse_space(read_yaml(path), str(path))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    from fer_core.config import resolve_config
+
+    for _ in range(20):
+        trial = study.ask()
+        params = space.sample(trial)
+        resolve_config(params)
+        study.tell(trial, 0.0)
+        for p in space.params:  # conditionals: a parameter is present exactly when its condition holds
+            assert (p.name in params) == p.active(params)
+
+
+def test_ablation_design_is_one_at_a_time_from_plain_ce():
+    spec = load_study("imbalance-ablation", "cpu")
+    cells = spec.cells()
+    assert len(spec.seeds) == 3 and cells[0].variant == "plain-ce"
+    base = {k: v for k, v in cells[0].params.items() if k != "seed"}
+    assert base["loss"] == "ce" and base["sampler"] == "none"
+    loss_params = {"class_weighting", "focal_gamma", "cb_beta", "label_smoothing"}  # read only by their loss
+    for c in cells:
+        diff = {k for k, v in c.params.items() if k != "seed" and v != base[k]} - loss_params
+        if "+" in c.variant:  # named combinations change two knobs on purpose
+            assert len(diff) == 3 and "allow_double_weighting" in diff, c.variant
+        else:
+            assert len(diff) <= 1, (c.variant, diff)  # one fix at a time
+    # every toolkit knob is ablated
+    varied = {k for v in spec.variants.values() for k in v}
+    assert {"loss", "sampler", "aug_strength", "minority_boost", "mixup_alpha", "cutmix_alpha", "au_weight"} <= varied
+
+
+def test_profiles_size_the_same_study(monkeypatch):
+    smoke, cpu, gpu = (load_study("imbalance-ablation", p) for p in PROFILES)
+    assert smoke.base["backbone"] == "test_resnet" and smoke.n_planned() < cpu.n_planned()
+    assert gpu.base["img_size"] == 224 and gpu.resources["gpu"] < 1  # several trials share a GPU
+    monkeypatch.setenv("FER_STUDY_PROFILE", "smoke")
+    assert load_study("imbalance-ablation").profile == "smoke"
+
+
+def _write(tmp_path, text: str) -> str:
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+GOOD = """
+name: t
+question: q?
+design: {kind: one_at_a_time, variants: {focal: {loss: focal}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("patch", "needle"),
+    [
+        ("name: 'x; DROP TABLE trials'", "name must match"),
+        ("name: '$(rm -rf ~)'", "name must match"),
+        ("question: ''", "question"),
+        ("design: {kind: bayes}", "design.kind 'bayes'; allowed: grid, one_at_a_time, search"),
+        ("design: {kind: one_at_a_time, variants: {x: {lossy: ce}}}", "unknown config key 'lossy'"),
+        ("design: {kind: one_at_a_time, variants: {x: {loss: hinge}}}", "loss: unknown loss 'hinge'"),
+        ("design: {kind: grid, factors: {backbone: []}}", "design.factors.backbone"),
+        ("design: {kind: search, space: nonexistent}", "unknown search space 'nonexistent'"),
+        ("optuna_sampler: annealing", "optuna_sampler: unknown Optuna sampler 'annealing'"),
+        ("pruner: {name: median}\nscheduler: asha", "pick one of pruner"),
+        ("seeds: [0, 0]", "seeds repeat"),
+        ("objective: {metric: loss}", "objective.metric"),
+        ("budget: {trials: 0}", "budget.trials"),
+        ("colour: red", "unknown study key 'colour'"),
+        ("profiles: {huge: {}}", "unknown profile 'huge'"),
+        ("design: {kind: one_at_a_time, variants: {x: {loss: weighted_ce, sampler: weighted}}}",
+         "allow_double_weighting"),
+    ],
+)
+def test_bad_study_files_fail_with_one_line_naming_the_file(tmp_path, patch, needle):
+    import yaml
+
+    spec = {**yaml.safe_load(GOOD), **yaml.safe_load(patch)}
+    path = _write(tmp_path, yaml.safe_dump(spec))
+    with pytest.raises(ConfigError) as exc:
+        load_study(path, "cpu")
+    assert needle in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("space", "needle"),
+    [
+        ({"lr": {"type": "float", "low": 0.1, "high": 0.1}}, "empty range"),
+        ({"lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}, "log scale needs low > 0"),
+        ({"loss": {"type": "categorical", "choices": []}}, "choices must be a non-empty list"),
+        ({"focal_gamma": {"type": "float", "low": 1, "high": 2, "when": {"loss": "focal"}}}, "'when' refers to"),
+        ({"lr": {"type": "uniform", "low": 1, "high": 2}}, "unknown type 'uniform'"),
+        ({"learning_rate": {"type": "float", "low": 1, "high": 2}}, "unknown config key 'learning_rate'"),
+        ({}, "non-empty mapping"),
+    ],
+)
+def test_bad_search_spaces(space, needle):
+    with pytest.raises(ConfigError, match=needle):
+        parse_space(space, "space.yaml")
