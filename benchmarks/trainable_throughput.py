@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -85,14 +86,16 @@ def fer_loop(ds, backbone: str, size: int, batch: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backbone", default="resnet10t")
+    ap.add_argument("--backbones", nargs="+", default=["resnet10t", "mobilenetv3_small_100", "test_resnet"],
+                    help="timm models, each measured side by side (resnet10t is the default config's)")
     ap.add_argument("--img-size", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers tried for the plain loop")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved repetitions (median reported)")
     ap.add_argument("--tiny", action="store_true", help="test_resnet at 48 px on a few batches (for CI)")
     args = ap.parse_args()
     if args.tiny:
-        args.backbone, args.img_size, args.batch_size, args.workers = "test_resnet", 48, 32, [0]
+        args.backbones, args.img_size, args.batch_size, args.workers, args.rounds = ["test_resnet"], 48, 32, [0], 1
     torch.set_num_threads(len(os.sched_getaffinity(0)))
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,16 +107,23 @@ def main() -> int:
         root = image_folder(rafce, ds, tmp / "folder")
         n_train = int((ds.split == TRAIN).sum())
         max_batches = n_train // args.batch_size
-        fer = fer_loop(ds, args.backbone, args.img_size, args.batch_size)
-        plain = {w: plain_loop(root, args.backbone, args.img_size, args.batch_size, w, max_batches)
-                 for w in args.workers}
-    best_w = max(plain, key=plain.get)
-    print(f"backbone={args.backbone} img_size={args.img_size} batch={args.batch_size} train images={n_train} "
-          f"threads={torch.get_num_threads()} device=cpu")
-    for w, r in plain.items():
-        print(f"plain PyTorch loop (ImageFolder+PIL+DataLoader, workers={w}): {r:8.1f} images/s")
-    print(f"train_fer loop (uint8 tensor + batched aug):               {fer:8.1f} images/s")
-    print(f"ratio train_fer / best plain loop (workers={best_w}): {fer / plain[best_w]:.2f}x")
+        print(f"img_size={args.img_size} batch={args.batch_size} train images={n_train} "
+              f"threads={torch.get_num_threads()} device=cpu", flush=True)
+        for backbone in args.backbones:
+            # interleaved rounds, median of each: a shared VM's speed drifts between minutes
+            fers, plains = [], {w: [] for w in args.workers}
+            for _ in range(args.rounds):
+                fers.append(fer_loop(ds, backbone, args.img_size, args.batch_size))
+                for w in args.workers:
+                    plains[w].append(plain_loop(root, backbone, args.img_size, args.batch_size, w, max_batches))
+            fer = statistics.median(fers)
+            plain = {w: statistics.median(v) for w, v in plains.items()}
+            best_w = max(plain, key=plain.get)
+            for w, r in plain.items():
+                print(f"{backbone:22s} plain loop (ImageFolder+PIL+DataLoader, workers={w}): {r:8.1f} images/s")
+            print(f"{backbone:22s} train_fer loop (uint8 tensor + batched aug):         {fer:8.1f} images/s")
+            print(f"{backbone:22s} ratio train_fer / best plain loop (workers={best_w}): "
+                  f"{fer / plain[best_w]:.2f}x", flush=True)
     return 0
 
 

@@ -52,7 +52,9 @@ class FerNet(nn.Module):
             where = pretrained_path or "the hub cache"
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise ConfigError(f"backbone {backbone!r}: cannot load pretrained weights from {where}: {first}") from None
-        feat = self.backbone.num_features
+        # pooled features out of forward(); models with a hidden head layer (MobileNetV3,
+        # some EfficientNets) return head_hidden_size features, not num_features
+        feat = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.emotion_head = nn.Linear(feat, num_classes)
         self.au_head = nn.Linear(feat, num_aus)
         cfg = self.backbone.pretrained_cfg or {}

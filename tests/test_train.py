@@ -116,3 +116,10 @@ def test_pretrained_weights_from_a_local_file(small, tmp_path):
     model = train_mod.FerNet("test_resnet", 14, 18, pretrained=True, pretrained_path=str(path))
     for k, v in src.state_dict().items():
         assert torch.equal(model.backbone.state_dict()[k], v)
+
+
+@pytest.mark.parametrize("backbone", ["test_resnet", "mobilenetv3_small_100", "efficientnet_b0", "test_vit"])
+def test_heads_fit_every_kind_of_timm_backbone(backbone):
+    model = train_mod.FerNet(backbone, 14, 18).eval()
+    out = model(torch.rand(2, 3, 64, 64))
+    assert out["logits"].shape == (2, 14) and out["au_logits"].shape == (2, 18)

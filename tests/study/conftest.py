@@ -36,9 +36,9 @@ def storage(request, tmp_path):
         yield request.getfixturevalue("pg_url")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """One local Ray for the in-process launches of this session (2 CPUs: two trials at a time)."""
+    """One local Ray for the in-process launches of a module (2 CPUs: two trials at a time)."""
     import ray
 
     from fer_core.study.runner import init_ray

@@ -1,0 +1,98 @@
+"""Faults against real components: a trial process dies, the driver dies, the database is unreachable.
+
+Each launch runs as a separate ``fer-study`` process with its own local Ray, as a user runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+from helpers import fer_cli
+from optuna.trial import TrialState
+
+PASSWORD = "s3cret-Pa55word"
+
+
+def test_killed_trial_is_retried_from_its_checkpoint_and_no_password_leaks(pg_url, study_env, cache_dir):
+    # the real server trusts 127.0.0.1, so a password in the URL is accepted and must never be shown
+    url = pg_url.replace("postgres@", f"postgres:{PASSWORD}@")
+    env = {"FER_STUDY_FAIL_AT": "plain-ce/seed=0@1"}  # the worker process exits hard at epoch 1, attempt 1
+    proc = fer_cli("launch", "smoke", "--profile", "smoke", "--storage", url, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = optuna.load_study(study_name="smoke", storage=url).get_trials()
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(failed) == 1 and failed[0].user_attrs["cell_id"] == "plain-ce/seed=0"
+    assert failed[0].user_attrs["error"]  # the reason is stored
+    assert sorted(failed[0].intermediate_values) == [0]  # the worker died inside epoch 1, before reporting it
+    assert sorted(t.user_attrs["cell_id"] for t in complete) == [
+        "balanced_softmax/seed=0", "plain-ce/seed=0", "sampler_sqrt/seed=0"]
+    retried = next(t for t in complete if t.user_attrs["cell_id"] == "plain-ce/seed=0")
+    assert retried.user_attrs["retry_of"] == failed[0].number and retried.user_attrs["attempt"] == 2
+    assert sorted(retried.intermediate_values) == [0, 1]  # epoch 0 carried over from the checkpoint
+    assert retried.params == failed[0].params
+
+    status = fer_cli("status", "smoke", "--storage", url)
+    studies = fer_cli("studies", "--storage", url)
+    assert status.returncode == 0 and "complete 3" in status.stdout
+    assert "smoke" in studies.stdout
+    outputs = [proc.stdout, proc.stderr, status.stdout, status.stderr, studies.stdout, studies.stderr]
+    study = optuna.load_study(study_name="smoke", storage=url)
+    outputs.append(repr(study.user_attrs))
+    outputs += [repr(t.user_attrs) for t in study.get_trials()]
+    assert not any(PASSWORD in text for text in outputs)
+    assert "postgres:***@" in status.stdout
+
+
+def test_driver_killed_mid_study_relaunch_finishes_without_duplicates(study_env, cache_dir):
+    url = f"sqlite:///{study_env / 'kill.db'}"
+    cmd = [sys.executable, "-m", "fer_core.cli", "launch", "smoke", "--profile", "smoke", "--storage", url,
+           "--max-concurrent", "1"]
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:  # wait until one trial finished and the next one runs
+            time.sleep(2)
+            try:
+                trials = optuna.load_study(study_name="smoke", storage=url).get_trials(deepcopy=False)
+            except KeyError:
+                continue
+            states = [t.state for t in trials]
+            if TrialState.COMPLETE in states and TrialState.RUNNING in states:
+                break
+        else:
+            raise AssertionError("the first trial never completed")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray die together, no cleanup
+        driver.wait()
+    time.sleep(2)
+    left_running = [t.number for t in optuna.load_study(study_name="smoke", storage=url).get_trials()
+                    if t.state == TrialState.RUNNING]
+    assert left_running  # the dead driver left a trial RUNNING
+
+    proc = fer_cli("launch", "smoke", "--profile", "smoke", "--storage", url)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "reconciled" in proc.stdout
+    trials = optuna.load_study(study_name="smoke", storage=url).get_trials()
+    complete = [t.user_attrs["cell_id"] for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(complete) == ["balanced_softmax/seed=0", "plain-ce/seed=0", "sampler_sqrt/seed=0"]  # none lost or twice
+    for t in trials:
+        if t.number in left_running:
+            assert t.state == TrialState.FAIL and "driver stopped" in t.user_attrs["error"]
+
+
+def test_unreachable_database_fails_before_any_trial(study_env):
+    t0 = time.time()
+    proc = fer_cli("launch", "smoke", "--profile", "smoke", "--storage",
+                   f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:1/nowhere", timeout=120)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot open storage"), proc.stderr
+    assert PASSWORD not in proc.stderr and "postgres:***@127.0.0.1:1" in proc.stderr
+    assert not (study_env / "runs").exists()  # no trial started
+    assert time.time() - t0 < 60

@@ -1,0 +1,23 @@
+"""Every benchmark runs in its tiny mode, so none can rot (the figures are recorded in benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("script", ["trainable_throughput.py", "service_overhead.py"])
+def test_benchmark_tiny_mode_prints_a_ratio(script, cache_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FER_STUDY_RUNS": str(tmp_path / "runs")}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--tiny"], capture_output=True,
+                          text=True, env=env, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ratios = [float(m) for m in re.findall(r"ratio .*?: (\d+\.\d+)x", proc.stdout)]
+    assert ratios and all(r > 0 for r in ratios), proc.stdout
