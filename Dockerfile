@@ -19,11 +19,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     FER_STUDY_RUNS=/runs \
     FER_STUDY_CACHE=/home/ray/.cache/fer-study
 
-# Shared checkpoint mount point, owned by the non-root user (a fresh named volume
+# Shared checkpoint and artifact mount points, owned by the non-root user (a fresh named volume
 # mounted here inherits this ownership).
 USER root
-RUN mkdir -p /runs /home/ray/.cache/fer-study \
- && chown -R 1000:100 /runs /home/ray/.cache
+RUN mkdir -p /runs /artifacts /home/ray/.cache/fer-study \
+ && chown -R 1000:100 /runs /artifacts /home/ray/.cache
 
 USER ray
 WORKDIR /home/ray/fer-study

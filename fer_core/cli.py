@@ -107,7 +107,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
     summary = launch(args.study, storage=args.storage, address=args.address, profile=args.profile,
                      max_concurrent=args.max_concurrent, restart=args.restart, quiet=not args.verbose,
-                     runs_dir=args.runs_dir)
+                     runs_dir=args.runs_dir, artifacts=args.artifacts)
     if summary["reconciled"]:
         console.print(f"reconciled {len(summary['reconciled'])} trial(s) left RUNNING by a stopped driver: "
                       f"{summary['reconciled']} (failed and re-queued)")
@@ -115,6 +115,41 @@ def cmd_launch(args: argparse.Namespace) -> int:
                   f"{summary.get('COMPLETE', 0)} complete, {summary.get('PRUNED', 0)} pruned, "
                   f"{summary.get('FAIL', 0)} failed of {summary['planned']} planned; {summary['ran']} run now",
                   highlight=False)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fer_core.report.export import FORMATS, report
+
+    formats = FORMATS if "all" in args.format else tuple(dict.fromkeys(args.format))
+    out = report(args.study, storage=args.storage, formats=formats, out=args.out, artifacts=args.artifacts)
+    console.print(out["status"], highlight=False)
+    if "md" in formats and not args.quiet:
+        console.print(out["markdown"], highlight=False, markup=False)
+    console.print(f"report written to {out['out']}: " + ", ".join(Path(f).name for f in out["files"]), highlight=False)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import optuna_dashboard
+
+    from fer_core.report.artifacts import artifact_dir, open_store
+    from fer_core.study.storage import open_storage, redact, storage_url
+
+    url = storage_url(args.storage)
+    storage = open_storage(url)
+    store_dir = artifact_dir(url, args.artifacts)
+    store = open_store(store_dir)
+    host = "[" + args.host + "]" if ":" in args.host else args.host
+    console.print(f"optuna-dashboard on {redact(url)} (artifacts: {store_dir}): http://{host}:{args.port}/dashboard/",
+                  highlight=False)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"warning: listening on {args.host}: anyone who can reach this address sees the study",
+                          markup=False)
+    try:
+        optuna_dashboard.run_server(storage, host=args.host, port=args.port, artifact_store=store)
+    except OSError as err:
+        raise FerError(f"--port {args.port}: cannot listen on {args.host}:{args.port} ({err.strerror or err})") from None
     return 0
 
 
@@ -175,7 +210,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     study = optuna.load_study(study_name=args.study, storage=storage)
     c = counts_by_state(study)
     spec = study.user_attrs.get("spec", {})
-    planned = _planned(study)
+    planned = planned_trials(study)
     best, num = best_value(study)
     console.print(f"study {args.study} in {redact(url)} (profile {spec.get('profile', '?')}, "
                   f"design {study.user_attrs.get('design', '?')})", highlight=False)
@@ -189,7 +224,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _planned(study) -> int | None:
+def planned_trials(study) -> int | None:
+    """Trials the stored study's spec plans (None for an unknown or unloadable spec)."""
+    if isinstance(study.user_attrs.get("n_planned"), int):
+        return study.user_attrs["n_planned"]
     from fer_core.study.spec import load_study
 
     spec = study.user_attrs.get("spec", {})
@@ -199,8 +237,17 @@ def _planned(study) -> int | None:
         return None
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``error: ...``, exit 2) like every other bad input."""
+
+    def error(self, message: str):  # type: ignore[override]
+        err_console.print(f"error: {self.prog}: {message} (see {self.prog} --help)", markup=False, highlight=False,
+                          soft_wrap=True)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fer-study", description="FER imbalance ablation and HPO studies")
+    p = OneLineParser(prog="fer-study", description="FER imbalance ablation and HPO studies")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="run one training trial and print per-class metrics")
@@ -209,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save", help="write the selected epoch's model, config and class names to this file")
     t.set_defaults(func=cmd_train)
 
+    artifacts_help = ("artifact store directory (default: $FER_STUDY_ARTIFACTS, else beside the SQLite file, "
+                      "else ./fer-study-artifacts)")
     storage_help = "SQLAlchemy URL (default: $FER_STUDY_STORAGE, else sqlite:///fer-study.db in the working dir)"
     la = sub.add_parser("launch", help="run (or continue) a study: Ray Tune trials into an Optuna study")
     la.add_argument("study", help="a name in studies/ or a path to a study YAML")
@@ -221,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--restart", action="store_true", help="delete the stored study and start over")
     la.add_argument("--runs-dir", help="Ray checkpoints (default: $FER_STUDY_RUNS, else ~/.cache/fer-study/runs)")
     la.add_argument("--verbose", action="store_true", help="show Ray's own logs")
+    la.add_argument("--artifacts", help=artifacts_help)
     la.set_defaults(func=cmd_launch)
 
     va = sub.add_parser("validate", help="resolve a study file and every planned config; train nothing")
@@ -236,6 +286,22 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("study")
     st.add_argument("--storage", help=storage_help)
     st.set_defaults(func=cmd_status)
+
+    rp = sub.add_parser("report", help="the ablation table of a stored study (md, csv, tex, html) with plots")
+    rp.add_argument("study")
+    rp.add_argument("--storage", help=storage_help)
+    rp.add_argument("--format", nargs="+", default=["all"], choices=["md", "csv", "tex", "html", "all"])
+    rp.add_argument("--out", help="output directory (default: reports/STUDY)")
+    rp.add_argument("--artifacts", help=artifacts_help)
+    rp.add_argument("--quiet", action="store_true", help="do not print the Markdown table")
+    rp.set_defaults(func=cmd_report)
+
+    db = sub.add_parser("dashboard", help="optuna-dashboard on the storage, with the artifact store")
+    db.add_argument("--storage", help=storage_help)
+    db.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    db.add_argument("--port", type=int, default=8080)
+    db.add_argument("--artifacts", help=artifacts_help)
+    db.set_defaults(func=cmd_dashboard)
 
     d = sub.add_parser("data", help="data set tools")
     dsub = d.add_subparsers(dest="data_command", required=True)

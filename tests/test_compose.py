@@ -87,7 +87,11 @@ def test_driver_and_dashboard_use_the_same_storage(compose):
     url = _flag(driver["command"], "--storage")
     assert url.startswith("postgresql+psycopg://") and url.endswith("@postgres:5432/fer")
     assert driver["environment"]["FER_STUDY_STORAGE"] == url
-    assert dashboard["command"][0] == "optuna-dashboard" and url in dashboard["command"]
+    assert dashboard["command"][:2] == ["fer-study", "dashboard"] and _flag(dashboard["command"], "--storage") == url
+    # the dashboard shows the artifacts the driver uploads: one store, one volume
+    assert _flag(dashboard["command"], "--artifacts") == driver["environment"]["FER_STUDY_ARTIFACTS"] == "/artifacts"
+    assert _mounts(dashboard).get("artifacts") == _mounts(driver).get("artifacts") == "/artifacts"
+    assert "artifacts" in compose["volumes"]
     assert _flag(driver["command"], "--address") == "ray-head:6379"
     assert driver["command"][:3] == ["fer-study", "launch", "imbalance-ablation"]
     # only the driver writes the database: Ray nodes carry no credentials

@@ -31,6 +31,8 @@ from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from fer_core.report.artifacts import upload_trial_artifacts
+from fer_core.report.export import refresh_note
 from fer_core.study.spec import Cell, StudySpec
 
 log = logging.getLogger("fer_study")
@@ -87,10 +89,14 @@ class OptunaBridge(Searcher):
         n_search: int,
         trial_attrs: Callable[[dict], dict],
         driver: str,
+        artifact_store=None,
+        planned: int | None = None,
     ) -> None:
         super().__init__(metric=spec.metric, mode="max" if spec.direction == "maximize" else "min")
         self.study, self.spec, self.todo, self.n_search = study, spec, list(todo), n_search
         self.trial_attrs, self.driver = trial_attrs, driver
+        self.artifact_store, self.planned = artifact_store, planned
+        self.class_names = list(study.user_attrs.get("class_names") or [])
         self.trials: dict[str, optuna.Trial] = {}  # ray trial id -> current Optuna trial
         self.steps: dict[str, dict[int, float]] = {}  # ray trial id -> epoch -> value recorded
         self.final: dict[str, dict] = {}
@@ -152,7 +158,13 @@ class OptunaBridge(Searcher):
         if fer_result is not None:
             summary = json.loads(fer_result["fer_result"])
             self._set_result_attrs(trial, summary)
+            if self.artifact_store is not None:
+                # before tell: artifacts attach to a running trial; a failed upload is only a warning
+                warnings = upload_trial_artifacts(self.artifact_store, trial, summary, self.class_names)
+                if warnings:
+                    trial.set_user_attr("artifact_warning", "; ".join(warnings))
             self.study.tell(trial, fer_result[self.spec.metric], state=TrialState.COMPLETE)
+            self.refresh_note()
         else:
             trial.set_user_attr("stopped_by", self.spec.scheduler["name"] if self.spec.scheduler["name"] != "none"
                                 else self.spec.pruner["name"])
@@ -173,6 +185,13 @@ class OptunaBridge(Searcher):
             return
         trial.report(float(value), step)
         self.steps[trial_id][step] = float(value)
+
+    def refresh_note(self) -> None:
+        """The study's dashboard note shows the current ablation table, refreshed per finished trial."""
+        try:
+            refresh_note(self.study, self.planned)
+        except Exception as err:  # a note is a convenience: it must never stop a study
+            log.warning("study note not refreshed: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
 
     def should_prune(self, trial_id: str) -> bool:
         trial = self.trials.get(trial_id)

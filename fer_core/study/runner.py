@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import optuna
 import fer_core
 from fer_core.data.dataset import FerDataset
 from fer_core.errors import ConfigError
+from fer_core.report.artifacts import artifact_dir, open_store
 from fer_core.study.bridge import (
     BridgeCallback,
     OptunaBridge,
@@ -147,7 +149,8 @@ def init_ray(address: str | None, quiet: bool = True) -> None:
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise StorageError(f"cannot reach the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
     else:
-        ray.init(include_dashboard=False, **kw)
+        # "local": a private Ray for this driver, even when a `ray start` cluster runs on this machine
+        ray.init(address="local", include_dashboard=False, **kw)
 
 
 def launch(
@@ -160,9 +163,13 @@ def launch(
     quiet: bool = True,
     runs_dir: str | None = None,
     show_progress: bool = True,
+    artifacts: str | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) a study to completion; returns a summary. Nothing runs when the spec,
     the storage or the cluster is not usable."""
+    if quiet:  # one progress line per update, not Optuna's per-trial INFO lines and experimental notices
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # 1. resolve everything before touching Ray: spec, storage, study
     spec = load_study(name, profile)
     url = storage_url(storage)
@@ -205,7 +212,8 @@ def launch(
 
     driver = driver_id()
     study.set_user_attr("driver_heartbeat:" + driver, time.time())
-    bridge = OptunaBridge(study, spec, todo, n_search, trial_attrs, driver)
+    store = open_store(artifact_dir(url, artifacts))
+    bridge = OptunaBridge(study, spec, todo, n_search, trial_attrs, driver, artifact_store=store, planned=total)
     if spec.pruner["name"] != "none":
         scheduler = OptunaPrunerScheduler(bridge)
     else:

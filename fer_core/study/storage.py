@@ -85,6 +85,7 @@ def spec_attrs(spec, class_names: list[str], class_counts: list[int]) -> dict[st
         "spec": json.loads(json.dumps(spec.resolved, default=str)),
         "spec_fingerprint": spec.fingerprint,
         "design": spec.design,
+        "n_planned": spec.n_planned(),
         "metric": spec.metric,
         "class_names": list(class_names),
         "class_counts": list(class_counts),

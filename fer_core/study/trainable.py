@@ -83,6 +83,11 @@ def _summary(result: dict) -> dict:
             "confusion_matrix": val["confusion_matrix"]},
         "test": {k: test[k] for k in keep if k in test} | {
             "f1": test["f1"], "support": test["support"], "confusion_matrix": test["confusion_matrix"]},
+        # predicted classes (not probabilities: they travel in Tune's result history) so the
+        # report can bootstrap over validation images; uploaded by the driver as an artifact
+        "predictions": {split: {"labels": [int(v) for v in p["labels"]],
+                                "pred": [int(v) for v in p["probs"].argmax(1)]}
+                        for split, p in result["predictions"].items()},
         "fingerprint": result["fingerprint"],
         "device": result["device"],
         "seconds": result["seconds"],

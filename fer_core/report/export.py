@@ -1,0 +1,162 @@
+"""``fer-study report``: the ablation table from the storage, in Markdown, CSV, LaTeX and HTML.
+
+The report only reads: the storage is never written, so a report of a running study is
+safe and a failing report loses nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import yaml
+
+from fer_core.errors import FerError
+from fer_core.report.artifacts import artifact_dir, open_store
+from fer_core.report.plots import make_plots
+from fer_core.report.table import (
+    build_table,
+    load_study_data,
+    markdown,
+    per_class_frame,
+    search_extras,
+    status_line,
+    summary_frame,
+)
+from fer_core.study.storage import open_storage, redact, storage_url
+
+FORMATS = ("md", "csv", "tex", "html")
+
+
+def _writable_dir(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".fer-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise FerError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+    return out
+
+
+def load(name: str, storage: str | None, artifacts: str | None = None):
+    """(study, StudyData, table) from the storage; errors name the study and the storage."""
+    from fer_core.cli import planned_trials
+
+    url = storage_url(storage)
+    st = open_storage(url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)]
+    if name not in names:
+        raise FerError(f"no study {name!r} in {redact(url)}; stored: {', '.join(names) or '(none)'}")
+    study = optuna.load_study(study_name=name, storage=st)
+    store = open_store(artifact_dir(url, artifacts), create=False)
+    data = load_study_data(study, planned=planned_trials(study), store=store)
+    return study, data, build_table(data)
+
+
+def _latex(df: pd.DataFrame, caption: str) -> str:
+    esc = df.map(lambda v: str(v).replace("★ ", "").replace("_", r"\_").replace("%", r"\%").replace("±", r"$\pm$")
+                 .replace("Δ", r"$\Delta$").replace("–", "--"))
+    esc.columns = [str(c).replace("%", r"\%").replace("Δ", r"$\Delta$").replace("_", r"\_") for c in df.columns]
+    return esc.style.hide(axis="index").to_latex(hrules=True, caption=caption, position="htbp")
+
+
+def _img(path: Path) -> str:
+    b64 = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{b64}" style="max-width:100%">'
+
+
+def _html(title: str, status: str, md_tables: list[tuple[str, pd.DataFrame]], plots: dict[str, Path],
+          notes: str) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child{text-align:left}"
+             "th{background:#eee}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1><p>{html.escape(status)}</p>"]
+    for heading, df in md_tables:
+        parts += [f"<h2>{html.escape(heading)}</h2>", df.to_html(index=False, escape=True)]
+    for name, path in plots.items():
+        parts += [f"<h2>{html.escape(name)}</h2>", _img(path)]
+    parts += [f"<p>{html.escape(notes)}</p></body></html>"]
+    return "\n".join(parts)
+
+
+def report(
+    name: str, storage: str | None = None, formats: tuple[str, ...] = FORMATS, out: str | None = None,
+    artifacts: str | None = None,
+) -> dict[str, Any]:
+    """Write the report files; return {"files": [...], "markdown": str, "status": str}."""
+    for f in formats:
+        if f not in FORMATS:
+            raise FerError(f"--format: unknown format {f!r}; valid: {', '.join(FORMATS)}, all")
+    out_dir = _writable_dir(Path(out or Path("reports") / name))
+    study, data, table = load(name, storage, artifacts)
+    md = markdown(data, table)
+    files: list[Path] = []
+    extras = search_extras(study, data) if data.design == "search" else None
+    if extras:
+        md += "\n### Best trials\n\n" + extras["best_trials"].to_markdown(index=False) + "\n"
+        if extras["importances"]:
+            imp = pd.DataFrame({"parameter": list(extras["importances"]),
+                                "importance (fANOVA)": [f"{v:.3f}" for v in extras["importances"].values()]})
+            md += "\n### Parameter importances\n\n" + imp.to_markdown(index=False) + "\n"
+        else:
+            md += f"\nParameter importances unavailable: {extras['importance_note']}\n"
+        if extras["best_config"]:
+            path = out_dir / "best-config.yaml"
+            path.write_text(f"# best config of study {name} (trial {extras['best_trial']}); "
+                            f"run it with: fer-study train --config {path.name}\n"
+                            + yaml.safe_dump(extras["best_config"], sort_keys=True))
+            files.append(path)
+            md += f"\nBest config written to `{path.name}` (`fer-study train --config {path.name}`).\n"
+    plots = make_plots(data, table, out_dir) if ("html" in formats or "md" in formats) else {}
+    files += list(plots.values())
+    if "md" in formats:
+        md_plots = "".join(f"\n![{k}]({p.name})\n" for k, p in plots.items())
+        (out_dir / "report.md").write_text(md + md_plots)
+        files.append(out_dir / "report.md")
+    if "csv" in formats:
+        table.to_csv(out_dir / "report.csv", index=False, float_format="%.17g")
+        trials = data.trials.drop(columns=["confusion_matrix"])
+        trials.to_csv(out_dir / "trials.csv", index=False, float_format="%.17g")
+        files += [out_dir / "report.csv", out_dir / "trials.csv"]
+    if "tex" in formats:
+        tex = _latex(summary_frame(data, table), f"{name}: validation {data.metric}, mean $\\pm$ sd over seeds")
+        tex += "\n" + _latex(per_class_frame(data, table), f"{name}: per-class validation F1")
+        (out_dir / "report.tex").write_text(tex)
+        files.append(out_dir / "report.tex")
+    if "html" in formats:
+        tables = [("Ablation table", summary_frame(data, table)), ("Per-class validation F1", per_class_frame(data, table))]
+        if extras:
+            tables.append(("Best trials", extras["best_trials"]))
+        page = _html(f"{name}: ablation report", status_line(data), tables, plots,
+                     md.strip().splitlines()[-1] if md.strip() else "")
+        (out_dir / "report.html").write_text(page)
+        files.append(out_dir / "report.html")
+    return {"files": [str(f) for f in files], "markdown": md, "status": status_line(data), "table": table,
+            "data": data, "out": str(out_dir)}
+
+
+def note_markdown(study: optuna.Study, planned: int | None) -> str | None:
+    """The study note for optuna-dashboard: the current table (no artifact reads: driver hot path)."""
+    data = load_study_data(study, planned=planned)
+    if data.trials.empty or not (data.trials["state"] == "COMPLETE").any():
+        return None
+    table = build_table(data)
+    return markdown(data, table)
+
+
+def refresh_note(study: optuna.Study, planned: int | None) -> None:
+    import optuna_dashboard
+
+    body = note_markdown(study, planned)
+    if body:
+        optuna_dashboard.save_note(study, body)
+
+
+__all__ = ["FORMATS", "note_markdown", "os", "refresh_note", "report"]

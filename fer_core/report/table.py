@@ -1,0 +1,325 @@
+"""Storage -> the ablation table: one row per variant (or distinct config), baseline first.
+
+Reads only the storage (and, for the image bootstrap, the stored prediction artifacts).
+Means, CIs and tests use COMPLETE trials only, one per (variant, seed); PRUNED and FAIL
+trials are counted beside them, never averaged in.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from fer_core.errors import FerError
+from fer_core.report import stats
+from fer_core.report.artifacts import PREDICTIONS_JSON, read_json_artifact
+
+P_LEVEL = 0.05
+
+
+@dataclass
+class StudyData:
+    name: str
+    design: str
+    metric: str
+    direction: str
+    class_names: list[str]
+    class_counts: list[int]
+    tail: list[int]
+    spec: dict[str, Any]
+    planned: int | None
+    trials: pd.DataFrame  # one row per trial (every state)
+    predictions: dict[int, dict] = field(default_factory=dict)  # trial number -> {"val": {labels, pred}}
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def missing(self) -> int | None:
+        if self.planned is None:
+            return None
+        return max(0, self.planned - self.counts.get("COMPLETE", 0) - self.counts.get("PRUNED", 0))
+
+
+def _variant_of(t: optuna.trial.FrozenTrial, design: str) -> str:
+    if design != "search" and t.user_attrs.get("variant"):
+        return str(t.user_attrs["variant"])
+    params = {k: v for k, v in sorted(t.params.items()) if k != "seed"}
+    return ", ".join(f"{k}={_short(v)}" for k, v in params.items()) or "(defaults)"
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def tail_classes(spec: dict, counts: list[int]) -> list[int]:
+    from fer_core.config import TrainConfig
+
+    base = spec.get("base") or {}
+    limit = int(base.get("tail_max_count", TrainConfig.model_fields["tail_max_count"].default))
+    return [c for c, n in enumerate(counts) if n <= limit]
+
+
+def load_study_data(study: optuna.Study, planned: int | None = None, store=None) -> StudyData:
+    attrs = study.user_attrs
+    design = attrs.get("design", "one_at_a_time")
+    names = list(attrs.get("class_names") or [])
+    counts = list(attrs.get("class_counts") or [])
+    spec = attrs.get("spec") or {}
+    rows = []
+    preds: dict[int, dict] = {}
+    for t in study.get_trials(deepcopy=False):
+        ua = t.user_attrs
+        val = ua.get("val_metrics") or {}
+        test = ua.get("test_metrics") or {}
+        row = {
+            "number": t.number, "state": t.state.name, "variant": _variant_of(t, design),
+            "seed": ua.get("seed", t.params.get("seed")), "value": t.value if t.state == TrialState.COMPLETE else None,
+            "test_macro_f1": test.get("macro_f1"), "accuracy": val.get("accuracy"),
+            "balanced_accuracy": val.get("balanced_accuracy"), "tail_f1": val.get("tail_f1"),
+            "test_tail_f1": test.get("tail_f1"), "best_epoch": ua.get("best_epoch"),
+            "val_f1": val.get("f1"), "test_f1": test.get("f1"), "confusion_matrix": val.get("confusion_matrix"),
+            "curve": dict(sorted(t.intermediate_values.items())), "params": dict(t.params),
+            "config": ua.get("config"), "error": ua.get("error"),
+        }
+        rows.append(row)
+        if t.state == TrialState.COMPLETE and store is not None:
+            p = read_json_artifact(store, study._storage, t, PREDICTIONS_JSON)
+            if p and "val" in p:
+                preds[t.number] = p
+    df = pd.DataFrame(rows)
+    by_state = {s: int((df["state"] == s).sum()) if len(df) else 0 for s in ("COMPLETE", "RUNNING", "PRUNED", "FAIL")}
+    return StudyData(
+        name=study.study_name, design=design, metric=attrs.get("metric", "macro_f1"),
+        direction=study.direction.name.lower(), class_names=names, class_counts=counts,
+        tail=tail_classes(spec, counts) if counts else [], spec=spec, planned=planned, trials=df,
+        predictions=preds, counts=by_state,
+    )
+
+
+def variant_order(data: StudyData, complete: pd.DataFrame) -> list[str]:
+    """Baseline first, then the spec's order (ablation), else by mean value (search)."""
+    seen = list(dict.fromkeys(complete["variant"]))
+    design = data.spec.get("design") or {}
+    if data.design == "one_at_a_time":
+        base = str(design.get("baseline", "baseline"))
+        order = [base, *map(str, (design.get("variants") or {}).keys())]
+        return [v for v in order if v in seen] + [v for v in seen if v not in order]
+    if data.design == "grid":
+        return seen
+    means = complete.groupby("variant")["value"].mean()
+    reverse = data.direction == "maximize"
+    return sorted(seen, key=lambda v: means[v], reverse=reverse)
+
+
+def class_column(c: int, name: str) -> str:
+    return f"f1_{c:02d}_{name.replace(' ', '_')}"
+
+
+def build_table(data: StudyData) -> pd.DataFrame:
+    """The ablation table as a DataFrame (every number in full precision)."""
+    df = data.trials
+    if df.empty or not (df["state"] == "COMPLETE").any():
+        raise FerError(f"study {data.name!r} has no complete trials yet ({_counts_text(data)}); "
+                       "nothing to report")
+    complete = df[df["state"] == "COMPLETE"].sort_values("number").drop_duplicates(["variant", "seed"], keep="first")
+    order = variant_order(data, complete)
+    has_baseline = data.design in ("one_at_a_time", "grid")
+    baseline = order[0] if has_baseline else None
+    per_seed = {v: complete[complete["variant"] == v].set_index("seed") for v in order}
+    maximize = data.direction == "maximize"
+    k = len(data.class_names)
+    rows = []
+    for v in order:
+        g = per_seed[v]
+        vals = g["value"].astype(float).to_numpy()
+        all_v = df[df["variant"] == v]
+        row: dict[str, Any] = {
+            "variant": v, "baseline": v == baseline, "n_seeds": len(g), "seeds": ",".join(map(str, g.index)),
+            "n_pruned": int((all_v["state"] == "PRUNED").sum()), "n_failed": int((all_v["state"] == "FAIL").sum()),
+            "val_macro_f1_mean": float(vals.mean()),
+            "val_macro_f1_sd": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
+        }
+        row["ci_seeds_lo"], row["ci_seeds_hi"] = stats.bootstrap_mean_ci(vals)
+        preds = [data.predictions.get(int(n)) for n in g["number"]]
+        row["ci_images_lo"], row["ci_images_hi"] = _image_ci(preds, k)
+        for col in ("test_macro_f1", "accuracy", "balanced_accuracy", "tail_f1", "test_tail_f1"):
+            row[col] = float(pd.to_numeric(g[col], errors="coerce").mean())
+        if baseline is not None and v != baseline:
+            b = per_seed[baseline]
+            common = sorted(set(g.index) & set(b.index))
+            a_vals = g.loc[common, "value"].astype(float).to_numpy()
+            b_vals = b.loc[common, "value"].astype(float).to_numpy()
+            row["n_paired"] = len(common)
+            row["delta"] = float((a_vals - b_vals).mean()) if common else float("nan")
+            row["delta_ci_lo"], row["delta_ci_hi"] = stats.bootstrap_mean_ci(a_vals - b_vals)
+            pa = [data.predictions.get(int(g.loc[s, "number"])) for s in common]
+            pb = [data.predictions.get(int(b.loc[s, "number"])) for s in common]
+            row["delta_img_ci_lo"], row["delta_img_ci_hi"] = _image_ci(pa, k, pb)
+            row["p_value"] = stats.paired_test(a_vals, b_vals)
+            # the tail classes: does the fix help the rare classes, paired by seed, with CIs
+            a_t = pd.to_numeric(g.loc[common, "tail_f1"], errors="coerce").to_numpy(float)
+            b_t = pd.to_numeric(b.loc[common, "tail_f1"], errors="coerce").to_numpy(float)
+            row["tail_delta"] = float(np.nanmean(a_t - b_t)) if common and data.tail else float("nan")
+            row["tail_delta_ci_lo"], row["tail_delta_ci_hi"] = stats.bootstrap_mean_ci(a_t - b_t)
+            row["tail_delta_img_ci_lo"], row["tail_delta_img_ci_hi"] = (
+                _image_ci(pa, k, pb, classes=data.tail) if data.tail else (float("nan"), float("nan")))
+        for c, name in enumerate(data.class_names):
+            f1s = [f[c] for f in g["val_f1"] if isinstance(f, list) and len(f) > c]
+            row[class_column(c, name)] = float(np.mean(f1s)) if f1s else float("nan")
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if baseline is not None:
+        table["p_holm"] = stats.holm(table.get("p_value", pd.Series([np.nan] * len(table))).tolist())
+    means = table["val_macro_f1_mean"]
+    table["best"] = means == (means.max() if maximize else means.min())
+    table["verdict"] = [_verdict(r, maximize) for r in table.to_dict("records")]
+    return table
+
+
+def _image_ci(preds: list[dict | None], k: int, base: list[dict | None] | None = None,
+              classes: list[int] | None = None) -> tuple[float, float]:
+    if not preds or any(p is None for p in preds) or (base is not None and any(p is None for p in base)):
+        return float("nan"), float("nan")
+    labels = np.asarray(preds[0]["val"]["labels"], dtype=int)
+    a = [np.asarray(p["val"]["pred"], dtype=int) for p in preds]
+    b = [np.asarray(p["val"]["pred"], dtype=int) for p in base] if base is not None else None
+    return stats.image_bootstrap_ci(labels, a, k, baseline_by_seed=b, classes=classes)
+
+
+def _verdict(r: dict, maximize: bool) -> str:
+    if r.get("baseline"):
+        return "baseline"
+    if "p_holm" not in r or r.get("delta") is None:
+        return ""
+    n = int(r.get("n_paired") or 0)
+    if n < 2:
+        return f"too few paired seeds to tell from the baseline (n={n})"
+    p = r["p_holm"]
+    better = (r["delta"] > 0) == maximize
+    img = ""
+    lo, hi = r.get("delta_img_ci_lo"), r.get("delta_img_ci_hi")
+    if lo == lo and hi == hi and lo is not None:
+        img = "; its image-bootstrap CI excludes 0" if (lo > 0 or hi < 0) else "; its image-bootstrap CI includes 0"
+    if p == p and p < P_LEVEL:
+        return f"{'better' if better else 'worse'} than the baseline (Holm p={p:.3f}{img})"
+    return f"not distinguishable from the baseline (Holm p={p:.2f}{img})"
+
+
+def _counts_text(data: StudyData) -> str:
+    c = data.counts
+    return f"{c.get('COMPLETE', 0)} complete, {c.get('RUNNING', 0)} running, {c.get('PRUNED', 0)} pruned, " \
+           f"{c.get('FAIL', 0)} failed"
+
+
+def status_line(data: StudyData) -> str:
+    s = f"study {data.name} ({data.design}): {_counts_text(data)}"
+    if data.planned is not None:
+        s += f" of {data.planned} planned"
+        if data.missing:
+            s += f"; {data.missing} trials missing: this report is partial"
+    return s
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "–"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def summary_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame:
+    """The readable table (Markdown, LaTeX, HTML, the dashboard note)."""
+    out = []
+    for r in table.to_dict("records"):
+        row = {
+            "variant": ("★ " if r["best"] else "") + r["variant"],
+            "n": f"{r['n_seeds']}" + (f" (+{r['n_pruned']} pruned)" if r["n_pruned"] else "")
+                 + (f" (+{r['n_failed']} failed)" if r["n_failed"] else ""),
+            "val macro-F1": f"{fmt(r['val_macro_f1_mean'])} ± {fmt(r['val_macro_f1_sd'])}",
+            "95% CI seeds": _ci(r["ci_seeds_lo"], r["ci_seeds_hi"]),
+            "95% CI images": _ci(r["ci_images_lo"], r["ci_images_hi"]),
+        }
+        if "delta" in table.columns:
+            d = r.get("delta")
+            row["Δ vs baseline"] = "" if r["baseline"] else (
+                f"{d:+.3f} {_ci(r['delta_ci_lo'], r['delta_ci_hi'])}" if d == d else "–")
+            row["Δ CI images"] = "" if r["baseline"] else _ci(r.get("delta_img_ci_lo"), r.get("delta_img_ci_hi"))
+            row["p (Holm)"] = "" if r["baseline"] else fmt(r.get("p_holm"))
+        row.update({"test macro-F1": fmt(r["test_macro_f1"]), "acc": fmt(r["accuracy"]),
+                    "bal. acc": fmt(r["balanced_accuracy"]), "tail F1": fmt(r["tail_f1"])})
+        if "tail_delta" in table.columns:
+            td = r.get("tail_delta")
+            row["Δ tail F1 [CI images]"] = "" if r["baseline"] else (
+                f"{td:+.3f} {_ci(r.get('tail_delta_img_ci_lo'), r.get('tail_delta_img_ci_hi'))}" if td == td else "–")
+        row["verdict"] = r["verdict"]
+        out.append(row)
+    df = pd.DataFrame(out)
+    # columns with nothing to say (no stored predictions: no image CIs) are left out
+    empty = [c for c in df.columns if df[c].isin(["–", ""]).all()]
+    return df.drop(columns=empty)
+
+
+def per_class_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame:
+    """Variant x class validation F1 (tail classes marked)."""
+    cols = {}
+    for c, name in enumerate(data.class_names):
+        label = f"{c}{'*' if c in data.tail else ''}"
+        cols[label] = [fmt(v, 2) for v in table[class_column(c, name)]]
+    return pd.DataFrame({"variant": table["variant"], **cols})
+
+
+def _ci(lo: Any, hi: Any) -> str:
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return "–"
+    return f"[{lo:.3f}, {hi:.3f}]"
+
+
+def markdown(data: StudyData, table: pd.DataFrame) -> str:
+    """The whole report as Markdown: status, the table, per-class F1, how to read it."""
+    lines = [f"## {data.name}: ablation table", "", status_line(data) + ".", ""]
+    q = data.spec.get("question")
+    if q:
+        lines += [f"Question: {q}", ""]
+    lines += [summary_frame(data, table).to_markdown(index=False), ""]
+    tail_names = ", ".join(f"{c} {data.class_names[c]}" for c in data.tail)
+    lines += [f"Per-class validation F1 (mean over seeds; * = tail class: {tail_names}):", "",
+              per_class_frame(data, table).to_markdown(index=False), ""]
+    lines += [
+        f"Validation {data.metric} is the objective. Mean ± sd over seeds; 95 % CIs by percentile bootstrap over "
+        "seeds and, where predictions are stored, over validation images (same images for every seed). "
+        "Δ is paired by seed; p is a paired t-test, Holm-corrected across variants. "
+        "Tail F1 is the macro-F1 over the tail classes (*); its Δ is paired by seed, with a CI over validation "
+        "images. Test metrics are at each trial's selected epoch and were not used for selection. "
+        "Pruned and failed trials are counted, never averaged in.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def search_extras(study: optuna.Study, data: StudyData, top: int = 10) -> dict[str, Any]:
+    """Best trials, fANOVA parameter importances and the best config (search designs)."""
+    complete = data.trials[data.trials["state"] == "COMPLETE"]
+    asc = data.direction != "maximize"
+    best = complete.sort_values("value", ascending=asc).head(top)
+    best_rows = pd.DataFrame({
+        "trial": best["number"], "val macro-F1": best["value"].map(fmt),
+        "test macro-F1": best["test_macro_f1"].map(fmt),
+        "params": [", ".join(f"{k}={_short(v)}" for k, v in sorted(p.items())) for p in best["params"]],
+    })
+    try:
+        imp = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        importances = {k: float(v) for k, v in imp.items()}
+        why = ""
+    except (RuntimeError, ValueError) as err:
+        importances, why = {}, str(err).splitlines()[0]
+    best_config = dict(best.iloc[0]["config"] or {}) if len(best) else {}
+    return {"best_trials": best_rows, "importances": importances, "importance_note": why,
+            "best_config": best_config, "best_trial": int(best.iloc[0]["number"]) if len(best) else None}
+
+
+def json_safe(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))

@@ -1,0 +1,364 @@
+"""`fer-study report` and `fer-study dashboard` on a real launched study: every report format with its
+numbers checked by hand from the storage, and the dashboard in a real browser (Debian's Chromium,
+headless, driven by Playwright)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from helpers import fer_cli
+from optuna.artifacts import get_all_artifact_meta
+from optuna.trial import TrialState
+from scipy import stats as sps
+from sklearn.metrics import f1_score
+
+from fer_core.report import stats
+from fer_core.study.runner import launch
+
+STUDY = """
+# report-test: a tiny one-at-a-time study with two seeds, so deltas can be paired.
+#   fer-study launch report-test.yaml --profile smoke
+name: report-test
+question: Does the report pair variants with the baseline by seed?
+data: {dataset: synthetic}
+base: {backbone: test_resnet, img_size: 48, epochs: 2, warmup_epochs: 0, batch_size: 32}
+seeds: [0, 1]
+design:
+  kind: one_at_a_time
+  baseline: plain-ce
+  variants:
+    balanced_softmax: {loss: balanced_softmax}
+    sampler_sqrt: {sampler: sqrt}
+budget: {max_concurrent: 2}
+"""
+VARIANTS = ["plain-ce", "balanced_softmax", "sampler_sqrt"]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory, cache_dir, ray_local):
+    d = tmp_path_factory.mktemp("report")
+    (d / "report-test.yaml").write_text(STUDY)
+    url = f"sqlite:///{d / 'fer-study.db'}"
+    out = launch(str(d / "report-test.yaml"), storage=url, profile="smoke", show_progress=False,
+                 runs_dir=str(d / "runs"))
+    assert out["COMPLETE"] == 6
+    return d, url
+
+
+def _db_digest(d: Path) -> str:
+    return hashlib.sha256((d / "fer-study.db").read_bytes()).hexdigest()
+
+
+def test_trials_carry_artifacts_and_the_study_note(launched):
+    d, url = launched
+    study = optuna.load_study(study_name="report-test", storage=url)
+    assert (d / "fer-study-artifacts").is_dir()  # beside the SQLite file by default
+    for t in study.get_trials():
+        names = sorted(m.filename for m in get_all_artifact_meta(t, storage=study._storage))
+        assert names == ["confusion_matrix.png", "per_class_report.json", "predictions.json"]
+    import optuna_dashboard
+
+    note = optuna_dashboard.get_note(study)
+    assert "| variant" in note and all(v in note for v in VARIANTS) and "6 complete" in note
+
+
+def test_report_every_format_matches_a_hand_computation(launched, tmp_path):
+    d, url = launched
+    before = _db_digest(d)
+    out = tmp_path / "rep"
+    proc = fer_cli("report", "report-test", "--storage", url, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _db_digest(d) == before  # the report only reads
+
+    # hand computation straight from the storage
+    study = optuna.load_study(study_name="report-test", storage=url)
+    vals = {v: {} for v in VARIANTS}
+    tails = {v: {} for v in VARIANTS}
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        vals[t.user_attrs["variant"]][t.user_attrs["seed"]] = t.value
+        tails[t.user_attrs["variant"]][t.user_attrs["seed"]] = t.user_attrs["val_tail_f1"]
+    table = pd.read_csv(out / "report.csv")
+    assert list(table["variant"]) == VARIANTS  # baseline first, then the spec's order
+    base = np.array([vals["plain-ce"][s] for s in (0, 1)])
+    pvals = []
+    for row in table.to_dict("records"):
+        v = np.array([vals[row["variant"]][s] for s in (0, 1)])
+        assert row["n_seeds"] == 2 and row["n_pruned"] == 0 and row["n_failed"] == 0
+        assert row["val_macro_f1_mean"] == pytest.approx(v.mean(), abs=1e-12)
+        assert row["val_macro_f1_sd"] == pytest.approx(v.std(ddof=1), abs=1e-12)
+        assert row["ci_seeds_lo"] <= v.mean() <= row["ci_seeds_hi"]
+        assert row["ci_images_lo"] < row["ci_images_hi"]  # predictions were stored: image bootstrap ran
+        if row["variant"] != "plain-ce":
+            assert row["delta"] == pytest.approx((v - base).mean(), abs=1e-12)
+            tail_d = [tails[row["variant"]][s] - tails["plain-ce"][s] for s in (0, 1)]
+            assert row["tail_delta"] == pytest.approx(np.mean(tail_d), abs=1e-12)
+            assert row["tail_delta_img_ci_lo"] <= row["tail_delta_img_ci_hi"]
+            p = sps.ttest_rel(v, base).pvalue if np.ptp(v - base) > 1e-12 else row["p_value"]
+            assert row["p_value"] == pytest.approx(p, abs=1e-9)
+            pvals.append(row["p_value"])
+            assert "baseline" in row["verdict"]  # said in words
+    assert table["p_holm"].dropna().tolist() == pytest.approx(stats.holm(pvals))
+    assert table["best"].sum() == 1
+    assert table.loc[table["best"], "val_macro_f1_mean"].item() == table["val_macro_f1_mean"].max()
+
+    md = (out / "report.md").read_text()
+    assert "plain-ce" in md and "★ " in md and "6 complete" in md and "Holm" in md
+    assert "\\toprule" in (out / "report.tex").read_text() and "\\bottomrule" in (out / "report.tex").read_text()
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "src=\"http" not in page  # self-contained
+    for png in ("per_class_f1_heatmap.png", "delta_forest.png", "best_confusion_matrix.png", "learning_curves.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 6 and set(trials["state"]) == {"COMPLETE"}
+    assert "| balanced_softmax" in proc.stdout  # the table is printed too
+
+
+def test_pruned_failed_and_running_trials_are_counted_not_averaged(launched, tmp_path):
+    d, _url = launched
+    shutil.copy(d / "fer-study.db", tmp_path / "fer-study.db")
+    url2 = f"sqlite:///{tmp_path / 'fer-study.db'}"
+    study = optuna.load_study(study_name="report-test", storage=url2)
+    template = next(t for t in study.get_trials() if t.user_attrs["variant"] == "sampler_sqrt")
+    for state in (TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING):
+        t = study.ask(template.distributions)
+        for k in ("variant", "seed", "cell_id"):
+            t.set_user_attr(k, template.user_attrs[k])
+        t.report(0.99, 0)  # a high value that would move the mean if it were averaged in
+        if state != TrialState.RUNNING:
+            study.tell(t, state=state)
+    before = pd.read_csv(_report(url2, tmp_path / "a", str(d / "fer-study-artifacts")) / "report.csv")
+    row = before.set_index("variant").loc["sampler_sqrt"]
+    vals = [t.value for t in study.get_trials(states=(TrialState.COMPLETE,))
+            if t.user_attrs["variant"] == "sampler_sqrt"]
+    assert row["val_macro_f1_mean"] == pytest.approx(np.mean(vals)) and row["n_seeds"] == 2
+    assert row["n_pruned"] == 1 and row["n_failed"] == 1
+    md = (tmp_path / "a" / "report.md").read_text()
+    assert "1 running" in md and "1 pruned" in md and "1 failed" in md
+
+
+def _report(url: str, out: Path, artifacts: str | None = None) -> Path:
+    args = ["report", "report-test", "--storage", url, "--out", str(out), "--quiet"]
+    proc = fer_cli(*args, *(["--artifacts", artifacts] if artifacts else []))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def _one_line_error(proc, needle: str) -> None:
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert needle in lines[0], lines[0]
+
+
+def test_bad_input_gives_one_line_and_changes_nothing(launched, tmp_path):
+    d, url = launched
+    before = _db_digest(d)
+    _one_line_error(fer_cli("report", "no-such-study", "--storage", url, "--out", str(tmp_path / "x")),
+                    "no study 'no-such-study'")
+    optuna.create_study(study_name="empty", storage=f"sqlite:///{tmp_path / 'e.db'}")
+    _one_line_error(fer_cli("report", "empty", "--storage", f"sqlite:///{tmp_path / 'e.db'}", "--out",
+                            str(tmp_path / "x")), "no complete trials")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    _one_line_error(fer_cli("report", "report-test", "--storage", url, "--out", str(blocker / "sub")),
+                    "cannot write")
+    _one_line_error(fer_cli("report", "report-test", "--storage", url, "--format", "docx"), "invalid choice")
+    # a corrupt predictions artifact: a clear error naming the trial and the file
+    art = tmp_path / "art"
+    shutil.copytree(d / "fer-study-artifacts", art)
+    study = optuna.load_study(study_name="report-test", storage=url)
+    t = study.get_trials()[0]
+    meta = next(m for m in get_all_artifact_meta(t, storage=study._storage) if m.filename == "predictions.json")
+    (art / meta.artifact_id).write_bytes(b"\x00{not json")
+    _one_line_error(fer_cli("report", "report-test", "--storage", url, "--artifacts", str(art), "--out",
+                            str(tmp_path / "y")), f"trial {t.number}: artifact predictions.json")
+    assert _db_digest(d) == before
+
+
+def test_stats_helpers():
+    # Holm: sorted p * (m - rank), cumulative max, capped at 1
+    assert stats.holm([0.01, 0.04, 0.03, float("nan")])[:3] == pytest.approx([0.03, 0.06, 0.06])
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 5, 300), rng.integers(0, 5, 300)
+    cm = np.zeros((5, 5), int)
+    np.add.at(cm, (y, p), 1)
+    assert stats.macro_f1_from_confusion(cm) == pytest.approx(
+        f1_score(y, p, labels=range(5), average="macro", zero_division=0))
+    lo, hi = stats.image_bootstrap_ci(y, [p, p], 5, baseline_by_seed=[p, p])
+    assert lo == hi == 0.0  # a variant identical to its baseline has a zero-width paired CI
+    lo, hi = stats.image_bootstrap_ci(y, [p], 5)
+    assert lo < stats.macro_f1_from_confusion(cm) < hi
+    assert np.isnan(stats.bootstrap_mean_ci([0.5])[0])
+    assert stats.paired_test([0.1, 0.2, 0.3], [0.1, 0.2, 0.3]) == 1.0
+
+
+def test_predictions_artifact_matches_the_stored_metrics(launched):
+    d, url = launched
+    from fer_core.report.artifacts import PREDICTIONS_JSON, open_store, read_json_artifact
+
+    study = optuna.load_study(study_name="report-test", storage=url)
+    store = open_store(d / "fer-study-artifacts", create=False)
+    for t in study.get_trials():
+        pred = read_json_artifact(store, study._storage, t, PREDICTIONS_JSON)
+        f1 = f1_score(pred["val"]["labels"], pred["val"]["pred"], labels=range(14), average="macro", zero_division=0)
+        assert f1 == pytest.approx(t.value)  # the stored predictions are the selected epoch's
+        assert json.loads(json.dumps(pred))["test"]["labels"]
+
+
+# -- the dashboard in a real browser ------------------------------------------------------------
+
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dashboard(launched):
+    _d, url = launched
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fer_core.cli", "dashboard", "--storage", url, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/meta", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise AssertionError(f"dashboard did not start: {proc.stderr.read()[-2000:]}") from None
+                time.sleep(0.5)
+        yield base, url, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_dashboard_shows_the_study_its_trials_and_a_confusion_matrix(dashboard, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    base, url, _proc = dashboard
+    study = optuna.load_study(study_name="report-test", storage=url)
+    study_id = study._study_id
+    trial = study.get_trials()[0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{base}/dashboard/", wait_until="networkidle")
+            page.get_by_text("report-test").first.wait_for(timeout=30_000)  # the study list
+            # the study page with its note: the ablation table the driver refreshed per trial
+            page.goto(f"{base}/dashboard/studies/{study_id}/note", wait_until="networkidle")
+            page.get_by_text("report-test: ablation table").first.wait_for(timeout=30_000)
+            page.get_by_role("cell", name="balanced_softmax").first.wait_for(timeout=30_000)
+            page.screenshot(path=str(tmp_path / "study.png"), full_page=True)
+            # the trial list: a trial's artifacts, the confusion matrix among them
+            page.goto(f"{base}/dashboard/studies/{study_id}/trials", wait_until="networkidle")
+            page.get_by_text("confusion_matrix.png").first.wait_for(timeout=30_000)
+            page.get_by_text(f"Trial {trial.number}").first.wait_for(timeout=30_000)
+            shot = tmp_path / "trials.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            # the artifact itself is served, and is the PNG the driver uploaded
+            meta = next(m for m in optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
+                        if m.filename == "confusion_matrix.png")
+            resp = page.request.get(f"{base}/artifacts/{study_id}/{trial._trial_id}/{meta.artifact_id}")
+            assert resp.ok and resp.body()[:8] == b"\x89PNG\r\n\x1a\n"
+        finally:
+            browser.close()
+    keep = os.environ.get("FER_SCREENSHOT_DIR")
+    if keep:
+        for f in ("study.png", "trials.png"):
+            shutil.copy(tmp_path / f, os.path.join(keep, f))
+
+
+def test_dashboard_binds_localhost_by_default(dashboard):
+    import psutil
+
+    base, _url, proc = dashboard
+    port = int(base.rsplit(":", 1)[1])
+    listening = [c.laddr for c in psutil.Process(proc.pid).net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN]
+    assert listening and all(a.ip == "127.0.0.1" and a.port == port for a in listening), listening
+
+
+SEARCH = """
+# search-test: the shipped imbalance search space, a few one-epoch trials
+#   fer-study launch search-test.yaml --profile smoke
+name: search-test
+question: Does the report of a search design list configs, importances and the best config?
+data: {dataset: synthetic}
+base: {backbone: test_resnet, img_size: 48, epochs: 1, warmup_epochs: 0, batch_size: 32}
+design: {kind: search, space: imbalance}
+optuna_sampler: {name: random}
+budget: {trials: 4, max_concurrent: 2}
+"""
+
+
+def test_search_study_report_has_best_trials_importances_and_a_ready_config(study_env, ray_local, tmp_path):
+    from fer_core.config import build_config
+
+    url = f"sqlite:///{study_env / 'hpo.db'}"
+    (study_env / "hpo.yaml").write_text(SEARCH)
+    launch(str(study_env / "hpo.yaml"), storage=url, profile="smoke", show_progress=False)
+    out = _report_study("search-test", url, tmp_path / "hpo")
+    study = optuna.load_study(study_name="search-test", storage=url)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    table = pd.read_csv(out / "report.csv")
+    # one row per distinct config, best first; no baseline, so no deltas
+    assert len(table) == len({json.dumps({k: v for k, v in t.params.items() if k != "seed"}, sort_keys=True)
+                              for t in complete})
+    assert table["val_macro_f1_mean"].is_monotonic_decreasing and "delta" not in table.columns
+    md = (out / "report.md").read_text()
+    assert "### Best trials" in md and ("### Parameter importances" in md or "importances unavailable" in md)
+    best = max(complete, key=lambda t: t.value)
+    cfg = build_config(out / "best-config.yaml")  # loads and validates as a training config
+    assert cfg.loss == best.params["loss"] and cfg.lr == pytest.approx(best.params["lr"])
+
+
+def _report_study(name: str, url: str, out: Path) -> Path:
+    proc = fer_cli("report", name, "--storage", url, "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_unwritable_artifact_store_warns_and_the_trial_stands(tmp_path, caplog):
+    from fer_core.report.artifacts import open_store, upload_trial_artifacts
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}")
+    trial = study.ask()
+    store = open_store(tmp_path / "art")
+    shutil.rmtree(tmp_path / "art")  # the directory goes away (unmounted, cleaned, ...) mid-study
+    k = 3
+    m = {"macro_f1": 0.5, "precision": [0.5] * k, "recall": [0.5] * k, "f1": [0.5] * k, "support": [2] * k,
+         "confusion_matrix": np.eye(k, dtype=int).tolist()}
+    summary = {"best_epoch": 0, "val": m, "test": m, "predictions": {"val": {"labels": [0], "pred": [0]}}}
+    warnings = upload_trial_artifacts(store, trial, summary, ["a", "b", "c"])
+    assert warnings and "not writable" in warnings[0] and "not writable" in caplog.text
+    study.tell(trial, 0.5)
+    frozen = study.trials[0]
+    assert frozen.state == TrialState.COMPLETE and get_all_artifact_meta(frozen, storage=study._storage) == []
+    # a writable store gets all three files
+    store = open_store(tmp_path / "art2")
+    trial = study.ask()
+    assert upload_trial_artifacts(store, trial, summary, ["a", "b", "c"]) == []
+    assert len(get_all_artifact_meta(trial)) == 3 and len(list((tmp_path / "art2").iterdir())) == 3
