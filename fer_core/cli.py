@@ -123,9 +123,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     formats = FORMATS if "all" in args.format else tuple(dict.fromkeys(args.format))
     out = report(args.study, storage=args.storage, formats=formats, out=args.out, artifacts=args.artifacts)
-    console.print(out["status"], highlight=False)
+    console.print(out["status"], highlight=False, soft_wrap=True)
     if "md" in formats and not args.quiet:
-        console.print(out["markdown"], highlight=False, markup=False)
+        console.print(out["markdown"], highlight=False, markup=False, soft_wrap=True)  # no wrapped table rows
     console.print(f"report written to {out['out']}: " + ", ".join(Path(f).name for f in out["files"]), highlight=False)
     return 0
 

@@ -22,6 +22,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import optuna
@@ -34,6 +35,7 @@ from ray.tune.search import Searcher
 from fer_core.report.artifacts import upload_trial_artifacts
 from fer_core.report.export import refresh_note
 from fer_core.study.spec import Cell, StudySpec
+from fer_core.study.storage import redact_text
 
 log = logging.getLogger("fer_study")
 DRIVER_ATTR = "driver_heartbeat:"  # study user attr prefix: driver id -> last seen (unix time)
@@ -97,6 +99,8 @@ class OptunaBridge(Searcher):
         self.trial_attrs, self.driver = trial_attrs, driver
         self.artifact_store, self.planned = artifact_store, planned
         self.class_names = list(study.user_attrs.get("class_names") or [])
+        self._writer: ThreadPoolExecutor | None = None  # made on first use: Tune pickles the searcher
+        self._pending: list[Future] = []
         self.trials: dict[str, optuna.Trial] = {}  # ray trial id -> current Optuna trial
         self.steps: dict[str, dict[int, float]] = {}  # ray trial id -> epoch -> value recorded
         self.final: dict[str, dict] = {}
@@ -156,20 +160,44 @@ class OptunaBridge(Searcher):
             return
         fer_result = self.final.get(trial_id)
         if fer_result is not None:
-            summary = json.loads(fer_result["fer_result"])
-            self._set_result_attrs(trial, summary)
-            if self.artifact_store is not None:
-                # before tell: artifacts attach to a running trial; a failed upload is only a warning
-                warnings = upload_trial_artifacts(self.artifact_store, trial, summary, self.class_names)
-                if warnings:
-                    trial.set_user_attr("artifact_warning", "; ".join(warnings))
-            self.study.tell(trial, fer_result[self.spec.metric], state=TrialState.COMPLETE)
-            self.refresh_note()
+            # the finished trial's writes (attrs, artifacts, tell, note: ~1 s of PNG rendering and
+            # table building) go to one background thread, in order, so the Tune controller can
+            # start the next trial at once; flush() waits for them before the driver exits
+            value = fer_result[self.spec.metric]
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fer-storage")
+            self._pending.append(self._writer.submit(self._finish, trial, json.loads(fer_result["fer_result"]), value))
         else:
             trial.set_user_attr("stopped_by", self.spec.scheduler["name"] if self.spec.scheduler["name"] != "none"
                                 else self.spec.pruner["name"])
             self.study.tell(trial, state=TrialState.PRUNED)
         self.trials.pop(trial_id, None)
+
+    def __getstate__(self) -> dict:
+        # Tune pickles the searcher with its experiment state; the writer thread stays here
+        state = dict(self.__dict__)
+        state.update(_writer=None, _pending=[])
+        return state
+
+    def _finish(self, trial: optuna.Trial, summary: dict, value: float) -> None:
+        self._set_result_attrs(trial, summary)
+        if self.artifact_store is not None:
+            # before tell: artifacts attach to a running trial; a failed upload is only a warning
+            warnings = upload_trial_artifacts(self.artifact_store, trial, summary, self.class_names)
+            if warnings:
+                trial.set_user_attr("artifact_warning", "; ".join(warnings))
+        self.study.tell(trial, value, state=TrialState.COMPLETE)
+        self.refresh_note()
+
+    def flush(self) -> None:
+        """Wait for every finished trial's writes; a failed write leaves its trial RUNNING, which the
+        next launch reconciles (failed and re-queued), so it is reported, not raised."""
+        pending, self._pending = self._pending, []
+        for fut in pending:
+            err = fut.exception()
+            if err is not None:
+                log.error("storing a finished trial failed: %s",
+                          redact_text(str(err).splitlines()[0]) if str(err) else type(err).__name__)
 
     # -- storage writes ------------------------------------------------------------------------
     def record(self, trial_id: str, result: dict) -> None:
@@ -191,7 +219,8 @@ class OptunaBridge(Searcher):
         try:
             refresh_note(self.study, self.planned)
         except Exception as err:  # a note is a convenience: it must never stop a study
-            log.warning("study note not refreshed: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
+            log.warning("study note not refreshed: %s",
+                        redact_text(str(err).splitlines()[0]) if str(err) else type(err).__name__)
 
     def should_prune(self, trial_id: str) -> bool:
         trial = self.trials.get(trial_id)

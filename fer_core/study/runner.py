@@ -243,7 +243,10 @@ def launch(
         ),
     )
     t0 = time.time()
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        bridge.flush()  # finished trials' storage writes run in the background; none may be lost
     progress(force=True)
     summary.update(counts_by_state(study))
     summary.update({"ran": bridge.issued, "seconds": time.time() - t0})
