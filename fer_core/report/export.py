@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +156,3 @@ def refresh_note(study: optuna.Study, planned: int | None) -> None:
     body = note_markdown(study, planned)
     if body:
         optuna_dashboard.save_note(study, body)
-
-
-__all__ = ["FORMATS", "note_markdown", "os", "refresh_note", "report"]

@@ -7,7 +7,6 @@ trials are counted beside them, never averaged in.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,11 +56,15 @@ def _short(v: Any) -> str:
 
 
 def tail_classes(spec: dict, counts: list[int]) -> list[int]:
+    """The tail classes as the trials grouped them (``class_groups`` with the study's thresholds)."""
     from fer_core.config import TrainConfig
+    from fer_core.metrics import class_groups
 
     base = spec.get("base") or {}
-    limit = int(base.get("tail_max_count", TrainConfig.model_fields["tail_max_count"].default))
-    return [c for c, n in enumerate(counts) if n <= limit]
+    fields = TrainConfig.model_fields
+    tail_max = int(base.get("tail_max_count", fields["tail_max_count"].default))
+    head_min = int(base.get("head_min_count", fields["head_min_count"].default))
+    return class_groups(counts, tail_max, head_min)["tail"]
 
 
 def load_study_data(study: optuna.Study, planned: int | None = None, store=None) -> StudyData:
@@ -319,7 +322,3 @@ def search_extras(study: optuna.Study, data: StudyData, top: int = 10) -> dict[s
     best_config = dict(best.iloc[0]["config"] or {}) if len(best) else {}
     return {"best_trials": best_rows, "importances": importances, "importance_note": why,
             "best_config": best_config, "best_trial": int(best.iloc[0]["number"]) if len(best) else None}
-
-
-def json_safe(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=str))

@@ -140,7 +140,8 @@ def test_pruned_failed_and_running_trials_are_counted_not_averaged(launched, tmp
         t.report(0.99, 0)  # a high value that would move the mean if it were averaged in
         if state != TrialState.RUNNING:
             study.tell(t, state=state)
-    before = pd.read_csv(_report(url2, tmp_path / "a", str(d / "fer-study-artifacts")) / "report.csv")
+    before = pd.read_csv(_report_study("report-test", url2, tmp_path / "a", str(d / "fer-study-artifacts"))
+                         / "report.csv")
     row = before.set_index("variant").loc["sampler_sqrt"]
     vals = [t.value for t in study.get_trials(states=(TrialState.COMPLETE,))
             if t.user_attrs["variant"] == "sampler_sqrt"]
@@ -148,13 +149,6 @@ def test_pruned_failed_and_running_trials_are_counted_not_averaged(launched, tmp
     assert row["n_pruned"] == 1 and row["n_failed"] == 1
     md = (tmp_path / "a" / "report.md").read_text()
     assert "1 running" in md and "1 pruned" in md and "1 failed" in md
-
-
-def _report(url: str, out: Path, artifacts: str | None = None) -> Path:
-    args = ["report", "report-test", "--storage", url, "--out", str(out), "--quiet"]
-    proc = fer_cli(*args, *(["--artifacts", artifacts] if artifacts else []))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
 
 
 def _one_line_error(proc, needle: str) -> None:
@@ -335,10 +329,12 @@ def test_search_study_report_has_best_trials_importances_and_a_ready_config(stud
     assert cfg.loss == best.params["loss"] and cfg.lr == pytest.approx(best.params["lr"])
 
 
-def _report_study(name: str, url: str, out: Path) -> Path:
-    proc = fer_cli("report", name, "--storage", url, "--out", str(out), "--quiet")
+def _report_study(name: str, url: str, out: Path, artifacts: str | None = None) -> Path:
+    args = ["report", name, "--storage", url, "--out", str(out), "--quiet"]
+    proc = fer_cli(*args, *(["--artifacts", artifacts] if artifacts else []))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
+
 
 
 def test_unwritable_artifact_store_warns_and_the_trial_stands(tmp_path, caplog):
