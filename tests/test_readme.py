@@ -19,3 +19,21 @@ def test_ci_runs_exactly_the_readme_test_command():
 def test_constraints_pin_the_working_torch_pair():
     text = (ROOT / "constraints.txt").read_text()
     assert "torch==2.14.1" in text and "torchvision==0.29.1" in text
+
+
+def test_readme_example_report_is_the_generated_one():
+    """The example block is what the report code renders (markers intact, one row per variant of the
+    shipped ablation study, baseline first), and splicing a new one replaces only that block."""
+    from fer_core.report.readme import END, START, splice
+    from fer_core.study.spec import load_study
+
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count(START) == 1 and readme.count(END) == 1
+    block = readme.split(START, 1)[1].split(END, 1)[0]
+    rows = [ln.split("|")[1].strip().removeprefix("★ ") for ln in block.splitlines()
+            if ln.startswith("| ") and "val macro-F1" not in ln and "±" in ln]
+    spec = load_study("imbalance-ablation", "cpu")
+    assert rows == [spec.baseline, *spec.variants]
+    new = splice(readme, "#### new table\n")
+    assert new.split(START)[0] == readme.split(START)[0] and new.split(END)[1] == readme.split(END)[1]
+    assert "#### new table" in new and "imbalance-ablation: ablation table" not in new.split(START)[1].split(END)[0]
