@@ -197,17 +197,11 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import optuna
-
     from fer_core.study.runner import best_value, counts_by_state
-    from fer_core.study.storage import open_storage, redact, storage_url
+    from fer_core.study.storage import load_stored_study, planned_trials, redact, storage_url
 
     url = storage_url(args.storage)
-    storage = open_storage(url)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-    if args.study not in names:
-        raise FerError(f"no study {args.study!r} in {redact(url)}; stored: {', '.join(names) or '(none)'}")
-    study = optuna.load_study(study_name=args.study, storage=storage)
+    study = load_stored_study(args.study, url)
     c = counts_by_state(study)
     spec = study.user_attrs.get("spec", {})
     planned = planned_trials(study)
@@ -222,19 +216,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print(f"best so far: {study.user_attrs.get('metric', 'value')} {best:.4f} (trial {num}: {label})",
                       highlight=False)
     return 0
-
-
-def planned_trials(study) -> int | None:
-    """Trials the stored study's spec plans (None for an unknown or unloadable spec)."""
-    if isinstance(study.user_attrs.get("n_planned"), int):
-        return study.user_attrs["n_planned"]
-    from fer_core.study.spec import load_study
-
-    spec = study.user_attrs.get("spec", {})
-    try:
-        return load_study(spec.get("name", study.study_name), spec.get("profile")).n_planned()
-    except FerError:
-        return None
 
 
 class OneLineParser(argparse.ArgumentParser):

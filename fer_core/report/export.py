@@ -27,7 +27,7 @@ from fer_core.report.table import (
     status_line,
     summary_frame,
 )
-from fer_core.study.storage import open_storage, redact, storage_url
+from fer_core.study.storage import load_stored_study, planned_trials, storage_url
 
 FORMATS = ("md", "csv", "tex", "html")
 
@@ -45,14 +45,8 @@ def _writable_dir(out: Path) -> Path:
 
 def load(name: str, storage: str | None, artifacts: str | None = None):
     """(study, StudyData, table) from the storage; errors name the study and the storage."""
-    from fer_core.cli import planned_trials
-
     url = storage_url(storage)
-    st = open_storage(url)
-    names = [s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)]
-    if name not in names:
-        raise FerError(f"no study {name!r} in {redact(url)}; stored: {', '.join(names) or '(none)'}")
-    study = optuna.load_study(study_name=name, storage=st)
+    study = load_stored_study(name, url)
     store = open_store(artifact_dir(url, artifacts), create=False)
     data = load_study_data(study, planned=planned_trials(study), store=store)
     return study, data, build_table(data)
@@ -144,9 +138,10 @@ def report(
 def note_markdown(study: optuna.Study, planned: int | None) -> str | None:
     """The study note for optuna-dashboard: the current table (no artifact reads: driver hot path)."""
     data = load_study_data(study, planned=planned)
-    if data.trials.empty or not (data.trials["state"] == "COMPLETE").any():
+    try:
+        table = build_table(data)
+    except FerError:  # no complete trial yet: no table to show
         return None
-    table = build_table(data)
     return markdown(data, table)
 
 

@@ -80,6 +80,28 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
 
 
+def load_stored_study(name: str, url: str) -> optuna.Study:
+    """An existing study (never creates one); the error lists what the storage holds."""
+    storage = open_storage(url)
+    names = study_names(storage)
+    if name not in names:
+        raise FerError(f"no study {name!r} in {redact(url)}; stored: {', '.join(names) or '(none)'}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def planned_trials(study: optuna.Study) -> int | None:
+    """Trials the stored study's spec plans (None for an unknown or unloadable spec)."""
+    if isinstance(study.user_attrs.get("n_planned"), int):
+        return study.user_attrs["n_planned"]
+    from fer_core.study.spec import load_study
+
+    spec = study.user_attrs.get("spec", {})
+    try:
+        return load_study(spec.get("name", study.study_name), spec.get("profile")).n_planned()
+    except FerError:
+        return None
+
+
 def spec_attrs(spec, class_names: list[str], class_counts: list[int]) -> dict[str, Any]:
     return {
         "spec": json.loads(json.dumps(spec.resolved, default=str)),
