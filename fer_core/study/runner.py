@@ -12,6 +12,7 @@ import os
 import subprocess
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,20 @@ def init_ray(address: str | None, quiet: bool = True) -> None:
         ray.init(address="local", include_dashboard=False, **kw)
 
 
+def start_ray(address: str | None, quiet: bool = True) -> Future:
+    """``init_ray`` on a helper thread: the driver loads the data set while Ray starts."""
+    import ray  # imported here, once: two threads importing ray at the same time can deadlock
+
+    if ray.is_initialized():
+        done: Future = Future()
+        done.set_result(None)
+        return done
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-start")
+    started = pool.submit(init_ray, address, quiet)
+    pool.shutdown(wait=False)
+    return started
+
+
 def launch(
     name: str,
     storage: str | None = None,
@@ -184,7 +199,9 @@ def launch(
     n_todo = len(todo) if spec.design != "search" else n_search
     total = spec.n_planned() or 0
 
-    # 3. data: loaded once here, shared with every trial through the object store
+    # 3. data: loaded once here, shared with every trial through the object store; a local Ray
+    # starts meanwhile (its processes spawn and import while this process decodes the cache)
+    ray_started = start_ray(address, quiet) if n_todo else None
     configs = [spec.trial_config(x.params) for x in todo] or [spec.trial_config({"seed": spec.seeds[0]})]
     datasets = _datasets(spec, configs)
     first = next(iter(datasets.values()))
@@ -201,7 +218,7 @@ def launch(
     # 4. Ray Tune: our bridge as the searcher, pruning through the Optuna pruner or a Ray scheduler
     from ray import tune
 
-    init_ray(address, quiet)
+    ray_started.result()  # re-raises "cannot reach the Ray cluster" here
     version = code_version()
     fps = {k: ds.fingerprint for k, ds in datasets.items()}
 
