@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("script", ["trainable_throughput.py", "service_overhead.py"])
+@pytest.mark.parametrize("script", ["trainable_throughput.py", "service_overhead.py", "storage_load.py"])
 def test_benchmark_tiny_mode_prints_a_ratio(script, cache_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FER_STUDY_RUNS": str(tmp_path / "runs")}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--tiny"], capture_output=True,
