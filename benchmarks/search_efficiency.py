@@ -1,0 +1,250 @@
+"""Epochs (and wall time) until the best imbalance recipe is found: three ways, side by side.
+
+(a) random search without pruning, written by hand: a for-loop over ``train_fer`` with
+    configs drawn at random from ``search_spaces/imbalance.yaml``;
+(b) Ray Tune's stock ``OptunaSearch`` (TPE) with ASHA over the same space;
+(c) fer-study's ``imbalance-hpo`` study (TPE through our searcher bridge, pruning on macro-F1).
+
+All three train the same trials on the synthetic stand-in (same base config, trial budget
+and concurrency) and count compute the same way: a trial's epochs are added when the trial
+ends (complete or stopped); a trial that ran to the end is a candidate for the best recipe
+(its selected epoch's validation macro-F1). Reported per method, median over repetitions:
+epochs and wall time until the best validation macro-F1 is within 0.01 of the best any run
+found, and the test macro-F1 of the best-so-far trial at equal compute (the smallest total
+any run consumed). A plot of best-so-far vs epochs is saved beside.
+
+    python benchmarks/search_efficiency.py                  # 24 trials x 8 epochs, 3 repetitions
+    python benchmarks/search_efficiency.py --reps 5 --trials 40 --epochs 12 --backbone resnet10t --img-size 64
+    python benchmarks/search_efficiency.py --tiny           # 2 trials x 1 epoch, one repetition (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TARGET_GAP = 0.01
+
+
+def base_config(args) -> dict:
+    return {"backbone": args.backbone, "img_size": args.img_size, "epochs": args.epochs, "warmup_epochs": 0,
+            "batch_size": 32}
+
+
+def trial_end(trace: list, t0: float, epochs: int, value: float | None, test: float | None) -> None:
+    """One ended trial: (epochs consumed so far, seconds, value if it ran to the end, its test macro-F1)."""
+    used = (trace[-1][0] if trace else 0) + epochs
+    trace.append((used, time.perf_counter() - t0, value, test))
+
+
+def run_random(spec, ds, args, rep: int) -> list:
+    """(a) what a user writes by hand: random configs, every trial trained to the end."""
+    import optuna
+
+    from fer_core.train import train_fer
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=rep))
+    trace: list = []
+    t0 = time.perf_counter()
+    for _ in range(args.trials):
+        trial = study.ask()
+        cfg = {**spec.trial_config(spec.space.sample(trial)), "seed": rep, "num_threads": len(os.sched_getaffinity(0))}
+        result = train_fer(cfg, dataset=ds)
+        study.tell(trial, result["val"]["macro_f1"])
+        trial_end(trace, t0, result["epochs_run"], result["val"]["macro_f1"], result["test"]["macro_f1"])
+    return trace
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSpace:
+    """A define-by-run space for OptunaSearch; module-level because Tune pickles it."""
+
+    spec: Any
+    seed: int
+
+    def __call__(self, trial) -> dict:
+        return {"train": {**self.spec.trial_config(self.spec.space.sample(trial)), "seed": self.seed}}
+
+
+def run_stock(spec, ds, args, rep: int) -> list:
+    """(b) Ray Tune's OptunaSearch (TPE) + ASHA on the same space, as its docs show."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from fer_core.train import train_fer
+
+    trace: list = []
+    t0 = time.perf_counter()
+
+    epochs: dict[str, int] = {}
+
+    class Count(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            if not result.get("done_flag"):
+                epochs[trial.trial_id] = epochs.get(trial.trial_id, 0) + 1
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            last = trial.last_result or {}
+            done = bool(last.get("done_flag"))  # ran to the end, not stopped by ASHA
+            trial_end(trace, t0, epochs.get(trial.trial_id, 0), last.get("macro_f1") if done else None,
+                      last.get("test_macro_f1") if done else None)
+
+    def trainable(config: dict, data=None) -> None:
+        def report(metrics: dict, checkpoint=None) -> None:
+            tune.report({"macro_f1": metrics["macro_f1"]})
+
+        result = train_fer({**config["train"], "num_threads": 1}, report, dataset=data)
+        # the selected epoch's value and its test macro-F1; "done" is Tune's own key, hence done_flag
+        tune.report({"macro_f1": result["val"]["macro_f1"], "done_flag": 1,
+                     "test_macro_f1": result["test"]["macro_f1"]})
+
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(trainable, data=ds), {"cpu": 1}),
+        tune_config=tune.TuneConfig(
+            search_alg=OptunaSearch(space=SampleSpace(spec, rep), metric="macro_f1", mode="max", seed=rep),
+            scheduler=ASHAScheduler(metric="macro_f1", mode="max", max_t=args.epochs + 1, grace_period=1,
+                                    reduction_factor=3),
+            num_samples=args.trials, max_concurrent_trials=args.concurrent),
+        run_config=tune.RunConfig(storage_path=str(Path(args.tmp) / "stock"), verbose=0, callbacks=[Count()]),
+    )
+    tuner.fit()
+    return trace
+
+
+def run_fer_study(args, rep: int) -> list:
+    """(c) ``fer-study launch imbalance-hpo`` with the same base config, budget and concurrency."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from fer_core.study.runner import launch
+
+    path = Path(args.tmp) / f"hpo-{rep}.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": f"efficiency-{rep}", "extends": "imbalance-hpo.yaml", "question": "search efficiency",
+        "seeds": [rep], "resources": {"cpu": 1, "gpu": 0},
+        # the parent's cpu profile would patch the base: the benchmark's budget goes into it
+        "profiles": {"cpu": {"base": base_config(args),
+                             "budget": {"trials": args.trials, "max_concurrent": args.concurrent}}},
+    }))
+    url = f"sqlite:///{Path(args.tmp) / f'hpo-{rep}.db'}"
+    t0 = time.perf_counter()
+    start = time.time()
+    launch(str(path), storage=url, profile="cpu", show_progress=False, runs_dir=str(Path(args.tmp) / "runs"))
+    trials = optuna.load_study(study_name=f"efficiency-{rep}", storage=url).get_trials()
+    trace: list = []
+    for t in sorted((t for t in trials if t.datetime_complete), key=lambda t: t.datetime_complete):
+        done = t.state == TrialState.COMPLETE
+        trial_end(trace, t0, len(t.intermediate_values), t.value if done else None,
+                  t.user_attrs.get("test_macro_f1") if done else None)
+        # wall time from the stored completion time (the trace's clock is when this loop ran)
+        trace[-1] = (trace[-1][0], t.datetime_complete.timestamp() - start, *trace[-1][2:])
+    return trace
+
+
+def best_so_far(trace: list) -> list[tuple[int, float, float, float]]:
+    """(epochs, seconds, best value so far, test macro-F1 of that best trial) after every ended trial."""
+    out, best, test = [], float("-inf"), float("nan")
+    for used, secs, value, t in trace:
+        if value is not None and value > best:
+            best, test = value, t
+        out.append((used, secs, best, test))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--trials", type=int, default=24)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--concurrent", type=int, default=2, help="trials at a time for (b) and (c); (a) is a loop")
+    ap.add_argument("--backbone", default="test_resnet")
+    ap.add_argument("--img-size", type=int, default=48)
+    ap.add_argument("--plot", default="benchmarks/search_efficiency.png")
+    ap.add_argument("--tiny", action="store_true")
+    args = ap.parse_args()
+    if args.tiny:
+        args.reps, args.trials, args.epochs = 1, 2, 1
+
+    import ray
+
+    from fer_core.data.sources import load_dataset
+    from fer_core.study.runner import init_ray
+    from fer_core.study.spec import load_study
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args.tmp = tmp
+        os.environ.setdefault("FER_STUDY_CACHE", str(Path(tmp) / "cache"))
+        spec = load_study("imbalance-hpo", "cpu")
+        spec = dataclasses.replace(spec, base={**spec.base, **base_config(args)})
+        ds = load_dataset(dataset="synthetic", img_size=args.img_size, cache_dir=os.environ["FER_STUDY_CACHE"])
+        init_ray(None)
+        runs: dict[str, list[list]] = {"(a) random, no pruning": [], "(b) Ray OptunaSearch + ASHA": [],
+                                       "(c) fer-study imbalance-hpo": []}
+        for rep in range(args.reps):
+            names = list(runs)
+            runs[names[0]].append(best_so_far(run_random(spec, ds, args, rep)))
+            runs[names[1]].append(best_so_far(run_stock(spec, ds, args, rep)))
+            runs[names[2]].append(best_so_far(run_fer_study(args, rep)))
+        ray.shutdown()
+
+    best = max(c[-1][2] for curves in runs.values() for c in curves if c)
+    target = best - TARGET_GAP
+    equal = min(c[-1][0] for curves in runs.values() for c in curves if c)  # equal compute: least total epochs
+
+    def reach(curve, idx: int) -> float:
+        return next((p[idx] for p in curve if p[2] >= target), float("inf"))
+
+    def test_at(curve) -> float:
+        return [p for p in curve if p[0] <= equal][-1][3] if curve and curve[0][0] <= equal else float("nan")
+
+    print(f"{args.reps} repetitions x {args.trials} trials x {args.epochs} epochs, {args.backbone} {args.img_size} px; "
+          f"best val macro-F1 found {best:.4f}, target {target:.4f}; equal compute = {equal} epochs")
+    print(f"{'method':32s} {'epochs to target':>16s} {'wall s to target':>16s} {'best val':>8s} "
+          f"{'test @ equal':>12s} {'epochs total':>12s}")
+    med: dict[str, float] = {}
+    for name, curves in runs.items():
+        e = statistics.median(reach(c, 0) for c in curves)
+        s = statistics.median(reach(c, 1) for c in curves)
+        med[name] = e
+        print(f"{name:32s} {e:16.0f} {s:16.1f} {statistics.median(c[-1][2] for c in curves):8.4f} "
+              f"{statistics.median(test_at(c) for c in curves):12.4f} {statistics.median(c[-1][0] for c in curves):12.0f}")
+    a, b, c = med.values()
+    for label, num, den in (("(c)/(a)", c, a), ("(c)/(b)", c, b)):
+        r = num / den  # inf: (c) never reached the target; nan: neither did
+        print(f"ratio epochs to target {label}: " + ("n/a, neither reached the target" if r != r else f"{r:.2f}x"))
+    print("target: (c)/(a) <= 0.33 and (c)/(b) <= 1.00")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (name, curves), color in zip(runs.items(), ("tab:gray", "tab:orange", "tab:blue")):
+        for i, curve in enumerate(curves):
+            pts = [p for p in curve if p[2] > float("-inf")]
+            ax.step([p[0] for p in pts], [p[2] for p in pts], where="post", color=color, alpha=0.7,
+                    label=name if i == 0 else None)
+    ax.axhline(target, ls="--", color="k", lw=0.8, label=f"target (best - {TARGET_GAP})")
+    ax.set_xlabel("training epochs consumed")
+    ax.set_ylabel("best validation macro-F1 so far")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.plot, dpi=120)
+    print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
