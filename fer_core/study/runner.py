@@ -240,7 +240,12 @@ def launch(
         scheduler = make_scheduler(spec.scheduler, spec.metric, mode, epochs + 2)
     progress = Progress(study, total, c, quiet=not show_progress, tty=os.isatty(1))
     threads = max(1, int(spec.resources["cpu"]))
-    resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
+    if spec.resources["gpu"] == "auto":  # measured per backbone on the cluster's GPUs: small ones share a card
+        from fer_core.study.gpu import AutoGpuResources
+
+        resources: Any = AutoGpuResources(spec.resources["cpu"], len(first.labels))
+    else:
+        resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
 
     trainable = tune.with_resources(tune.with_parameters(_trainable_with_threads(threads), datasets=datasets),
                                     resources)

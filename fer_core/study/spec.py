@@ -121,7 +121,7 @@ class StudySpec:
     trials: int | None
     time_s: float | None
     max_concurrent: int
-    resources: dict[str, float]
+    resources: dict[str, Any]  # cpu: float; gpu: float or "auto" (measured, fer_core.study.gpu)
     max_failures: int
     checkpoint_every: int
     factors: dict[str, tuple] = field(default_factory=dict)  # grid
@@ -242,8 +242,11 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
         raise ConfigError(f"{src}: budget: unknown key {sorted(bad)[0]!r}; allowed: max_concurrent, time_s, trials")
     resources = _mapping(spec, "resources", src) or {"cpu": 1, "gpu": 0}
     for k, v in resources.items():
+        if k == "gpu" and v == "auto":  # a GPU fraction measured per backbone (fer_core.study.gpu)
+            continue
         if k not in ("cpu", "gpu") or isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise ConfigError(f"{src}: resources: {k}: must be cpu/gpu with a number >= 0, got {v!r}")
+            raise ConfigError(f"{src}: resources: {k}: must be cpu/gpu with a number >= 0 (gpu may be 'auto'), "
+                              f"got {v!r}")
     design = _mapping(spec, "design", src)
     kind = design.get("kind")
     if kind not in DESIGNS:
@@ -304,7 +307,8 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
         trials=intval(budget["trials"], "budget.trials", 1) if budget.get("trials") is not None else None,
         time_s=float(budget["time_s"]) if budget.get("time_s") else None,
         max_concurrent=intval(budget.get("max_concurrent", 2), "budget.max_concurrent", 1),
-        resources={"cpu": float(resources.get("cpu", 1)), "gpu": float(resources.get("gpu", 0))},
+        resources={"cpu": float(resources.get("cpu", 1)),
+                   "gpu": "auto" if resources.get("gpu") == "auto" else float(resources.get("gpu", 0))},
         max_failures=intval(spec.get("max_failures", 2), "max_failures", 0),
         checkpoint_every=intval(spec.get("checkpoint_every", 1), "checkpoint_every", 1),
         resolved={**spec, "profile": profile},
