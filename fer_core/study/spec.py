@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,8 +334,10 @@ def validate_components(spec: StudySpec) -> None:
     lookup(OPTUNA_SAMPLERS, spec.optuna_sampler["name"])
     lookup(PRUNERS, spec.pruner["name"])
     # built here too (cheap): a missing optional package or a bad option fails before any trial
-    make_optuna_sampler(spec.optuna_sampler, seed=spec.seeds[0])
-    make_pruner(spec.pruner)
+    with warnings.catch_warnings():  # Optuna flags TPE's multivariate/group options as experimental
+        warnings.simplefilter("ignore")
+        make_optuna_sampler(spec.optuna_sampler, seed=spec.seeds[0])
+        make_pruner(spec.pruner)
     lookup(SCHEDULERS, spec.scheduler["name"])
     if spec.pruner["name"] != "none" and spec.scheduler["name"] != "none":
         raise ConfigError(f"{spec.source}: pick one of pruner ({spec.pruner['name']}) and scheduler "
