@@ -219,7 +219,8 @@ def test_study_names_with_sql_or_shell_metacharacters_are_refused(name, tmp_path
 
 
 def test_yaml_python_tags_are_refused_with_one_line(tmp_path, capsys):
-    (tmp_path / "evil.yaml").write_text("name: !!python/object/apply:os.system ['touch pwned']\nquestion: q\n")
+    (tmp_path / "evil.yaml").write_text(f"name: !!python/object/apply:os.system ['touch {tmp_path}/pwned']\n"
+                                        "question: q\n")
     rc, err = _run_cli(capsys, "validate", str(tmp_path / "evil.yaml"))
     assert rc == 2 and err.startswith("error: ") and "invalid YAML" in err and len(err.strip().splitlines()) == 1
     (tmp_path / "cfg.yaml").write_text("lr: !!python/object/new:builtins.float [1]\n")
