@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -68,6 +68,9 @@ def _set_path(doc: dict, path: tuple, value) -> dict:
 
 @FEW
 @given(path=st.sampled_from(PATHS), value=values)
+# what hypothesis found once, pinned so a regression is caught on every run
+@example(path=("budget", "time_s"), value=[None])
+@example(path=("budget", "time_s"), value=":")
 def test_study_files_load_or_fail_with_one_line(tmp_path, path, value):
     f = tmp_path / "study.yaml"
     f.write_text(yaml.safe_dump(_set_path(SMOKE, path, value)))
@@ -84,6 +87,9 @@ SPACE_PATHS = [(k,) for k in SPACE] + [(k, f) for k in SPACE for f in
 
 @FEW
 @given(path=st.sampled_from(SPACE_PATHS), value=values)
+@example(path=("focal_gamma", "when"), value=True)
+@example(path=("focal_gamma", "step"), value=True)
+@example(path=("lr", "log"), value="no")
 def test_search_spaces_parse_or_fail_with_one_line(path, value):
     import optuna
 
@@ -128,6 +134,9 @@ cells = st.one_of(st.sampled_from(["a", "b", "0", "1", "-1", "--1", "²", "٣", 
 @given(rows=st.lists(st.tuples(cells, cells, cells, cells), min_size=0, max_size=5),
        header=st.sampled_from(["path,label,aus,split", "path,label,split", "label,split", "path,label,aus,split,x"]),
        sidecar=st.one_of(st.none(), st.binary(max_size=12), st.text(max_size=12)))
+@example(rows=[("img.png", "--1", "", "train")], header="path,label,aus,split", sidecar=None)
+@example(rows=[("img.png", "²", "", "train")], header="path,label,aus,split", sidecar=None)
+@example(rows=[], header="path,label,aus,split", sidecar=b"\x80")
 def test_manifest_csvs_read_or_fail_with_one_line(tmp_path, rows, header, sidecar):
     img = tmp_path / "img.png"
     if not img.exists():
@@ -170,7 +179,7 @@ BAD_DATA_STUDY = """
 name: bad-data
 question: does bad data stop the launch before anything is stored?
 data: {{dataset: manifest, data_path: {csv}}}
-base: {{backbone: test_resnet, img_size: 16, epochs: 1, warmup_epochs: 0, batch_size: 4}}
+base: {{backbone: test_resnet, img_size: 32, epochs: 1, warmup_epochs: 0, batch_size: 4}}
 seeds: [0]
 design: {{kind: one_at_a_time, baseline: plain, variants: {{focal: {{loss: focal}}}}}}
 """
@@ -183,12 +192,13 @@ def test_bad_data_stops_the_launch_with_one_line_and_stores_nothing(problem, tmp
     for i, (label, split) in enumerate([("a", "train"), ("b", "train"), ("a", "val"), ("b", "val"), ("a", "test"),
                                         ("b", "test")]):
         p = tmp_path / f"{i}.png"
-        Image.fromarray(np.full((16, 16, 3), i * 20, np.uint8)).save(p)
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(p)
         rows.append([p.name, label, "1+4", split])
     if problem == "corrupt":
         (tmp_path / "0.png").write_bytes(b"not an image at all")
     elif problem == "truncated":
-        (tmp_path / "0.png").write_bytes((tmp_path / "0.png").read_bytes()[:40])
+        whole = (tmp_path / "0.png").read_bytes()  # header intact, pixel data cut in half
+        (tmp_path / "0.png").write_bytes(whole[: len(whole) // 2])
     elif problem == "empty_class":
         rows[1][1] = "a"  # class b keeps val/test images but no training image
         (tmp_path / "classes.txt").write_text("a\nb\n")
@@ -201,6 +211,9 @@ def test_bad_data_stops_the_launch_with_one_line_and_stores_nothing(problem, tmp
     rc, err = _run_cli(capsys, "launch", str(tmp_path / "bad.yaml"), "--profile", "smoke", "--storage", f"sqlite:///{db}")
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    needle = {"corrupt": "0.png: cannot decode image", "truncated": "0.png: cannot decode image",
+              "empty_class": "class 'b' has no training images", "unknown_label": "m.csv:4: unknown class 'c'"}[problem]
+    assert needle in lines[0], lines[0]  # the data problem itself, not some earlier config error
     assert "Traceback" not in err
     assert _stored_studies(db) == []  # no empty or half-described study left behind
 
