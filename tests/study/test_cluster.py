@@ -126,8 +126,10 @@ def test_worker_node_lost_mid_study_its_trial_resumes_on_the_head(two_node_clust
                 trials = optuna.load_study(study_name="smoke-3ep", storage=pg_url).get_trials(deepcopy=False)
             except KeyError:
                 continue
-            running = [t for t in trials if t.state == TrialState.RUNNING and 0 in t.intermediate_values]
-            if len(running) == 2:
+            # both first trials (one per node) past their epoch-0 checkpoint and still inside epoch 1
+            # of 3, none finished: the kill lands mid-trial with a checkpoint to resume from
+            running = [t for t in trials if t.state == TrialState.RUNNING and sorted(t.intermediate_values) == [0]]
+            if len(running) == 2 and not any(t.state == TrialState.COMPLETE for t in trials):
                 break
         else:
             raise AssertionError("two trials never ran at once")
