@@ -15,6 +15,7 @@ their own numbers as names.
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,7 +45,12 @@ def read_manifest(csv_path: str | Path, class_names: Sequence[str] | None = None
     label_files = [csv_path]
     sidecar = base / "classes.txt"
     if class_names is None and sidecar.is_file():
-        class_names = [ln.strip() for ln in sidecar.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+        try:
+            class_names = [ln.strip() for ln in sidecar.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+        except UnicodeDecodeError:
+            raise DataError(f"{sidecar}: not a UTF-8 text file (one class name per line)") from None
+        if not class_names or len(set(class_names)) != len(class_names):
+            raise DataError(f"{sidecar}: expected one distinct class name per line")
         label_files.append(sidecar)
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as fh:
@@ -65,7 +71,8 @@ def read_manifest(csv_path: str | Path, class_names: Sequence[str] | None = None
     has_aus = "aus" in columns
 
     raw_labels = [row["label"] for _, row in rows]
-    is_int = [lab.lstrip("-").isdigit() for lab in raw_labels]
+    # ASCII digits only: str.isdigit() also accepts '²' or '--1', which int() then refuses
+    is_int = [re.fullmatch(r"-?[0-9]+", lab) is not None for lab in raw_labels]
     if any(is_int) and not all(is_int):
         line = rows[is_int.index(False) if is_int[0] else is_int.index(True)][0]
         raise DataError(f"{csv_path}:{line}: labels mix class names and integer indices; use one kind")

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -25,31 +26,36 @@ from fer_core.registry import Registry, lookup
 DATASETS = Registry("dataset", "dataset")
 
 
+def _standin_ready(target: Path) -> bool:
+    try:
+        return json.loads((target / "STANDIN.json").read_text()).get("version") == SYNTH_VERSION
+    except (OSError, ValueError):
+        return False
+
+
 def synthetic_dir(root: Path, seed: int, img_size: int) -> Path:
     """The stand-in for (seed, size), generated on first use; same files as ``data synth`` writes."""
     target = root / f"synthetic-rafce-seed{seed}-{img_size}px"
-    stamp = target / "STANDIN.json"
-    if stamp.is_file():
-        try:
-            if json.loads(stamp.read_text()).get("version") == SYNTH_VERSION:
-                return target
-        except (OSError, ValueError):
-            pass
+    if _standin_ready(target):
+        return target
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{target.name}-"))
-    try:
-        synthesize_rafce(tmp, seed=seed, img_size=img_size)
-        if target.exists():  # stale generator version: move it aside, then swap the new one in
-            old = Path(tempfile.mkdtemp(dir=root, prefix=f".old-{target.name}-"))
-            os.replace(target, old / "x")
-            shutil.rmtree(old, ignore_errors=True)
+    # one process renders, the others wait for it and use its result: drivers launched together on a
+    # cold cache must not each treat the winner's finished stand-in as stale and move it from under
+    # a reader (seen with 4 concurrent `fer-study launch`: "image for key ... not found")
+    with open(root / f".{target.name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _standin_ready(target):
+            return target
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{target.name}-"))
         try:
+            synthesize_rafce(tmp, seed=seed, img_size=img_size)
+            if target.exists():  # stale generator version: move it aside, then swap the new one in
+                old = Path(tempfile.mkdtemp(dir=root, prefix=f".old-{target.name}-"))
+                os.replace(target, old / "x")
+                shutil.rmtree(old, ignore_errors=True)
             os.rename(tmp, target)  # atomic: readers never see a half-written stand-in
-        except OSError:
-            if not (target / "STANDIN.json").is_file():  # lost a race only if the winner finished
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

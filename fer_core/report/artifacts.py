@@ -41,12 +41,29 @@ def artifact_dir(storage_url: str, arg: str | None = None) -> Path:
     return (Path.cwd() / "fer-study-artifacts").resolve()
 
 
+class ArtifactPathError(FerError, ValueError):
+    """An artifact id (read from the storage, which others may write) points outside the store."""
+
+
 class ArtifactStore(FileSystemArtifactStore):
-    """Optuna's file-system store that knows its directory, so a write can be checked first."""
+    """Optuna's file-system store that knows its directory, so a write can be checked first, and
+    that refuses artifact ids escaping the directory, also through symlinks (Optuna's own check is
+    lexical: ``store/link-to-etc/passwd`` passes it)."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(str(path))
         self.path = path
+
+    def _get_filepath(self, artifact_id: str) -> Path:
+        try:
+            lexical = super()._get_filepath(artifact_id)
+        except ValueError:
+            lexical = None
+        root = os.path.realpath(self.path)
+        if lexical is None or os.path.commonpath([root, os.path.realpath(lexical)]) != root:
+            raise ArtifactPathError(f"artifact id {artifact_id!r} points outside the artifact store {self.path}; "
+                                    "refused")
+        return lexical
 
     def writable(self) -> str | None:
         """None if a file can be written now, else why not (full disk, read-only, gone)."""

@@ -10,7 +10,12 @@ What Ray's stock ``OptunaSearch`` gets wrong, and this bridge does instead:
   its last checkpoint under a new Optuna trial with the same params, carrying the
   epochs that the checkpoint covers;
 - planned cells (grid / one-at-a-time) are identified by ``cell_id``: completed cells
-  are never re-run, trials left RUNNING by a dead driver are reconciled on relaunch.
+  are never re-run, trials left RUNNING by a dead driver are reconciled on relaunch;
+- several drivers may run one study at once: a cell (or a search design's budget slot) is
+  claimed under a study-wide lock by creating its RUNNING trial, params and owner included,
+  in one storage write, so no cell runs twice and the search budget is shared;
+- every storage write waits out a lost database connection for a bounded time
+  (``storage.retrying``), then stops the driver with one line.
 Only this driver-side code writes the storage.
 """
 
@@ -23,11 +28,12 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
@@ -35,7 +41,7 @@ from ray.tune.search import Searcher
 from fer_core.report.artifacts import upload_trial_artifacts
 from fer_core.report.export import refresh_note
 from fer_core.study.spec import Cell, StudySpec
-from fer_core.study.storage import redact_text
+from fer_core.study.storage import StorageLost, claim_lock, redact_text, retrying
 
 log = logging.getLogger("fer_study")
 DRIVER_ATTR = "driver_heartbeat:"  # study user attr prefix: driver id -> last seen (unix time)
@@ -69,8 +75,12 @@ def driver_is_dead(study: optuna.Study, driver: str | None, now: float | None = 
 def reconcile(study: optuna.Study) -> list[int]:
     """Fail the RUNNING trials whose driver is gone (crash, Ctrl-C, kill -9); return their numbers."""
     failed = []
+    now = datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if driver_is_dead(study, t.user_attrs.get("driver")):
+        driver = t.user_attrs.get("driver")
+        if not driver and t.datetime_start and (now - t.datetime_start).total_seconds() < STALE_S:
+            continue  # a search trial another live driver has just asked for and not yet labelled
+        if driver_is_dead(study, driver):
             study._storage.set_trial_user_attr(t._trial_id, "error", "driver stopped while the trial ran; re-queued")
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             failed.append(t.number)
@@ -106,6 +116,7 @@ class OptunaBridge(Searcher):
         self.final: dict[str, dict] = {}
         self.failed_error: dict[str, str] = {}
         self.issued = 0
+        self.lost: StorageLost | None = None  # set when the database stayed away too long: the driver stops
         self.dists = {k: CategoricalDistribution(sorted(set(map(_hashable, vals)), key=repr))
                       for k, vals in self._factor_values().items()}
 
@@ -116,30 +127,80 @@ class OptunaBridge(Searcher):
                 vals.setdefault(k, []).append(v)
         return vals
 
+    # -- claims: several drivers on one study ----------------------------------------------------
+    def _lock_key(self) -> str:
+        return f"fer-study claim {self.study.study_name}"
+
+    def _claim_cell(self) -> tuple[optuna.Trial, Cell] | None:
+        """Take the next planned cell no driver has finished or is running: check and create the
+        RUNNING trial under the study lock (another driver's claim is visible to the next holder)."""
+        with claim_lock(self.study._storage, self._lock_key()):
+            taken = {t.user_attrs.get("cell_id") for t in self.study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING))}
+            for i, cell in enumerate(self.todo):
+                if cell.cell_id in taken:
+                    continue  # done or running in another driver
+                meta = {"cell_id": cell.cell_id, "variant": cell.variant, "seed": cell.seed, "driver": self.driver}
+                trial = self._create_trial(cell.params, {k: self.dists[k] for k in cell.params}, meta)
+                del self.todo[:i + 1]  # only once the claim is stored: a retried claim sees the same list
+                return trial, cell
+            self.todo.clear()
+        return None
+
+    def _claim_search_slot(self) -> optuna.Trial | None:
+        """A new search trial while the budget, counted over every driver, has room: finished, running
+        and queued trials count; failed attempts do not (their retry or a relaunch refills them)."""
+        with claim_lock(self.study._storage, self._lock_key()):
+            used = len(self.study.get_trials(deepcopy=False, states=(
+                TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)))
+            if self.spec.trials is not None and used >= self.spec.trials:
+                return None
+            trial = self.study.ask()
+            trial.set_user_attr("driver", self.driver)
+            return trial
+
+    def _create_trial(self, params: dict, dists: dict, user_attrs: dict) -> optuna.Trial:
+        """A RUNNING trial with its params and owner in one write (no WAITING queue another
+        driver's ask() could pop, no unlabelled moment a concurrent reconcile could misread)."""
+        template = FrozenTrial(
+            number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(), datetime_complete=None,
+            params=params, distributions=dists, user_attrs=user_attrs, system_attrs={}, intermediate_values={},
+            trial_id=-1)
+        trial_id = self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
+        return optuna.Trial(self.study, trial_id)
+
     # -- Searcher API ------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | str | None:
+        try:
+            return self._suggest(trial_id)
+        except StorageLost as err:
+            self.lost = err
+            raise
+
+    def _suggest(self, trial_id: str) -> dict | str | None:
         if self.spec.design == "search":
             if self.issued >= self.n_search:
                 return Searcher.FINISHED
-            trial = self.study.ask()
-            params = {**self.spec.space.sample(trial), "seed": self.spec.seeds[self.issued % len(self.spec.seeds)]}
-            meta = {"seed": params["seed"]}
-        else:
-            if not self.todo:
+            trial = retrying("claiming a search trial", self._claim_search_slot)
+            if trial is None:
                 return Searcher.FINISHED
-            cell = self.todo.pop(0)
+            seed = self.spec.seeds[self.issued % len(self.spec.seeds)]
+            # re-running suggest_* on the same trial returns the stored value: safe to retry
+            params = {**retrying("sampling parameters", lambda: self.spec.space.sample(trial)), "seed": seed}
+            meta = {"seed": seed}
+        else:
+            claimed = retrying("claiming a planned cell", self._claim_cell)
+            if claimed is None:
+                return Searcher.FINISHED
+            trial, cell = claimed
+            params = dict(cell.params)
             meta = {"cell_id": cell.cell_id, "variant": cell.variant, "seed": cell.seed}
-            # enqueue + ask: the trial takes the cell's values (ask alone would let the sampler draw them)
-            self.study.enqueue_trial(cell.params, user_attrs=meta)
-            trial = self.study.ask({k: self.dists[k] for k in cell.params})
-            params = dict(trial.params)
-            meta = {k: trial.user_attrs.get(k, v) for k, v in meta.items()}
         self.issued += 1
         config = self.spec.trial_config(params)
         attrs = {**meta, **self.trial_attrs(config), "ray_trial_id": trial_id, "driver": self.driver,
                  "config": json.loads(json.dumps(config, default=str))}
         for k, v in attrs.items():
-            trial.set_user_attr(k, v)
+            retrying("labelling a trial", lambda k=k, v=v: trial.set_user_attr(k, v))
         self.trials[trial_id] = trial
         self.steps[trial_id] = {}
         return {"train": config, "meta": {**meta, "optuna_number": trial.number},
@@ -168,9 +229,10 @@ class OptunaBridge(Searcher):
                 self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fer-storage")
             self._pending.append(self._writer.submit(self._finish, trial, json.loads(fer_result["fer_result"]), value))
         else:
-            trial.set_user_attr("stopped_by", self.spec.scheduler["name"] if self.spec.scheduler["name"] != "none"
-                                else self.spec.pruner["name"])
-            self.study.tell(trial, state=TrialState.PRUNED)
+            by = self.spec.scheduler["name"] if self.spec.scheduler["name"] != "none" else self.spec.pruner["name"]
+            self._guard("storing a pruned trial", lambda: (trial.set_user_attr("stopped_by", by),
+                                                           self.study.tell(trial, state=TrialState.PRUNED,
+                                                                           skip_if_finished=True)))
         self.trials.pop(trial_id, None)
 
     def __getstate__(self) -> dict:
@@ -180,14 +242,26 @@ class OptunaBridge(Searcher):
         return state
 
     def _finish(self, trial: optuna.Trial, summary: dict, value: float) -> None:
-        self._set_result_attrs(trial, summary)
+        retrying("storing a finished trial's metrics", lambda: self._set_result_attrs(trial, summary))
         if self.artifact_store is not None:
             # before tell: artifacts attach to a running trial; a failed upload is only a warning
             warnings = upload_trial_artifacts(self.artifact_store, trial, summary, self.class_names)
             if warnings:
-                trial.set_user_attr("artifact_warning", "; ".join(warnings))
-        self.study.tell(trial, value, state=TrialState.COMPLETE)
+                retrying("storing an artifact warning",
+                         lambda: trial.set_user_attr("artifact_warning", "; ".join(warnings)))
+        # skip_if_finished: a tell that committed just before the connection dropped is not an error on retry
+        retrying("storing a finished trial", lambda: self.study.tell(trial, value, state=TrialState.COMPLETE,
+                                                                    skip_if_finished=True))
         self.refresh_note()
+
+    def _guard(self, what: str, fn: Callable[[], Any]) -> Any:
+        """A storage write from a Tune callback: retried; a lost database is remembered so that
+        ``launch`` stops with its one-line message whatever Tune wraps it in."""
+        try:
+            return retrying(what, fn)
+        except StorageLost as err:
+            self.lost = err
+            raise
 
     def flush(self) -> None:
         """Wait for every finished trial's writes; a failed write leaves its trial RUNNING, which the
@@ -195,6 +269,8 @@ class OptunaBridge(Searcher):
         pending, self._pending = self._pending, []
         for fut in pending:
             err = fut.exception()
+            if isinstance(err, StorageLost):
+                self.lost = self.lost or err
             if err is not None:
                 log.error("storing a finished trial failed: %s",
                           redact_text(str(err).splitlines()[0]) if str(err) else type(err).__name__)
@@ -211,7 +287,7 @@ class OptunaBridge(Searcher):
         step, value = int(result["epoch"]), result.get(self.spec.metric)
         if value is None or step in self.steps[trial_id]:
             return
-        trial.report(float(value), step)
+        self._guard("storing an epoch", lambda: trial.report(float(value), step))  # idempotent by step
         self.steps[trial_id][step] = float(value)
 
     def refresh_note(self) -> None:
@@ -224,29 +300,31 @@ class OptunaBridge(Searcher):
 
     def should_prune(self, trial_id: str) -> bool:
         trial = self.trials.get(trial_id)
-        return trial is not None and trial.should_prune()
+        return trial is not None and self._guard("asking the pruner", trial.should_prune)
 
     def fail(self, trial_id: str, message: str) -> None:
         trial = self.trials.pop(trial_id, None)
         if trial is None:
             return
-        trial.set_user_attr("error", message[-2000:])
-        self.study.tell(trial, state=TrialState.FAIL)
+        self._guard("storing a failed trial", lambda: (
+            trial.set_user_attr("error", redact_text(message)[-2000:]),
+            self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)))
 
     def retry(self, trial_id: str, message: str, resume_epoch: int) -> None:
         """A crashed attempt: FAIL it, open a new Optuna trial with the same params for the restart."""
         old = self.trials.get(trial_id)
         if old is None:
             return
-        frozen = self.study._storage.get_trial(old._trial_id)
+        frozen = self._guard("reading a crashed trial", lambda: self.study._storage.get_trial(old._trial_id))
         self.fail(trial_id, message)
         attrs = {k: v for k, v in frozen.user_attrs.items() if k != "error"}
         attrs.update(retry_of=frozen.number, attempt=int(frozen.user_attrs.get("attempt", 1)) + 1)
-        self.study.enqueue_trial(frozen.params, user_attrs=attrs)
-        new = self.study.ask(dict(frozen.distributions))
+        # the same cell, still owned by this driver: a new RUNNING trial, no claim needed
+        new = self._guard("opening a retry", lambda: self._create_trial(frozen.params, dict(frozen.distributions),
+                                                                        attrs))
         kept = {s: v for s, v in self.steps.get(trial_id, {}).items() if s <= resume_epoch}
         for s, v in sorted(kept.items()):
-            new.report(v, s)
+            self._guard("carrying an epoch over", lambda s=s, v=v: new.report(v, s))
         self.trials[trial_id], self.steps[trial_id] = new, kept
 
     def _set_result_attrs(self, trial: optuna.Trial, s: dict) -> None:
@@ -287,7 +365,8 @@ class BridgeCallback(Callback):
         now = time.time()
         if now - self.last_beat > 15:  # driver heartbeat: lets a relaunch tell a dead driver from a live one
             self.last_beat = now
-            self.bridge.study.set_user_attr(DRIVER_ATTR + self.bridge.driver, now)
+            self.bridge._guard("recording the driver heartbeat",
+                               lambda: self.bridge.study.set_user_attr(DRIVER_ATTR + self.bridge.driver, now))
         if self.on_step:
             self.on_step()
 

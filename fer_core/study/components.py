@@ -6,6 +6,8 @@ an *Optuna sampler* proposes trial parameters.
 
 from __future__ import annotations
 
+import io
+import pickle
 from typing import Any
 
 import optuna
@@ -29,7 +31,46 @@ def _build(factory, options: dict[str, Any], what: str):
 OPTUNA_SAMPLERS.register("tpe")(lambda seed, **o: optuna.samplers.TPESampler(
     seed=seed, **{"constant_liar": True, "multivariate": True, "group": True, "n_startup_trials": 8, **o}))
 OPTUNA_SAMPLERS.register("random")(lambda seed, **o: optuna.samplers.RandomSampler(seed=seed, **o))
-OPTUNA_SAMPLERS.register("cmaes")(lambda seed, **o: optuna.samplers.CmaEsSampler(seed=seed, **o))
+
+
+class _NumpyCmaUnpickler(pickle.Unpickler):
+    """Only the classes a CMA-ES state is made of (the ``cmaes`` package and numpy arrays): a pickle
+    planted in a shared database must not get to name ``os.system`` or any other callable."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.split(".")[0] in ("cmaes", "numpy") or (module, name) in {("builtins", "slice"),
+                                                                             ("builtins", "range")}:
+            return super().find_class(module, name)
+        raise ConfigError(f"optuna_sampler cmaes: the stored optimizer state names {module}.{name}; refusing to "
+                          "load it (only cmaes/numpy objects are allowed)")
+
+
+def restricted_loads(data: bytes) -> Any:
+    return _NumpyCmaUnpickler(io.BytesIO(data)).load()
+
+
+class SafeCmaEsSampler(optuna.samplers.CmaEsSampler):
+    """Optuna's CMA-ES keeps its optimizer pickled in trial system attrs and unpickles whatever the
+    storage holds; this one reads it through ``restricted_loads``."""
+
+    def _restore_optimizer(self, completed_trials):  # type: ignore[override]
+        for trial in reversed(completed_trials):
+            attrs = {k: v for k, v in trial.system_attrs.items() if k.startswith(self._attr_key_optimizer)}
+            if attrs:
+                return restricted_loads(bytes.fromhex(self._concat_optimizer_attrs(attrs)))
+        return None
+
+
+@OPTUNA_SAMPLERS.register("cmaes")
+def _cmaes(seed: int | None, **o: Any) -> optuna.samplers.BaseSampler:
+    try:
+        import cmaes  # noqa: F401  (optional: Optuna imports it lazily, mid-study)
+    except ImportError:
+        raise ConfigError("optuna_sampler cmaes needs the 'cmaes' package (pip install cmaes); "
+                          "or use tpe, random, qmc, gp, nsga2") from None
+    return SafeCmaEsSampler(seed=seed, **o)
+
+
 OPTUNA_SAMPLERS.register("qmc")(lambda seed, **o: optuna.samplers.QMCSampler(seed=seed, **o))
 OPTUNA_SAMPLERS.register("gp")(lambda seed, **o: optuna.samplers.GPSampler(seed=seed, **o))
 OPTUNA_SAMPLERS.register("nsga2")(lambda seed, **o: optuna.samplers.NSGAIISampler(seed=seed, **o))

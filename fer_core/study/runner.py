@@ -12,7 +12,6 @@ import os
 import subprocess
 import time
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,15 @@ from fer_core.study.bridge import (
 )
 from fer_core.study.components import make_optuna_sampler, make_pruner, make_scheduler
 from fer_core.study.spec import StudySpec, load_study
-from fer_core.study.storage import StorageError, open_storage, redact, spec_attrs, storage_url
+from fer_core.study.storage import (
+    StorageError,
+    claim_lock,
+    open_storage,
+    redact,
+    redact_text,
+    spec_attrs,
+    storage_url,
+)
 
 log = logging.getLogger("fer_study")
 STATES = ("COMPLETE", "RUNNING", "PRUNED", "FAIL", "WAITING")
@@ -118,7 +125,11 @@ class Progress:
         self.last = now
         from fer_core.cli import console
 
-        console.print(self.line(), highlight=False)
+        try:
+            line = self.line()
+        except Exception as err:  # a progress line is a convenience: an unreachable database only skips it
+            line = f"progress unavailable: {redact_text(str(err).strip().splitlines()[0]) if str(err).strip() else err!r}"
+        console.print(line, highlight=False)
 
 
 def _datasets(spec: StudySpec, configs: list[dict[str, Any]]) -> dict[tuple, FerDataset]:
@@ -154,20 +165,6 @@ def init_ray(address: str | None, quiet: bool = True) -> None:
         ray.init(address="local", include_dashboard=False, **kw)
 
 
-def start_ray(address: str | None, quiet: bool = True) -> Future:
-    """``init_ray`` on a helper thread: the driver loads the data set while Ray starts."""
-    import ray  # imported here, once: two threads importing ray at the same time can deadlock
-
-    if ray.is_initialized():
-        done: Future = Future()
-        done.set_result(None)
-        return done
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-start")
-    started = pool.submit(init_ray, address, quiet)
-    pool.shutdown(wait=False)
-    return started
-
-
 def launch(
     name: str,
     storage: str | None = None,
@@ -188,6 +185,11 @@ def launch(
     # 1. resolve everything before touching Ray: spec, storage, study
     spec = load_study(name, profile)
     url = storage_url(storage)
+    open_storage(url)  # an unreachable database fails fast, before data is decoded
+    # every planned cell's data before the study is created or changed: bad data (a corrupt image,
+    # an empty class) stops here with its one line, and the storage holds nothing half-made
+    planned_cfgs = [spec.trial_config(x.params) for x in spec.cells()] or [spec.trial_config({"seed": spec.seeds[0]})]
+    datasets = _datasets(spec, planned_cfgs)
     study = open_study(spec, url, restart=restart)
 
     # 2. reconcile trials a dead driver left RUNNING, work out what is left to do
@@ -199,16 +201,15 @@ def launch(
     n_todo = len(todo) if spec.design != "search" else n_search
     total = spec.n_planned() or 0
 
-    # 3. data: loaded once here, shared with every trial through the object store; a local Ray
-    # starts meanwhile (its processes spawn and import while this process decodes the cache)
-    ray_started = start_ray(address, quiet) if n_todo else None
-    configs = [spec.trial_config(x.params) for x in todo] or [spec.trial_config({"seed": spec.seeds[0]})]
-    datasets = _datasets(spec, configs)
+    # 3. data (loaded above, once): shared with every trial through the object store
     first = next(iter(datasets.values()))
     attrs = spec_attrs(spec, list(first.class_names), first.class_counts())
-    for k, v in attrs.items():
-        if study.user_attrs.get(k) != v:
-            study.set_user_attr(k, v)
+    # under the claim lock: Optuna writes a new attr as select-then-insert, which two drivers
+    # launched together would race on (a duplicate-key error for the loser)
+    with claim_lock(study._storage, f"fer-study claim {spec.name}"):
+        for k, v in attrs.items():
+            if study.user_attrs.get(k) != v:
+                study.set_user_attr(k, v)
     summary = {"study": spec.name, "storage": redact(url), "profile": spec.profile, "planned": total,
                "ran": 0, "reconciled": reconciled}
     if n_todo == 0:
@@ -218,7 +219,7 @@ def launch(
     # 4. Ray Tune: our bridge as the searcher, pruning through the Optuna pruner or a Ray scheduler
     from ray import tune
 
-    ray_started.result()  # re-raises "cannot reach the Ray cluster" here
+    init_ray(address, quiet)
     version = code_version()
     fps = {k: ds.fingerprint for k, ds in datasets.items()}
 
@@ -267,8 +268,14 @@ def launch(
     t0 = time.time()
     try:
         tuner.fit()
-    finally:
-        bridge.flush()  # finished trials' storage writes run in the background; none may be lost
+    except Exception:
+        bridge.flush()
+        if bridge.lost is not None:  # the database stayed away: one line, exit 2, relaunch continues
+            raise bridge.lost from None
+        raise
+    bridge.flush()  # finished trials' storage writes run in the background; none may be lost
+    if bridge.lost is not None:
+        raise bridge.lost
     progress(force=True)
     summary.update(counts_by_state(study))
     summary.update({"ran": bridge.issued, "seconds": time.time() - t0})

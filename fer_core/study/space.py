@@ -121,6 +121,9 @@ def parse_space(data: Any, src: str) -> SearchSpace:
                               f"{', '.join(sorted(allowed))}")
         kind = spec["type"]
         when: list[tuple[str, tuple]] = []
+        if not isinstance(spec.get("when") or {}, Mapping):
+            raise ConfigError(f"{src}: parameter {name!r}: when must map earlier parameters to allowed values, "
+                              f"got {spec['when']!r}")
         for other, vals in (spec.get("when") or {}).items():
             if other not in seen or seen[other].type not in ("categorical", "fixed"):
                 raise ConfigError(f"{src}: parameter {name!r}: 'when' refers to {other!r}, which must be a "
@@ -136,13 +139,16 @@ def parse_space(data: Any, src: str) -> SearchSpace:
             p = Param(name, kind, choices=tuple(choices), when=tuple(when))
         elif kind in ("float", "int"):
             low, high = _num(src, name, spec, "low"), _num(src, name, spec, "high")
-            log = bool(spec.get("log", False))
+            log = spec.get("log", False)
+            if not isinstance(log, bool):
+                raise ConfigError(f"{src}: parameter {name!r}: log must be true or false, got {log!r}")
             step = spec.get("step")
             if not low < high:
                 raise ConfigError(f"{src}: parameter {name!r}: empty range, low ({low:g}) must be < high ({high:g})")
             if log and low <= 0:
                 raise ConfigError(f"{src}: parameter {name!r}: log scale needs low > 0 (got {low:g})")
-            if step is not None and (log or not isinstance(step, (int, float)) or step <= 0):
+            if step is not None and (log or isinstance(step, bool) or not isinstance(step, (int, float))
+                                     or not 0 < step < float("inf")):
                 raise ConfigError(f"{src}: parameter {name!r}: step must be a positive number and not with log")
             if kind == "int" and (low != int(low) or high != int(high)):
                 raise ConfigError(f"{src}: parameter {name!r}: int bounds must be integers")

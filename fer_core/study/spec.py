@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,7 +227,8 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
         raise ConfigError(f"{src}: base: data keys belong under 'data:' ({sorted(set(base) & DATA_KEYS)[0]})")
     base = {**data, **base}
     seeds = spec.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+    if not isinstance(seeds, list) or not seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise ConfigError(f"{src}: seeds must be a non-empty list of non-negative integers")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{src}: seeds repeat a value")
@@ -244,9 +246,13 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
     for k, v in resources.items():
         if k == "gpu" and v == "auto":  # a GPU fraction measured per backbone (fer_core.study.gpu)
             continue
-        if k not in ("cpu", "gpu") or isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        if k not in ("cpu", "gpu") or isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1e6:
             raise ConfigError(f"{src}: resources: {k}: must be cpu/gpu with a number >= 0 (gpu may be 'auto'), "
                               f"got {v!r}")
+    time_s = budget.get("time_s")
+    if time_s is not None and (isinstance(time_s, bool) or not isinstance(time_s, (int, float))
+                               or not 0 < time_s < float("inf")):
+        raise ConfigError(f"{src}: budget.time_s must be a number of seconds > 0, got {time_s!r}")
     design = _mapping(spec, "design", src)
     kind = design.get("kind")
     if kind not in DESIGNS:
@@ -305,7 +311,7 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
         optuna_sampler=component("optuna_sampler", "tpe"),
         pruner=component("pruner", "none"), scheduler=component("scheduler", "none"),
         trials=intval(budget["trials"], "budget.trials", 1) if budget.get("trials") is not None else None,
-        time_s=float(budget["time_s"]) if budget.get("time_s") else None,
+        time_s=float(time_s) if time_s is not None else None,
         max_concurrent=intval(budget.get("max_concurrent", 2), "budget.max_concurrent", 1),
         resources={"cpu": float(resources.get("cpu", 1)),
                    "gpu": "auto" if resources.get("gpu") == "auto" else float(resources.get("gpu", 0))},
@@ -321,10 +327,21 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
 def validate_components(spec: StudySpec) -> None:
     """Resolve every name and every planned config without training (``fer-study validate``)."""
     from fer_core.registry import lookup
-    from fer_core.study.components import OPTUNA_SAMPLERS, PRUNERS, SCHEDULERS
+    from fer_core.study.components import (
+        OPTUNA_SAMPLERS,
+        PRUNERS,
+        SCHEDULERS,
+        make_optuna_sampler,
+        make_pruner,
+    )
 
     lookup(OPTUNA_SAMPLERS, spec.optuna_sampler["name"])
     lookup(PRUNERS, spec.pruner["name"])
+    # built here too (cheap): a missing optional package or a bad option fails before any trial
+    with warnings.catch_warnings():  # Optuna flags TPE's multivariate/group options as experimental
+        warnings.simplefilter("ignore")
+        make_optuna_sampler(spec.optuna_sampler, seed=spec.seeds[0])
+        make_pruner(spec.pruner)
     lookup(SCHEDULERS, spec.scheduler["name"])
     if spec.pruner["name"] != "none" and spec.scheduler["name"] != "none":
         raise ConfigError(f"{spec.source}: pick one of pruner ({spec.pruner['name']}) and scheduler "

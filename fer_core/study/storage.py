@@ -6,24 +6,39 @@ clear: every URL shown to a user goes through ``redact``.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import logging
 import os
 import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, IntegrityError, InterfaceError, OperationalError, ProgrammingError
 
 from fer_core.errors import ConfigError, FerError
 
 DEFAULT_DB = "fer-study.db"
 ENV = "FER_STUDY_STORAGE"
+WAIT_ENV = "FER_STUDY_DB_WAIT_S"  # how long the driver waits for a lost database before it stops
+DEFAULT_WAIT_S = 180.0
+log = logging.getLogger("fer_study")
+T = TypeVar("T")
 
 
 class StorageError(FerError):
     """The storage cannot be reached or refuses the study."""
+
+
+class StorageLost(StorageError):
+    """The database went away mid-study for longer than the driver waits for it."""
 
 
 def storage_url(arg: str | None = None) -> str:
@@ -69,11 +84,18 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                 raise StorageError(f"storage {redact(url)}: directory {parent} does not exist")
     else:
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except Exception as err:  # sqlalchemy/psycopg raise many kinds; the user needs one line
-        first = redact_text(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
-        raise StorageError(f"cannot open storage {redact(url)}: {first}") from None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except Exception as err:  # sqlalchemy/psycopg raise many kinds; the user needs one line
+            # drivers started together on a fresh database race to create Optuna's tables (a
+            # duplicate-key or already-exists error for the loser): the tables now exist, so look again
+            if attempt < 4 and isinstance(err, (IntegrityError, ProgrammingError)):
+                time.sleep(0.5 + attempt)
+                continue
+            first = redact_text(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+            raise StorageError(f"cannot open storage {redact(url)}: {first}") from None
+    raise AssertionError("unreachable")
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
@@ -112,3 +134,78 @@ def spec_attrs(spec, class_names: list[str], class_counts: list[int]) -> dict[st
         "class_names": list(class_names),
         "class_counts": list(class_counts),
     }
+
+
+def _connection_lost(err: BaseException) -> bool:
+    """A dropped or refused connection (server restart, network blip, SQLite busy), not bad data.
+    Optuna wraps SQLAlchemy's errors in StorageInternalError; the cause tells them apart."""
+    seen = 0
+    while err is not None and seen < 5:
+        if isinstance(err, (OperationalError, InterfaceError)):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def wait_budget() -> float:
+    try:
+        return max(0.0, float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_S)))
+    except ValueError:
+        raise ConfigError(f"${WAIT_ENV}: expected a number of seconds, got {os.environ[WAIT_ENV]!r}") from None
+
+
+def retrying(what: str, fn: Callable[[], T], wait_s: float | None = None) -> T:
+    """Run one storage operation, waiting out a lost connection for at most ``wait_s`` seconds
+    (``$FER_STUDY_DB_WAIT_S``, default 180): pool_pre_ping replaces the dead connections once the
+    server is back. Past the budget: ``StorageLost`` with one line (the CLI exits 2; a relaunch
+    continues the study). ``fn`` must be safe to run again after a failure."""
+    budget = wait_budget() if wait_s is None else wait_s
+    deadline, delay, warned = time.monotonic() + budget, 0.5, False
+    while True:
+        try:
+            return fn()
+        except Exception as err:
+            if not _connection_lost(err):
+                raise
+            first = redact_text(str(err.__cause__ or err).strip().splitlines()[0] if str(err).strip() else "")
+            if time.monotonic() + delay > deadline:
+                raise StorageLost(f"lost the database for more than {budget:.0f} s while {what} ({first}); "
+                                  "stopped: relaunch the same command to continue the study") from None
+            if not warned:
+                log.warning("database unreachable while %s (%s): retrying for up to %.0f s", what, first, budget)
+                warned = True
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage:
+    """The RDBStorage under Optuna's per-process cache wrapper."""
+    return getattr(storage, "_backend", storage)
+
+
+@contextmanager
+def claim_lock(storage: optuna.storages.BaseStorage, key: str) -> Iterator[None]:
+    """Serialise "is this cell / budget slot free? then take it" across drivers of one study.
+
+    PostgreSQL: a transaction-scoped advisory lock (released by commit, or by the server when the
+    holder's connection dies, so a killed driver never leaves it held). SQLite, which only works
+    on one machine anyway: an exclusive flock on a file beside the database, released by the OS
+    when the process dies."""
+    backend = rdb(storage)
+    url = make_url(backend.url)
+    if url.get_backend_name() == "postgresql":
+        lock_id = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+        with backend.engine.connect() as conn, conn.begin():
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_id})
+            yield
+        return
+    db = url.database
+    if not db or db == ":memory:":
+        yield  # one process by construction
+        return
+    with open(f"{Path(db).expanduser().resolve()}.claims.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

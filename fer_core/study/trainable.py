@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import tempfile
 from typing import Any
 
@@ -34,6 +35,7 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
     train_cfg = dict(config["train"])
     checkpoint_every = int(config.get("checkpoint_every", 1))
     fail_at = os.environ.get("FER_STUDY_FAIL_AT")  # fault injection for tests: "<cell_id>@<epoch>"
+    oom_at = os.environ.get("FER_STUDY_OOM_AT")  # fault injection for tests: "<cell_id>@<epoch>"
     ds = (datasets or {}).get(data_key(train_cfg))  # shared from the object store; else loaded (disk cache)
 
     state = None
@@ -47,6 +49,8 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
         epoch = metrics["epoch"]
         if fail_at and fail_at == f"{config['meta'].get('cell_id')}@{epoch}" and state is None:
             os._exit(17)  # a hard crash of the worker process (only on the first attempt)
+        if oom_at and oom_at == f"{config['meta'].get('cell_id')}@{epoch}" and state is None:
+            _allocate_past_memory_limit()  # a real allocation failure (only on the first attempt)
         if checkpoint is not None and (epoch + 1) % checkpoint_every == 0:
             last_ckpt[0] = epoch
             with tempfile.TemporaryDirectory() as d:
@@ -56,7 +60,16 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
         else:
             tune.report({**metrics, "checkpoint_epoch": last_ckpt[0], "final": 0})
 
-    result = train_fer(train_cfg, report, dataset=ds, checkpoint=state)
+    try:
+        result = train_fer(train_cfg, report, dataset=ds, checkpoint=state)
+    except (MemoryError, torch.OutOfMemoryError, RuntimeError) as err:
+        # the stored FAIL reason must say "out of memory" whichever allocator ran out
+        # (CPU allocations fail with a RuntimeError, CUDA ones with OutOfMemoryError)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, RuntimeError) and not isinstance(err, torch.OutOfMemoryError) \
+                and "can't allocate memory" not in first:
+            raise
+        raise MemoryError(f"trial ran out of memory: {first}") from err
     last = result["history"][-1]
     summary = {
         **last,
@@ -98,3 +111,17 @@ def _node_id() -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id()
+
+
+def _allocate_past_memory_limit(extra: int = 256 << 20, ask: int = 8 << 30) -> None:
+    """Fault injection: cap this process's address space a little above its current size (as a
+    container or ``ulimit -v`` would) and ask for more, so the allocator really fails; the cap is
+    lifted again at once because Ray reuses the worker process for later trials."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    used = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    cap = used + extra if hard == resource.RLIM_INFINITY else min(used + extra, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        torch.empty(ask, dtype=torch.uint8).fill_(1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

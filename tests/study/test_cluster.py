@@ -1,16 +1,22 @@
 """Cluster mode: a real two-node Ray cluster on this machine (`ray start --head` + `ray start --address`),
-PostgreSQL storage, the smoke study launched against it with --address."""
+PostgreSQL storage, the smoke study launched against it with --address; then the worker node dies."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 from helpers import fer_cli
 from optuna.trial import TrialState
@@ -33,29 +39,114 @@ def _ray(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([ray_bin, *args], capture_output=True, text=True, timeout=180, env={**os.environ, **AUTH})
 
 
+def _kill_processes_under(marker: str) -> int:
+    """SIGKILL every process whose command line names ``marker`` (a node's private temp dir):
+    this cluster's processes only, never another test run's Ray (``ray stop`` would kill them all)."""
+    victims = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if p.info["pid"] != os.getpid() and marker in " ".join(p.info["cmdline"] or ()):
+            victims.append(p)
+    for p in victims:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=30)
+    return len(victims)
+
+
+@dataclass
+class Cluster:
+    address: str
+    head_dir: str
+    worker_dir: str
+
+    def kill_worker_node(self) -> int:
+        return _kill_processes_under(self.worker_dir)
+
+
 @pytest.fixture
 def two_node_cluster():
     import ray
 
     ray.shutdown()  # no in-process Ray of an earlier module may linger
     port = _free_port()
+    # a short private temp dir per node (Ray's unix sockets live under it): it marks this cluster's
+    # processes, so teardown and the node-loss test kill exactly them
+    root = tempfile.mkdtemp(prefix="fr", dir="/tmp")
+    head_dir, worker_dir = os.path.join(root, "h"), os.path.join(root, "w")
     env_flags = ["--num-cpus=1", "--num-gpus=0", "--disable-usage-stats"]
-    head = _ray("start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-                *env_flags)
-    assert head.returncode == 0, head.stderr
     try:
-        worker = _ray("start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", *env_flags)
+        head = _ray("start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+                    f"--temp-dir={head_dir}", *env_flags)
+        assert head.returncode == 0, head.stderr
+        worker = _ray("start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
+                      f"--temp-dir={worker_dir}", *env_flags)
         assert worker.returncode == 0, worker.stderr
-        yield f"127.0.0.1:{port}"
+        yield Cluster(f"127.0.0.1:{port}", head_dir, worker_dir)
     finally:
-        _ray("stop", "--force")
+        _kill_processes_under(worker_dir)
+        _kill_processes_under(head_dir)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_smoke_study_runs_on_both_nodes_with_postgres(two_node_cluster, pg_url, study_env):
-    proc = fer_cli("launch", "smoke", "--profile", "smoke", "--storage", pg_url, "--address", two_node_cluster,
-                   "--max-concurrent", "2", env=AUTH)
+    proc = fer_cli("launch", "smoke", "--profile", "smoke", "--storage", pg_url, "--address",
+                   two_node_cluster.address, "--max-concurrent", "2", env=AUTH)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = optuna.load_study(study_name="smoke", storage=pg_url).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     nodes = {t.user_attrs["node_id"] for t in trials}
-    assert len(nodes) == 2  # one CPU per node and two trials at a time: both nodes trained
+    assert len(nodes) == 2, proc.stdout[-2000:] + proc.stderr[-2000:]  # one CPU per node, two trials at a time
+
+
+LONGER = """
+name: smoke-3ep
+question: Does a study survive losing a worker node?
+extends: smoke
+profiles:
+  smoke:
+    base: {epochs: 3}
+"""
+
+
+def test_worker_node_lost_mid_study_its_trial_resumes_on_the_head(two_node_cluster, pg_url, study_env):
+    # three epochs: the worker's trial is killed after its epoch-0 checkpoint and before its end
+    (study_env / "smoke-3ep.yaml").write_text(LONGER)
+    cmd = [sys.executable, "-m", "fer_core.cli", "launch", str(study_env / "smoke-3ep.yaml"), "--profile", "smoke",
+           "--storage", pg_url, "--address", two_node_cluster.address, "--max-concurrent", "2"]
+    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, **AUTH})
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline:  # both nodes hold a trial that has checkpointed epoch 0
+            time.sleep(1)
+            assert driver.poll() is None, driver.stderr.read()[-3000:]
+            try:
+                trials = optuna.load_study(study_name="smoke-3ep", storage=pg_url).get_trials(deepcopy=False)
+            except KeyError:
+                continue
+            # both first trials (one per node) past their epoch-0 checkpoint and still inside epoch 1
+            # of 3, none finished: the kill lands mid-trial with a checkpoint to resume from
+            running = [t for t in trials if t.state == TrialState.RUNNING and sorted(t.intermediate_values) == [0]]
+            if len(running) == 2 and not any(t.state == TrialState.COMPLETE for t in trials):
+                break
+        else:
+            raise AssertionError("two trials never ran at once")
+        assert two_node_cluster.kill_worker_node() > 0  # raylet, agents and the trial's worker process
+        _, err = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, err[-3000:]
+    trials = optuna.load_study(study_name="smoke-3ep", storage=pg_url).get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.user_attrs["cell_id"] for t in complete) == [
+        "balanced_softmax/seed=0", "plain-ce/seed=0", "sampler_sqrt/seed=0"]  # each cell once
+    lost = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(lost) == 1, [(t.number, t.state, t.user_attrs.get("error")) for t in trials]
+    retry = next(t for t in complete if t.user_attrs.get("retry_of") == lost[0].number)
+    assert retry.user_attrs["cell_id"] == lost[0].user_attrs["cell_id"]
+    # resumed from its last checkpoint: the epochs it covers are carried over, not trained again
+    assert 0 in retry.intermediate_values and retry.intermediate_values[0] == lost[0].intermediate_values[0]
+    assert len({t.user_attrs["node_id"] for t in complete}) == 1  # everything finished on the surviving head

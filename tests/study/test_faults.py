@@ -1,4 +1,5 @@
-"""Faults against real components: a trial process dies, the driver dies, the database is unreachable.
+"""Faults against real components: a trial process dies, a trial runs out of memory, the driver dies,
+the database is unreachable; and no password shows in anything a run writes.
 
 Each launch runs as a separate ``fer-study`` process with its own local Ray, as a user runs it.
 """
@@ -12,22 +13,34 @@ import sys
 import time
 
 import optuna
+import pytest
 from helpers import fer_cli
 from optuna.trial import TrialState
+
+from fer_core.cli import main
+from fer_core.errors import FerError
+from fer_core.report.export import report
+from fer_core.study.runner import launch
 
 PASSWORD = "s3cret-Pa55word"
 
 
-def test_killed_trial_is_retried_from_its_checkpoint_and_no_password_leaks(pg_url, study_env, cache_dir):
+def test_killed_and_out_of_memory_trials_are_retried_and_no_password_leaks(pg_url, study_env, cache_dir, capsys):
     # the real server trusts 127.0.0.1, so a password in the URL is accepted and must never be shown
     url = pg_url.replace("postgres@", f"postgres:{PASSWORD}@")
-    env = {"FER_STUDY_FAIL_AT": "plain-ce/seed=0@1"}  # the worker process exits hard at epoch 1, attempt 1
+    env = {"FER_STUDY_FAIL_AT": "plain-ce/seed=0@1",  # the worker process exits hard at epoch 1, attempt 1
+           # a real allocation failure (address space capped with setrlimit) at epoch 1, attempt 1
+           "FER_STUDY_OOM_AT": "balanced_softmax/seed=0@1"}
     proc = fer_cli("launch", "smoke", "--profile", "smoke", "--storage", url, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = optuna.load_study(study_name="smoke", storage=url).get_trials()
-    failed = [t for t in trials if t.state == TrialState.FAIL]
+    failed = {t.user_attrs["cell_id"]: t for t in trials if t.state == TrialState.FAIL}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(failed) == 1 and failed[0].user_attrs["cell_id"] == "plain-ce/seed=0"
+    assert sorted(failed) == ["balanced_softmax/seed=0", "plain-ce/seed=0"]
+    oom = failed["balanced_softmax/seed=0"]
+    assert "MemoryError: trial ran out of memory" in oom.user_attrs["error"], oom.user_attrs["error"]
+    assert sorted(oom.intermediate_values) == [0]
+    failed = [failed["plain-ce/seed=0"]]
     assert failed[0].user_attrs["error"]  # the reason is stored
     assert sorted(failed[0].intermediate_values) == [0]  # the worker died inside epoch 1, before reporting it
     assert sorted(t.user_attrs["cell_id"] for t in complete) == [
@@ -36,6 +49,8 @@ def test_killed_trial_is_retried_from_its_checkpoint_and_no_password_leaks(pg_ur
     assert retried.user_attrs["retry_of"] == failed[0].number and retried.user_attrs["attempt"] == 2
     assert sorted(retried.intermediate_values) == [0, 1]  # epoch 0 carried over from the checkpoint
     assert retried.params == failed[0].params
+    oom_retry = next(t for t in complete if t.user_attrs.get("retry_of") == oom.number)
+    assert oom_retry.user_attrs["cell_id"] == "balanced_softmax/seed=0"  # the study went on, the cell too
 
     status = fer_cli("status", "smoke", "--storage", url)
     studies = fer_cli("studies", "--storage", url)
@@ -43,10 +58,24 @@ def test_killed_trial_is_retried_from_its_checkpoint_and_no_password_leaks(pg_ur
     assert "smoke" in studies.stdout
     outputs = [proc.stdout, proc.stderr, status.stdout, status.stderr, studies.stdout, studies.stderr]
     study = optuna.load_study(study_name="smoke", storage=url)
-    outputs.append(repr(study.user_attrs))
-    outputs += [repr(t.user_attrs) for t in study.get_trials()]
-    assert not any(PASSWORD in text for text in outputs)
-    assert "postgres:***@" in status.stdout
+    outputs += [repr(study.user_attrs), repr(study._storage.get_study_system_attrs(study._study_id))]  # the note
+    outputs += [repr(t.user_attrs) + repr(t.system_attrs) for t in study.get_trials()]
+    # the report: every file it writes and what it prints
+    rep = report("smoke", storage=url, out=str(study_env / "report"))
+    outputs += [rep["markdown"], rep["status"]] + [open(f, errors="replace").read() for f in rep["files"]]
+    # exception messages: a refused relaunch, an unknown study, a database that does not exist
+    with pytest.raises(FerError) as refused:
+        launch("smoke", storage=url, profile="cpu", show_progress=False)
+    with pytest.raises(FerError) as unknown:
+        launch("no-such-study", storage=url, profile="smoke", show_progress=False)
+    outputs += [str(refused.value), str(unknown.value)]
+    assert main(["status", "smoke", "--storage", url.rsplit("/", 1)[0] + "/no_such_db"]) == 2
+    assert main(["report", "nope", "--storage", url, "--out", str(study_env / "r2")]) == 2
+    printed = capsys.readouterr()
+    outputs += [printed.out, printed.err]
+    assert "no_such_db" in printed.err and "nope" in printed.err  # the error lines were really produced
+    assert not [text for text in outputs if PASSWORD in text]
+    assert "postgres:***@" in status.stdout and "postgres:***@" in str(refused.value)
 
 
 def test_driver_killed_mid_study_relaunch_finishes_without_duplicates(study_env, cache_dir):

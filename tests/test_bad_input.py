@@ -1,0 +1,244 @@
+"""Bad input, systematically (hypothesis): study files, search spaces, ``--set`` overrides, AU label
+strings and manifest CSVs either load or fail with one ``FerError`` line naming what is wrong; never
+another exception from deep inside, never a traceback, never a write to storage."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from fer_core.cli import main
+from fer_core.config import build_config, parse_override
+from fer_core.data.manifest import read_manifest
+from fer_core.data.rafce import parse_au_label
+from fer_core.errors import FerError
+from fer_core.study.space import parse_space
+from fer_core.study.spec import load_study, read_yaml
+
+FEW = settings(max_examples=int(__import__("os").environ.get("HYP_N", 40)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+# any value YAML can carry: scalars of every type (NaN and infinities too) and small nests of them
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
+                    st.text(max_size=12), st.sampled_from(["ce", "focal", "grid", "search", "tpe", "", "-1", "1e-3"]))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                       st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+                      max_leaves=6)
+
+
+def one_line_or_ok(fn, *args, **kw):
+    """Run ``fn``: it returns, or raises a FerError whose message is one non-empty line."""
+    try:
+        return fn(*args, **kw)
+    except FerError as err:
+        msg = str(err)
+        assert msg.strip() and "\n" not in msg, repr(msg)
+        return None
+
+
+SMOKE = read_yaml(Path(__file__).resolve().parents[1] / "studies" / "smoke.yaml")
+PATHS = [("name",), ("question",), ("extends",), ("seeds",), ("design",), ("design", "kind"), ("design", "variants"),
+         ("design", "variants", "balanced_softmax"), ("design", "variants", "balanced_softmax", "loss"),
+         ("design", "baseline"), ("budget",), ("budget", "max_concurrent"), ("budget", "time_s"), ("budget", "trials"),
+         ("profiles",), ("profiles", "smoke", "base", "epochs"), ("profiles", "smoke", "base"), ("resources",),
+         ("resources", "cpu"), ("objective",), ("objective", "metric"), ("optuna_sampler",), ("pruner",),
+         ("scheduler", "name"), ("max_failures",), ("checkpoint_every",), ("data",), ("data", "dataset"),
+         ("base",), ("base", "lr"), ("design", "factors")]
+
+
+def _set_path(doc: dict, path: tuple, value) -> dict:
+    doc = copy.deepcopy(doc)
+    node = doc
+    for k in path[:-1]:
+        if not isinstance(node.get(k), dict):
+            node[k] = {}
+        node = node[k]
+    node[path[-1]] = value
+    return doc
+
+
+@FEW
+@given(path=st.sampled_from(PATHS), value=values)
+# what hypothesis found once, pinned so a regression is caught on every run
+@example(path=("budget", "time_s"), value=[None])
+@example(path=("budget", "time_s"), value=":")
+def test_study_files_load_or_fail_with_one_line(tmp_path, path, value):
+    f = tmp_path / "study.yaml"
+    f.write_text(yaml.safe_dump(_set_path(SMOKE, path, value)))
+    one_line_or_ok(load_study, str(f), "smoke")
+
+
+SPACE = {"loss": {"type": "categorical", "choices": ["ce", "focal"]},
+         "focal_gamma": {"type": "float", "low": 0.5, "high": 4.0, "when": {"loss": "focal"}},
+         "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+         "epochs": {"type": "int", "low": 2, "high": 4}}
+SPACE_PATHS = [(k,) for k in SPACE] + [(k, f) for k in SPACE for f in
+                                      ("type", "choices", "low", "high", "log", "step", "when", "value")]
+
+
+@FEW
+@given(path=st.sampled_from(SPACE_PATHS), value=values)
+@example(path=("focal_gamma", "when"), value=True)
+@example(path=("focal_gamma", "step"), value=True)
+@example(path=("lr", "log"), value="no")
+def test_search_spaces_parse_or_fail_with_one_line(path, value):
+    import optuna
+
+    space = one_line_or_ok(parse_space, _set_path(SPACE, path, value), "space.yaml")
+    if space is not None:  # what parses can be sampled
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        one_line_or_ok(space.sample, study.ask())
+
+
+def test_a_search_space_with_an_empty_range_is_refused():
+    with pytest.raises(FerError, match=r"'lr': empty range, low \(0.01\) must be < high \(0.01\)"):
+        parse_space({"lr": {"type": "float", "low": 0.01, "high": 0.01}}, "space.yaml")
+
+
+@FEW
+@given(items=st.lists(st.one_of(st.text(max_size=20),
+                                st.tuples(st.sampled_from(["lr", "loss", "epochs", "seed", "batch_size", "sampler",
+                                                           "img_size", "mixup_alpha", "", "nope"]),
+                                          st.text(max_size=10)).map("=".join)), max_size=4))
+def test_set_overrides_build_or_fail_with_one_line(items):
+    one_line_or_ok(build_config, None, items)
+    for item in items:
+        one_line_or_ok(parse_override, item)
+
+
+au_tokens = st.one_of(st.integers(0, 99).map(str), st.sampled_from(["null", "L12", "r4", "AD19", "BL18", "t23", "L12L",
+                                                                    "", " ", "+", "٣", "²", "-1"]), st.text(max_size=4))
+
+
+@settings(max_examples=50, deadline=None)
+@given(tokens=st.lists(au_tokens, max_size=6), sep=st.sampled_from(["+", " + ", "++"]))
+def test_au_label_strings_never_crash(tokens, sep):
+    parsed = parse_au_label(sep.join(tokens))
+    assert parsed.aus <= {1, 2, 4, 5, 6, 7, 9, 10, 12, 15, 16, 17, 20, 22, 24, 25, 26, 27}
+
+
+cells = st.one_of(st.sampled_from(["a", "b", "0", "1", "-1", "--1", "²", "٣", "13", "train", "val", "test", "2", "",
+                                   "img.png", "missing.png", "1+4", "null"]), st.text(max_size=6))
+
+
+@FEW
+@given(rows=st.lists(st.tuples(cells, cells, cells, cells), min_size=0, max_size=5),
+       header=st.sampled_from(["path,label,aus,split", "path,label,split", "label,split", "path,label,aus,split,x"]),
+       sidecar=st.one_of(st.none(), st.binary(max_size=12), st.text(max_size=12)))
+@example(rows=[("img.png", "--1", "", "train")], header="path,label,aus,split", sidecar=None)
+@example(rows=[("img.png", "²", "", "train")], header="path,label,aus,split", sidecar=None)
+@example(rows=[], header="path,label,aus,split", sidecar=b"\x80")
+def test_manifest_csvs_read_or_fail_with_one_line(tmp_path, rows, header, sidecar):
+    img = tmp_path / "img.png"
+    if not img.exists():
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header.split(","))
+    for r in rows:
+        w.writerow(r)
+    (tmp_path / "m.csv").write_text(buf.getvalue())
+    side = tmp_path / "classes.txt"
+    side.unlink(missing_ok=True)
+    if isinstance(sidecar, bytes):
+        side.write_bytes(sidecar)
+    elif sidecar is not None:
+        side.write_text(sidecar)
+    one_line_or_ok(read_manifest, tmp_path / "m.csv")
+
+
+# -- through the CLI: one line on stderr, exit 2, no traceback, nothing stored ---------------------------
+
+
+def _run_cli(capsys, *argv: str) -> tuple[int, str]:
+    rc = main(list(argv))
+    err = capsys.readouterr().err
+    return rc, err
+
+
+def _stored_studies(db: Path) -> list[str]:
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as conn:
+        try:
+            return [r[0] for r in conn.execute("SELECT study_name FROM studies")]
+        except sqlite3.OperationalError:
+            return []
+
+
+BAD_DATA_STUDY = """
+name: bad-data
+question: does bad data stop the launch before anything is stored?
+data: {{dataset: manifest, data_path: {csv}}}
+base: {{backbone: test_resnet, img_size: 32, epochs: 1, warmup_epochs: 0, batch_size: 4}}
+seeds: [0]
+design: {{kind: one_at_a_time, baseline: plain, variants: {{focal: {{loss: focal}}}}}}
+"""
+
+
+@pytest.mark.parametrize("problem", ["corrupt", "truncated", "empty_class", "unknown_label"])
+def test_bad_data_stops_the_launch_with_one_line_and_stores_nothing(problem, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FER_STUDY_CACHE", str(tmp_path / "cache"))
+    rows = []
+    for i, (label, split) in enumerate([("a", "train"), ("b", "train"), ("a", "val"), ("b", "val"), ("a", "test"),
+                                        ("b", "test")]):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(p)
+        rows.append([p.name, label, "1+4", split])
+    if problem == "corrupt":
+        (tmp_path / "0.png").write_bytes(b"not an image at all")
+    elif problem == "truncated":
+        whole = (tmp_path / "0.png").read_bytes()  # header intact, pixel data cut in half
+        (tmp_path / "0.png").write_bytes(whole[: len(whole) // 2])
+    elif problem == "empty_class":
+        rows[1][1] = "a"  # class b keeps val/test images but no training image
+        (tmp_path / "classes.txt").write_text("a\nb\n")
+    else:
+        (tmp_path / "classes.txt").write_text("a\nb\n")
+        rows[2][1] = "c"
+    (tmp_path / "m.csv").write_text("path,label,aus,split\n" + "".join(",".join(r) + "\n" for r in rows))
+    (tmp_path / "bad.yaml").write_text(BAD_DATA_STUDY.format(csv=tmp_path / "m.csv"))
+    db = tmp_path / "s.db"
+    rc, err = _run_cli(capsys, "launch", str(tmp_path / "bad.yaml"), "--profile", "smoke", "--storage", f"sqlite:///{db}")
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    needle = {"corrupt": "0.png: cannot decode image", "truncated": "0.png: cannot decode image",
+              "empty_class": "class 'b' has no training images", "unknown_label": "m.csv:4: unknown class 'c'"}[problem]
+    assert needle in lines[0], lines[0]  # the data problem itself, not some earlier config error
+    assert "Traceback" not in err
+    assert _stored_studies(db) == []  # no empty or half-described study left behind
+
+
+@pytest.mark.parametrize("name", ["x'; DROP TABLE studies; --", "$(touch pwned)", "a b", "../etc/x", "`id`", "a;b|c&d"])
+def test_study_names_with_sql_or_shell_metacharacters_are_refused(name, tmp_path, capsys):
+    doc = _set_path(SMOKE, ("name",), name)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    db = tmp_path / "s.db"
+    rc, err = _run_cli(capsys, "launch", str(tmp_path / "s.yaml"), "--profile", "smoke", "--storage", f"sqlite:///{db}")
+    assert rc == 2 and err.startswith("error: ") and "name must match" in err and len(err.strip().splitlines()) == 1
+    assert _stored_studies(db) == [] and not (tmp_path / "pwned").exists()
+    # status/report look the name up as a bound parameter: a miss, never SQL
+    rc, err = _run_cli(capsys, "status", name, "--storage", f"sqlite:///{db}")
+    assert rc == 2 and "no study" in err
+
+
+def test_yaml_python_tags_are_refused_with_one_line(tmp_path, capsys):
+    (tmp_path / "evil.yaml").write_text(f"name: !!python/object/apply:os.system ['touch {tmp_path}/pwned']\n"
+                                        "question: q\n")
+    rc, err = _run_cli(capsys, "validate", str(tmp_path / "evil.yaml"))
+    assert rc == 2 and err.startswith("error: ") and "invalid YAML" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "cfg.yaml").write_text("lr: !!python/object/new:builtins.float [1]\n")
+    with pytest.raises(FerError, match="invalid YAML"):
+        build_config(tmp_path / "cfg.yaml")
+    with pytest.raises(FerError):
+        parse_override("lr=!!python/name:os.system")
+    assert not (tmp_path / "pwned").exists()
