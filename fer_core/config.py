@@ -76,6 +76,8 @@ class TrainConfig(BaseModel):
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
     eval_batch_size: int = Field(256, ge=1, le=65536)
+    # evaluation: test-time augmentation at the selected epoch, reported beside the plain metrics
+    tta: str = "none"
 
     @model_validator(mode="after")
     def _cross_checks(self) -> TrainConfig:
@@ -131,8 +133,10 @@ def check_registry_names(cfg: TrainConfig) -> None:
     from fer_core.models import check_backbone
     from fer_core.registry import lookup
     from fer_core.sampling import DATA_SAMPLERS
+    from fer_core.tta import TTA
 
     lookup(LOSSES, cfg.loss)
+    lookup(TTA, cfg.tta)
     lookup(DATA_SAMPLERS, cfg.sampler)
     lookup(DATASETS, cfg.dataset)
     check_backbone(cfg.backbone)

@@ -30,6 +30,7 @@ from fer_core.metrics import au_macro_f1, class_groups, classification_metrics
 from fer_core.models import FerNet
 from fer_core.registry import lookup
 from fer_core.sampling import DATA_SAMPLERS
+from fer_core.tta import TTA
 
 Report = Callable[..., None]  # report(metrics: dict, checkpoint: dict) -> None
 
@@ -84,18 +85,25 @@ def train_step(model, x, target, au_target, loss_fn, au_weight: float, epoch: in
 
 
 @torch.inference_mode()
-def predict(model, images: torch.Tensor, idx: torch.Tensor, cfg: TrainConfig, amp: bool, cl: bool) -> dict:
-    """Class probabilities and AU probabilities for ``images[idx]`` (uint8 on the device)."""
+def predict(model, images: torch.Tensor, idx: torch.Tensor, cfg: TrainConfig, amp: bool, cl: bool,
+            tta: str = "none") -> dict:
+    """Class probabilities and AU probabilities for ``images[idx]`` (uint8 on the device),
+    averaged over the views of the ``tta`` entry (``none``: the image itself)."""
     model.eval()
+    views_of = lookup(TTA, tta)
     probs, au_probs = [], []
     for chunk in idx.split(cfg.eval_batch_size):
-        x = images[chunk].float().div_(255)
-        if cl:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(x)
-        probs.append(out["logits"].float().softmax(1).cpu())
-        au_probs.append(out["au_logits"].float().sigmoid().cpu())
+        p = a = 0.0
+        views = views_of(images[chunk].float().div_(255))
+        for x in views:
+            if cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+                out = model(x)
+            p = p + out["logits"].float().softmax(1)
+            a = a + out["au_logits"].float().sigmoid()
+        probs.append((p / len(views)).cpu())
+        au_probs.append((a / len(views)).cpu())
     return {"probs": torch.cat(probs).numpy(), "au_probs": torch.cat(au_probs).numpy()}
 
 
@@ -261,6 +269,15 @@ def train_fer(
     model.load_state_dict(best["state"])
     test_pred = predict(model, images, test_idx.to(device), cfg, amp, cl)
     test = evaluate(test_pred, ds, test_idx, groups, with_aus)
+
+    # 9. test-time augmentation of the same selected model: its own metrics, beside the plain ones
+    tta = None
+    if cfg.tta != "none":
+        tta = {"name": cfg.tta, "predictions": {}}
+        for split, idx in (("val", val_idx), ("test", test_idx)):
+            pred = predict(model, images, idx.to(device), cfg, amp, cl, tta=cfg.tta)
+            tta[split] = evaluate(pred, ds, idx, groups, with_aus)
+            tta["predictions"][split] = pred["probs"]
     return {
         "best_epoch": best["epoch"],
         "epochs_run": len(history),
@@ -268,6 +285,7 @@ def train_fer(
         "val": best["val"],
         "test": test,
         "history": history,
+        "tta": tta,  # None without TTA
         "predictions": {
             "val": {"probs": best["val_pred"]["probs"], "labels": ds.labels[val_idx].numpy()},
             "test": {"probs": test_pred["probs"], "labels": ds.labels[test_idx].numpy()},
