@@ -78,8 +78,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.save:
         import torch
 
-        torch.save({"model": result["model_state"], "config": result["config"],
-                    "class_names": result["class_names"]}, args.save)
+        from fer_core.study.outputs import model_payload
+
+        torch.save(model_payload(result), args.save)  # the format fer_core.study.outputs.load_model reads
         console.print(f"model saved to {args.save}")
     return 0
 
@@ -218,6 +219,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from fer_core.report.artifacts import artifact_dir
+    from fer_core.study.outputs import export_trial
+    from fer_core.study.storage import load_stored_study, storage_url
+
+    url = storage_url(args.storage)
+    study = load_stored_study(args.study, url)
+    dest = export_trial(study, args.trial, artifact_dir(url, args.artifacts), args.out)
+    console.print(f"trial {args.trial} of study {args.study} exported to {dest} (model, config, class names; "
+                  "load with fer_core.study.outputs.load_model)", highlight=False)
+    return 0
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (``error: ...``, exit 2) like every other bad input."""
 
@@ -276,6 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--artifacts", help=artifacts_help)
     rp.add_argument("--quiet", action="store_true", help="do not print the Markdown table")
     rp.set_defaults(func=cmd_report)
+
+    ex = sub.add_parser("export", help="write a kept trial's model with its config and class names, for inference")
+    ex.add_argument("study")
+    ex.add_argument("--trial", type=int, required=True, help="trial number (its checkpoint must be kept)")
+    ex.add_argument("--out", help="output file (default: STUDY-trial-N.pt)")
+    ex.add_argument("--storage", help=storage_help)
+    ex.add_argument("--artifacts", help=artifacts_help)
+    ex.set_defaults(func=cmd_export)
 
     db = sub.add_parser("dashboard", help="optuna-dashboard on the storage, with the artifact store")
     db.add_argument("--storage", help=storage_help)

@@ -213,7 +213,10 @@ def launch(
     driver = driver_id()
     study.set_user_attr("driver_heartbeat:" + driver, time.time())
     store = open_store(artifact_dir(url, artifacts))
-    bridge = OptunaBridge(study, spec, todo, n_search, trial_attrs, driver, artifact_store=store, planned=total)
+    runs = Path(runs_dir or os.environ.get("FER_STUDY_RUNS") or Path.home() / ".cache" / "fer-study" / "runs")
+    experiment = f"{spec.name}-{driver.replace(':', '-')}"
+    bridge = OptunaBridge(study, spec, todo, n_search, trial_attrs, driver, artifact_store=store, planned=total,
+                          outputs_dir=str(runs.resolve() / experiment / "fer-outputs"))
     if spec.pruner["name"] != "none":
         scheduler = OptunaPrunerScheduler(bridge)
     else:
@@ -227,7 +230,6 @@ def launch(
 
     trainable = tune.with_resources(tune.with_parameters(_trainable_with_threads(threads), datasets=datasets),
                                     resources)
-    runs = Path(runs_dir or os.environ.get("FER_STUDY_RUNS") or Path.home() / ".cache" / "fer-study" / "runs")
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -236,7 +238,7 @@ def launch(
             time_budget_s=spec.time_s,
         ),
         run_config=tune.RunConfig(
-            name=f"{spec.name}-{driver.replace(':', '-')}", storage_path=str(runs.resolve()), verbose=0,
+            name=experiment, storage_path=str(runs.resolve()), verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[BridgeCallback(bridge, progress)],

@@ -30,7 +30,8 @@ PROFILES = ("smoke", "cpu", "gpu")
 DESIGNS = ("grid", "one_at_a_time", "search")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # no SQL/shell metacharacters, no paths
 SPEC_KEYS = {"name", "question", "extends", "data", "base", "design", "seeds", "objective", "optuna_sampler",
-             "pruner", "scheduler", "budget", "resources", "max_failures", "profiles", "checkpoint_every"}
+             "pruner", "scheduler", "budget", "resources", "max_failures", "profiles", "checkpoint_every",
+             "keep_checkpoints"}
 EXTEND_MERGE = {"base", "data", "budget", "resources", "profiles"}
 DATA_KEYS = {"dataset", "data_path", "data_seed", "val_fraction", "test_fraction", "cache_dir"}
 
@@ -124,6 +125,7 @@ class StudySpec:
     resources: dict[str, float]
     max_failures: int
     checkpoint_every: int
+    keep_checkpoints: int = 3  # best-epoch models of the study's top trials kept for export/teachers
     factors: dict[str, tuple] = field(default_factory=dict)  # grid
     baseline: str = "baseline"  # one_at_a_time
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # one_at_a_time (+ named combinations)
@@ -307,6 +309,7 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
         resources={"cpu": float(resources.get("cpu", 1)), "gpu": float(resources.get("gpu", 0))},
         max_failures=intval(spec.get("max_failures", 2), "max_failures", 0),
         checkpoint_every=intval(spec.get("checkpoint_every", 1), "checkpoint_every", 1),
+        keep_checkpoints=intval(spec.get("keep_checkpoints", 3), "keep_checkpoints", 0),
         resolved={**spec, "profile": profile},
         **kw,
     )
