@@ -401,3 +401,27 @@ def test_probabilities_and_kept_checkpoints_reproduce_the_stored_predictions(lau
     not_kept = next(t.number for t in study.get_trials() if t.number not in {x.number for x in top})
     _one_line_error(fer_cli("export", "report-test", "--trial", str(not_kept), "--storage", url,
                             "--out", str(tmp_path / "x.pt")), "no checkpoint kept")
+
+
+def test_ensemble_command_stores_a_derived_entry_the_report_shows(launched, tmp_path):
+    d, _url = launched
+    shutil.copy(d / "fer-study.db", tmp_path / "fer-study.db")
+    url2 = f"sqlite:///{tmp_path / 'fer-study.db'}"
+    art = str(d / "fer-study-artifacts")  # read only: the ensemble writes the storage, not the store
+    best = optuna.load_study(study_name="report-test", storage=url2).best_trial.number
+    proc = fer_cli("ensemble", "report-test", "--top", "3", "--diverse", "--storage", url2, "--artifacts", art)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ensemble of 3 trials" in proc.stdout and "derived: not a trial" in proc.stdout
+    study = optuna.load_study(study_name="report-test", storage=url2)
+    entry = study.user_attrs["ensemble:top3-macro_f1-diverse"]
+    variants = {study.trials[n].user_attrs["variant"] for n in entry["members"]}
+    assert len(variants) == 3  # --diverse: one trial per config
+    assert len(study.trials) == 6 and study.best_trial.number == best  # not a trial
+    table = pd.read_csv(_report_study("report-test", url2, tmp_path / "r", art) / "report.csv")
+    row = table.set_index("variant").loc["ensemble:top3-macro_f1-diverse"]
+    assert row["val_macro_f1_mean"] == pytest.approx(entry["val"]["macro_f1"]) and not row["best"]
+    import optuna_dashboard
+
+    assert "ensemble:top3-macro_f1-diverse" in optuna_dashboard.get_note(study)
+    _one_line_error(fer_cli("ensemble", "report-test", "--top", "0", "--storage", url2, "--artifacts", art),
+                    "--top: must be >= 1")
