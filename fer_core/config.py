@@ -69,6 +69,10 @@ class TrainConfig(BaseModel):
     val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     cache_dir: str | None = None
+    # k-fold cross-validation over the train+val pool (fer_core/data/folds.py); 0 = the source's own split
+    cv_folds: int = Field(0, ge=0, le=50)
+    cv_fold: int = Field(0, ge=0, lt=50)
+    cv_group_by: str = "none"  # none | a manifest column | re:<regex> over image file names
     # execution (chosen automatically; explicit values are for benchmarks and debugging)
     device: str = "auto"
     num_threads: int = Field(0, ge=0, le=1024)  # 0 = all cores of this process
@@ -87,6 +91,10 @@ class TrainConfig(BaseModel):
             raise ValueError("head_min_count must be larger than tail_max_count")
         if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.batch_size % 2:
             raise ValueError(f"batch_size must be even with mixup/cutmix (got {self.batch_size})")
+        if self.cv_folds == 1:
+            raise ValueError("cv_folds must be 0 (no cross-validation) or at least 2")
+        if self.cv_fold >= max(self.cv_folds, 1):
+            raise ValueError(f"cv_fold ({self.cv_fold}) must be smaller than cv_folds ({self.cv_folds})")
         if self.pretrained_path and not self.pretrained:
             raise ValueError("pretrained_path is set but pretrained is false")
         return self
@@ -137,6 +145,10 @@ def check_registry_names(cfg: TrainConfig) -> None:
 
     lookup(LOSSES, cfg.loss)
     lookup(TTA, cfg.tta)
+    if cfg.cv_group_by != "none":
+        from fer_core.data.folds import check_group_by
+
+        check_group_by(cfg.cv_group_by)
     lookup(DATA_SAMPLERS, cfg.sampler)
     lookup(DATASETS, cfg.dataset)
     check_backbone(cfg.backbone)

@@ -24,6 +24,7 @@ from timm.data import Mixup
 from fer_core.augment import augment_batch, sample_strength
 from fer_core.config import TrainConfig, resolve_config
 from fer_core.data.dataset import AU_VOCAB, TEST, TRAIN, VAL, FerDataset
+from fer_core.data.folds import fold_dataset
 from fer_core.data.sources import load_dataset
 from fer_core.losses import LOSSES
 from fer_core.metrics import au_macro_f1, class_groups, classification_metrics
@@ -153,6 +154,8 @@ def train_fer(
 
     # 2. data: decoded once, kept on the device as uint8 for the whole run
     ds = dataset if dataset is not None else dataset_for(cfg)
+    if cfg.cv_folds:  # k-fold CV: fold cv_fold of the train+val pool validates, the other folds train
+        ds = fold_dataset(ds, cfg.cv_folds, cfg.cv_fold, cfg.cv_group_by, cfg.data_seed)
     if ds.images.shape[-1] != cfg.img_size:
         raise ValueError(f"data set is {ds.images.shape[-1]} px but img_size is {cfg.img_size}")
     images = ds.images.to(device)

@@ -49,7 +49,7 @@ class StudyData:
 def _variant_of(t: optuna.trial.FrozenTrial, design: str) -> str:
     if design != "search" and t.user_attrs.get("variant"):
         return str(t.user_attrs["variant"])
-    params = {k: v for k, v in sorted(t.params.items()) if k != "seed"}
+    params = {k: v for k, v in sorted(t.params.items()) if k not in ("seed", "cv_fold")}
     return ", ".join(f"{k}={_short(v)}" for k, v in params.items()) or "(defaults)"
 
 
@@ -88,6 +88,9 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
         row = {
             "number": t.number, "state": t.state.name, "variant": _variant_of(t, design),
             "seed": ua.get("seed", t.params.get("seed")), "value": t.value if t.state == TrialState.COMPLETE else None,
+            # the pairing unit: a seed, or with k-fold CV a (seed, fold); folds are treated like seeds
+            "unit": ua.get("seed", t.params.get("seed")) if ua.get("fold") is None
+            else f"{ua.get('seed', t.params.get('seed'))}/{ua['fold']}", "fold": ua.get("fold"),
             "test_macro_f1": test.get("macro_f1"), "accuracy": val.get("accuracy"),
             "balanced_accuracy": val.get("balanced_accuracy"), "tail_f1": val.get("tail_f1"),
             "test_tail_f1": test.get("tail_f1"), "best_epoch": ua.get("best_epoch"),
@@ -135,13 +138,15 @@ def build_table(data: StudyData) -> pd.DataFrame:
     if df.empty or not (df["state"] == "COMPLETE").any():
         raise FerError(f"study {data.name!r} has no complete trials yet ({_counts_text(data)}); "
                        "nothing to report")
-    complete = df[df["state"] == "COMPLETE"].sort_values("number").drop_duplicates(["variant", "seed"], keep="first")
+    complete = df[df["state"] == "COMPLETE"].sort_values("number").drop_duplicates(["variant", "unit"], keep="first")
     order = variant_order(data, complete)
     has_baseline = data.design in ("one_at_a_time", "grid")
     baseline = order[0] if has_baseline else None
-    per_seed = {v: complete[complete["variant"] == v].set_index("seed") for v in order}
+    per_seed = {v: complete[complete["variant"] == v].set_index("unit") for v in order}
     maximize = data.direction == "maximize"
     k = len(data.class_names)
+    # k-fold CV: every fold validates on other images, so there is no image bootstrap across folds
+    preds_of = {} if complete["fold"].notna().any() else data.predictions
     rows = []
     for v in order:
         g = per_seed[v]
@@ -154,7 +159,7 @@ def build_table(data: StudyData) -> pd.DataFrame:
             "val_macro_f1_sd": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
         }
         row["ci_seeds_lo"], row["ci_seeds_hi"] = stats.bootstrap_mean_ci(vals)
-        preds = [data.predictions.get(int(n)) for n in g["number"]]
+        preds = [preds_of.get(int(n)) for n in g["number"]]
         row["ci_images_lo"], row["ci_images_hi"] = _image_ci(preds, k)
         for col in ("test_macro_f1", "accuracy", "balanced_accuracy", "tail_f1", "test_tail_f1"):
             row[col] = float(pd.to_numeric(g[col], errors="coerce").mean())
@@ -166,8 +171,8 @@ def build_table(data: StudyData) -> pd.DataFrame:
             row["n_paired"] = len(common)
             row["delta"] = float((a_vals - b_vals).mean()) if common else float("nan")
             row["delta_ci_lo"], row["delta_ci_hi"] = stats.bootstrap_mean_ci(a_vals - b_vals)
-            pa = [data.predictions.get(int(g.loc[s, "number"])) for s in common]
-            pb = [data.predictions.get(int(b.loc[s, "number"])) for s in common]
+            pa = [preds_of.get(int(g.loc[s, "number"])) for s in common]
+            pb = [preds_of.get(int(b.loc[s, "number"])) for s in common]
             row["delta_img_ci_lo"], row["delta_img_ci_hi"] = _image_ci(pa, k, pb)
             row["p_value"] = stats.paired_test(a_vals, b_vals)
             # the tail classes: does the fix help the rare classes, paired by seed, with CIs
@@ -372,6 +377,10 @@ def markdown(data: StudyData, table: pd.DataFrame) -> str:
         "images. Test metrics are at each trial's selected epoch and were not used for selection. "
         "Pruned and failed trials are counted, never averaged in.",
     ]
+    if data.trials["fold"].notna().any():
+        lines += ["", "k-fold cross-validation: every fold is a trial and counts like a seed (a config's value is "
+                  "its mean over folds, sd and CIs over folds, Δ paired by fold); folds validate on different "
+                  "images, so there is no image bootstrap."]
     return "\n".join(lines) + "\n"
 
 

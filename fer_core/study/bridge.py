@@ -131,7 +131,7 @@ class OptunaBridge(Searcher):
             if not self.todo:
                 return Searcher.FINISHED
             cell = self.todo.pop(0)
-            meta = {"cell_id": cell.cell_id, "variant": cell.variant, "seed": cell.seed}
+            meta = {"cell_id": cell.cell_id, "variant": cell.variant, "seed": cell.seed, **cell.meta}
             # enqueue + ask: the trial takes the cell's values (ask alone would let the sampler draw them)
             self.study.enqueue_trial(cell.params, user_attrs=meta)
             trial = self.study.ask({k: self.dists[k] for k in cell.params})
