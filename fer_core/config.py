@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fer_core.errors import ConfigError
 
@@ -51,6 +51,10 @@ class TrainConfig(BaseModel):
     img_size: int = Field(64, ge=32, le=512)
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
     au_weight: float = Field(0.0, ge=0.0, le=10.0)
+    # knowledge distillation (fer_core/distill.py): teacher model file(s), weight of its soft targets, temperature
+    teacher: tuple[str, ...] = ()
+    distill_alpha: float = Field(0.5, ge=0.0, le=1.0)
+    distill_temperature: float = Field(4.0, gt=0.0, le=100.0)
     # optimisation
     lr: float = Field(2e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(0.05, ge=0.0, le=1.0)
@@ -82,6 +86,11 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = Field(256, ge=1, le=65536)
     # evaluation: test-time augmentation at the selected epoch, reported beside the plain metrics
     tta: str = "none"
+
+    @field_validator("teacher", mode="before")
+    @classmethod
+    def _teacher_list(cls, v: Any) -> Any:
+        return () if v is None or v == "" else (v,) if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _cross_checks(self) -> TrainConfig:
@@ -155,6 +164,9 @@ def check_registry_names(cfg: TrainConfig) -> None:
     check_double_weighting(cfg.model_dump())
     if cfg.dataset != "synthetic" and not cfg.data_path:
         raise ConfigError(f"data_path is required for dataset {cfg.dataset!r}")
+    for path in cfg.teacher:
+        if not Path(path).is_file():
+            raise ConfigError(f"teacher: model file not found: {path}")
     if cfg.pretrained_path and not Path(cfg.pretrained_path).is_file():
         raise ConfigError(f"pretrained_path: file not found: {cfg.pretrained_path}")
 

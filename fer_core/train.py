@@ -26,6 +26,7 @@ from fer_core.config import TrainConfig, resolve_config
 from fer_core.data.dataset import AU_VOCAB, TEST, TRAIN, VAL, FerDataset
 from fer_core.data.folds import fold_dataset
 from fer_core.data.sources import load_dataset
+from fer_core.distill import Teacher
 from fer_core.losses import LOSSES
 from fer_core.metrics import au_macro_f1, class_groups, classification_metrics
 from fer_core.models import FerNet
@@ -74,12 +75,16 @@ def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     return f
 
 
-def train_step(model, x, target, au_target, loss_fn, au_weight: float, epoch: int, amp: bool) -> dict:
+def train_step(model, x, target, au_target, loss_fn, au_weight: float, epoch: int, amp: bool,
+               teacher: Teacher | None = None, alpha: float = 0.0) -> dict:
     """One forward/loss; returns {"loss", "logits"} (timm task style). Backward is the caller's."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         out = model(x)
+        soft_loss = teacher.loss(out["logits"], x) if teacher is not None else None
     logits = out["logits"].float()
     loss = loss_fn(logits, target, epoch=epoch)
+    if soft_loss is not None:  # distillation: the labels' loss shares its weight with the teacher's soft targets
+        loss = (1 - alpha) * loss + alpha * soft_loss
     if au_weight > 0:
         loss = loss + au_weight * F.binary_cross_entropy_with_logits(out["au_logits"].float(), au_target)
     return {"loss": loss, "logits": logits}
@@ -176,6 +181,8 @@ def train_fer(
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if cfg.compile else model
     loss_fn = lookup(LOSSES, cfg.loss)(cfg.model_dump(), counts, cfg.epochs).to(device)
+    teacher = (Teacher.load(cfg.teacher, ds.class_names, cfg.distill_temperature).to(device)
+               if cfg.teacher and cfg.distill_alpha > 0 else None)
     plan = lookup(DATA_SAMPLERS, cfg.sampler)(train_labels, cfg.batch_size, cfg.epochs)
     steps_per_epoch = len(plan.batches(0, torch.Generator().manual_seed(0)))
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
@@ -228,7 +235,8 @@ def train_fer(
                 au_target = lam * au_target + (1 - lam) * au_target.flip(0)
             if cl:
                 x = x.contiguous(memory_format=torch.channels_last)
-            out = train_step(step_model, x, target, au_target, loss_fn, cfg.au_weight if with_aus else 0.0, epoch, amp)
+            out = train_step(step_model, x, target, au_target, loss_fn, cfg.au_weight if with_aus else 0.0, epoch, amp,
+                             teacher, cfg.distill_alpha)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()

@@ -146,7 +146,11 @@ def load_model(path: str | os.PathLike):
     except (OSError, RuntimeError, KeyError, TypeError) as err:
         raise FerError(f"{path}: not a fer-study model file ({type(err).__name__})") from None
     model = FerNet(cfg["backbone"], len(names), len(AU_VOCAB), drop_rate=cfg.get("drop_rate", 0.0))
-    model.load_state_dict(payload["model"])
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as err:
+        raise FerError(f"{path}: the weights do not fit a {cfg['backbone']} with {len(names)} classes "
+                       f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err})") from None
     return model.eval(), payload
 
 

@@ -20,6 +20,7 @@ import optuna
 
 import fer_core
 from fer_core.data.dataset import FerDataset
+from fer_core.distill import resolve_teacher
 from fer_core.errors import ConfigError
 from fer_core.report.artifacts import artifact_dir, open_store
 from fer_core.study.bridge import (
@@ -173,6 +174,7 @@ def launch(
     # 1. resolve everything before touching Ray: spec, storage, study
     spec = load_study(name, profile)
     url = storage_url(storage)
+    spec = resolve_teacher(spec, url, artifacts)  # teacher: {study, top} -> that study's kept checkpoints
     study = open_study(spec, url, restart=restart)
 
     # 2. reconcile trials a dead driver left RUNNING, work out what is left to do

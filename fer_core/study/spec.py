@@ -31,7 +31,7 @@ DESIGNS = ("grid", "one_at_a_time", "search")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # no SQL/shell metacharacters, no paths
 SPEC_KEYS = {"name", "question", "extends", "data", "base", "design", "seeds", "objective", "optuna_sampler",
              "pruner", "scheduler", "budget", "resources", "max_failures", "profiles", "checkpoint_every",
-             "keep_checkpoints", "cv"}
+             "keep_checkpoints", "cv", "teacher"}
 EXTEND_MERGE = {"base", "data", "budget", "resources", "profiles"}
 DATA_KEYS = {"dataset", "data_path", "data_seed", "val_fraction", "test_fraction", "cache_dir"}
 
@@ -128,6 +128,7 @@ class StudySpec:
     checkpoint_every: int
     keep_checkpoints: int = 3  # best-epoch models of the study's top trials kept for export/teachers
     cv_folds: int = 0  # k-fold CV: every (variant, seed) runs once per fold, one trial each
+    teacher_from: dict[str, Any] | None = None  # distillation: {study, top}, resolved at launch (distill.py)
     factors: dict[str, tuple] = field(default_factory=dict)  # grid
     baseline: str = "baseline"  # one_at_a_time
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # one_at_a_time (+ named combinations)
@@ -257,6 +258,11 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
     kind = design.get("kind")
     if kind not in DESIGNS:
         raise ConfigError(f"{src}: design.kind {kind!r}; allowed: {', '.join(DESIGNS)}")
+    from fer_core.distill import parse_teacher
+
+    teacher_path, teacher_from = parse_teacher(spec.get("teacher"), src)
+    if teacher_path:
+        base = {**base, "teacher": teacher_path}
     cv = _mapping(spec, "cv", src)
     if cv:
         if set(cv) - {"folds", "group_by"}:
@@ -331,6 +337,7 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
         checkpoint_every=intval(spec.get("checkpoint_every", 1), "checkpoint_every", 1),
         keep_checkpoints=intval(spec.get("keep_checkpoints", 3), "keep_checkpoints", 0),
         cv_folds=int(base.get("cv_folds", 0)),
+        teacher_from=teacher_from,
         resolved={**spec, "profile": profile},
         **kw,
     )
