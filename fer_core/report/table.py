@@ -91,7 +91,7 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
             # the pairing unit: a seed, or with k-fold CV a (seed, fold); folds are treated like seeds
             "unit": ua.get("seed", t.params.get("seed")) if ua.get("fold") is None
             else f"{ua.get('seed', t.params.get('seed'))}/{ua['fold']}", "fold": ua.get("fold"),
-            "test_macro_f1": test.get("macro_f1"), "accuracy": val.get("accuracy"),
+            "test_macro_f1": test.get("macro_f1"), "val_macro_f1": val.get("macro_f1"), "accuracy": val.get("accuracy"),
             "balanced_accuracy": val.get("balanced_accuracy"), "tail_f1": val.get("tail_f1"),
             "test_tail_f1": test.get("tail_f1"), "best_epoch": ua.get("best_epoch"),
             "val_f1": val.get("f1"), "test_f1": test.get("f1"), "confusion_matrix": val.get("confusion_matrix"),
@@ -208,8 +208,7 @@ def _tta_row(data: StudyData, variant: str, g: pd.DataFrame) -> dict[str, Any] |
     if not ttas or any(t is None for t in ttas):
         return None
     vals = np.array([t["val"]["macro_f1"] for t in ttas], dtype=float)
-    plain = g["value"].astype(float).to_numpy() if data.metric == "macro_f1" else np.array(
-        [np.nan] * len(vals))
+    plain = pd.to_numeric(g["val_macro_f1"], errors="coerce").to_numpy(float)  # the same trials without TTA
     name = ttas[0]["name"]
     row: dict[str, Any] = {
         "variant": f"{variant} +tta:{name}", "baseline": False, "n_seeds": len(g), "seeds": ",".join(map(str, g.index)),
