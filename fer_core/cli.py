@@ -78,8 +78,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.save:
         import torch
 
-        torch.save({"model": result["model_state"], "config": result["config"],
-                    "class_names": result["class_names"]}, args.save)
+        from fer_core.study.outputs import model_payload
+
+        torch.save(model_payload(result), args.save)  # the format fer_core.study.outputs.load_model reads
         console.print(f"model saved to {args.save}")
     return 0
 
@@ -218,6 +219,53 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from fer_core.report.artifacts import artifact_dir, open_store
+    from fer_core.report.ensemble import build_ensemble, save_ensemble
+    from fer_core.report.export import refresh_note
+    from fer_core.report.table import study_groups
+    from fer_core.study.storage import load_stored_study, planned_trials, storage_url
+
+    url = storage_url(args.storage)
+    study = load_stored_study(args.study, url)
+    store = open_store(artifact_dir(url, args.artifacts), create=False)
+    groups = study_groups(study.user_attrs.get("spec") or {}, list(study.user_attrs.get("class_counts") or []))
+    entry = build_ensemble(study, store, args.top, by=args.by, diverse=args.diverse, name=args.name, groups=groups)
+    key = save_ensemble(study, entry)
+    try:  # the dashboard note shows the ensemble row too; a note is a convenience
+        refresh_note(study, planned_trials(study))
+    except Exception as err:
+        err_console.print(f"warning: study note not refreshed: {str(err).splitlines()[0] if str(err) else err!r}",
+                          markup=False)
+    names = study.user_attrs.get("class_names") or [str(c) for c in range(len(entry["val"]["f1"]))]
+    table = Table(title=f"ensemble {entry['name']}: trials {entry['members']} (by val {entry['by']})")
+    for col in ("#", "class", "val F1", "test F1"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for c, name in enumerate(names):
+        table.add_row(str(c), name, _fmt(entry["val"]["f1"][c]), _fmt(entry["test"]["f1"][c]))
+    console.print(table)
+    if entry["skipped_without_probabilities"]:
+        console.print(f"skipped (no stored probabilities): trials {entry['skipped_without_probabilities']}",
+                      highlight=False)
+    console.print(f"ensemble of {len(entry['members'])} trials: validation macro-F1 {entry['val']['macro_f1']:.4f} "
+                  f"(best member {max(entry['member_values']):.4f}), test macro-F1 {entry['test']['macro_f1']:.4f}; "
+                  f"stored as study user attr {key!r} (derived: not a trial)", highlight=False)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fer_core.report.artifacts import artifact_dir
+    from fer_core.study.outputs import export_trial
+    from fer_core.study.storage import load_stored_study, storage_url
+
+    url = storage_url(args.storage)
+    study = load_stored_study(args.study, url)
+    dest = export_trial(study, args.trial, artifact_dir(url, args.artifacts), args.out)
+    console.print(f"trial {args.trial} of study {args.study} exported to {dest} (model, config, class names; "
+                  "load with fer_core.study.outputs.load_model)", highlight=False)
+    return 0
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (``error: ...``, exit 2) like every other bad input."""
 
@@ -276,6 +324,27 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--artifacts", help=artifacts_help)
     rp.add_argument("--quiet", action="store_true", help="do not print the Markdown table")
     rp.set_defaults(func=cmd_report)
+
+    en = sub.add_parser("ensemble", help="average the stored probabilities of a study's best trials; store it as "
+                                         "a derived entry")
+    en.add_argument("study")
+    en.add_argument("--top", type=int, default=5, help="members: the best K complete trials (default 5)")
+    en.add_argument("--by", default="macro_f1", choices=["macro_f1", "accuracy", "balanced_accuracy", "tail_f1"],
+                    help="validation metric that ranks the trials (default macro_f1)")
+    en.add_argument("--diverse", action="store_true", help="at most one trial per config (differ in recipe, "
+                                                            "not only in seed)")
+    en.add_argument("--name", help="entry name (default: top<K>-<by>[-diverse]); the same name replaces it")
+    en.add_argument("--storage", help=storage_help)
+    en.add_argument("--artifacts", help=artifacts_help)
+    en.set_defaults(func=cmd_ensemble)
+
+    ex = sub.add_parser("export", help="write a kept trial's model with its config and class names, for inference")
+    ex.add_argument("study")
+    ex.add_argument("--trial", type=int, required=True, help="trial number (its checkpoint must be kept)")
+    ex.add_argument("--out", help="output file (default: STUDY-trial-N.pt)")
+    ex.add_argument("--storage", help=storage_help)
+    ex.add_argument("--artifacts", help=artifacts_help)
+    ex.set_defaults(func=cmd_export)
 
     db = sub.add_parser("dashboard", help="optuna-dashboard on the storage, with the artifact store")
     db.add_argument("--storage", help=storage_help)

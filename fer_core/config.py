@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fer_core.errors import ConfigError
 
@@ -51,6 +51,10 @@ class TrainConfig(BaseModel):
     img_size: int = Field(64, ge=32, le=512)
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
     au_weight: float = Field(0.0, ge=0.0, le=10.0)
+    # knowledge distillation (fer_core/distill.py): teacher model file(s), weight of its soft targets, temperature
+    teacher: tuple[str, ...] = ()
+    distill_alpha: float = Field(0.5, ge=0.0, le=1.0)
+    distill_temperature: float = Field(4.0, gt=0.0, le=100.0)
     # optimisation
     lr: float = Field(2e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(0.05, ge=0.0, le=1.0)
@@ -69,6 +73,10 @@ class TrainConfig(BaseModel):
     val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     cache_dir: str | None = None
+    # k-fold cross-validation over the train+val pool (fer_core/data/folds.py); 0 = the source's own split
+    cv_folds: int = Field(0, ge=0, le=50)
+    cv_fold: int = Field(0, ge=0, lt=50)
+    cv_group_by: str = "none"  # none | a manifest column | re:<regex> over image file names
     # execution (chosen automatically; explicit values are for benchmarks and debugging)
     device: str = "auto"
     num_threads: int = Field(0, ge=0, le=1024)  # 0 = all cores of this process
@@ -76,6 +84,13 @@ class TrainConfig(BaseModel):
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
     eval_batch_size: int = Field(256, ge=1, le=65536)
+    # evaluation: test-time augmentation at the selected epoch, reported beside the plain metrics
+    tta: str = "none"
+
+    @field_validator("teacher", mode="before")
+    @classmethod
+    def _teacher_list(cls, v: Any) -> Any:
+        return () if v is None or v == "" else (v,) if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _cross_checks(self) -> TrainConfig:
@@ -85,6 +100,10 @@ class TrainConfig(BaseModel):
             raise ValueError("head_min_count must be larger than tail_max_count")
         if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.batch_size % 2:
             raise ValueError(f"batch_size must be even with mixup/cutmix (got {self.batch_size})")
+        if self.cv_folds == 1:
+            raise ValueError("cv_folds must be 0 (no cross-validation) or at least 2")
+        if self.cv_fold >= max(self.cv_folds, 1):
+            raise ValueError(f"cv_fold ({self.cv_fold}) must be smaller than cv_folds ({self.cv_folds})")
         if self.pretrained_path and not self.pretrained:
             raise ValueError("pretrained_path is set but pretrained is false")
         return self
@@ -131,14 +150,23 @@ def check_registry_names(cfg: TrainConfig) -> None:
     from fer_core.models import check_backbone
     from fer_core.registry import lookup
     from fer_core.sampling import DATA_SAMPLERS
+    from fer_core.tta import TTA
 
     lookup(LOSSES, cfg.loss)
+    lookup(TTA, cfg.tta)
+    if cfg.cv_group_by != "none":
+        from fer_core.data.folds import check_group_by
+
+        check_group_by(cfg.cv_group_by)
     lookup(DATA_SAMPLERS, cfg.sampler)
     lookup(DATASETS, cfg.dataset)
     check_backbone(cfg.backbone)
     check_double_weighting(cfg.model_dump())
     if cfg.dataset != "synthetic" and not cfg.data_path:
         raise ConfigError(f"data_path is required for dataset {cfg.dataset!r}")
+    for path in cfg.teacher:
+        if not Path(path).is_file():
+            raise ConfigError(f"teacher: model file not found: {path}")
     if cfg.pretrained_path and not Path(cfg.pretrained_path).is_file():
         raise ConfigError(f"pretrained_path: file not found: {cfg.pretrained_path}")
 

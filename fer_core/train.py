@@ -24,12 +24,15 @@ from timm.data import Mixup
 from fer_core.augment import augment_batch, sample_strength
 from fer_core.config import TrainConfig, resolve_config
 from fer_core.data.dataset import AU_VOCAB, TEST, TRAIN, VAL, FerDataset
+from fer_core.data.folds import fold_dataset
 from fer_core.data.sources import load_dataset
+from fer_core.distill import Teacher
 from fer_core.losses import LOSSES
 from fer_core.metrics import au_macro_f1, class_groups, classification_metrics
 from fer_core.models import FerNet
 from fer_core.registry import lookup
 from fer_core.sampling import DATA_SAMPLERS
+from fer_core.tta import TTA
 
 Report = Callable[..., None]  # report(metrics: dict, checkpoint: dict) -> None
 
@@ -79,30 +82,41 @@ def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     return f
 
 
-def train_step(model, x, target, au_target, loss_fn, au_weight: float, epoch: int, amp: bool) -> dict:
+def train_step(model, x, target, au_target, loss_fn, au_weight: float, epoch: int, amp: bool,
+               teacher: Teacher | None = None, alpha: float = 0.0) -> dict:
     """One forward/loss; returns {"loss", "logits"} (timm task style). Backward is the caller's."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         out = model(x)
+        soft_loss = teacher.loss(out["logits"], x) if teacher is not None else None
     logits = out["logits"].float()
     loss = loss_fn(logits, target, epoch=epoch)
+    if soft_loss is not None:  # distillation: the labels' loss shares its weight with the teacher's soft targets
+        loss = (1 - alpha) * loss + alpha * soft_loss
     if au_weight > 0:
         loss = loss + au_weight * F.binary_cross_entropy_with_logits(out["au_logits"].float(), au_target)
     return {"loss": loss, "logits": logits}
 
 
 @torch.inference_mode()
-def predict(model, images: torch.Tensor, idx: torch.Tensor, cfg: TrainConfig, amp: bool, cl: bool) -> dict:
-    """Class probabilities and AU probabilities for ``images[idx]`` (uint8 on the device)."""
+def predict(model, images: torch.Tensor, idx: torch.Tensor, cfg: TrainConfig, amp: bool, cl: bool,
+            tta: str = "none") -> dict:
+    """Class probabilities and AU probabilities for ``images[idx]`` (uint8 on the device),
+    averaged over the views of the ``tta`` entry (``none``: the image itself)."""
     model.eval()
+    views_of = lookup(TTA, tta)
     probs, au_probs = [], []
     for chunk in idx.split(cfg.eval_batch_size):
-        x = images[chunk].float().div_(255)
-        if cl:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(x)
-        probs.append(out["logits"].float().softmax(1).cpu())
-        au_probs.append(out["au_logits"].float().sigmoid().cpu())
+        p = a = 0.0
+        views = views_of(images[chunk].float().div_(255))
+        for x in views:
+            if cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+                out = model(x)
+            p = p + out["logits"].float().softmax(1)
+            a = a + out["au_logits"].float().sigmoid()
+        probs.append((p / len(views)).cpu())
+        au_probs.append((a / len(views)).cpu())
     return {"probs": torch.cat(probs).numpy(), "au_probs": torch.cat(au_probs).numpy()}
 
 
@@ -151,6 +165,8 @@ def train_fer(
 
     # 2. data: decoded once, kept on the device as uint8 for the whole run
     ds = dataset if dataset is not None else dataset_for(cfg)
+    if cfg.cv_folds:  # k-fold CV: fold cv_fold of the train+val pool validates, the other folds train
+        ds = fold_dataset(ds, cfg.cv_folds, cfg.cv_fold, cfg.cv_group_by, cfg.data_seed)
     if ds.images.shape[-1] != cfg.img_size:
         raise ValueError(f"data set is {ds.images.shape[-1]} px but img_size is {cfg.img_size}")
     images = ds.images.to(device)
@@ -171,6 +187,8 @@ def train_fer(
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if cfg.compile else model
     loss_fn = lookup(LOSSES, cfg.loss)(cfg.model_dump(), counts, cfg.epochs).to(device)
+    teacher = (Teacher.load(cfg.teacher, ds.class_names, cfg.distill_temperature).to(device)
+               if cfg.teacher and cfg.distill_alpha > 0 else None)
     plan = lookup(DATA_SAMPLERS, cfg.sampler)(train_labels, cfg.batch_size, cfg.epochs)
     steps_per_epoch = len(plan.batches(0, torch.Generator().manual_seed(0)))
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
@@ -225,7 +243,8 @@ def train_fer(
                 au_target = lam * au_target + (1 - lam) * au_target.flip(0)
             if cl:
                 x = x.contiguous(memory_format=torch.channels_last)
-            out = train_step(step_model, x, target, au_target, loss_fn, cfg.au_weight if with_aus else 0.0, epoch, amp)
+            out = train_step(step_model, x, target, au_target, loss_fn, cfg.au_weight if with_aus else 0.0, epoch, amp,
+                             teacher, cfg.distill_alpha)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()
@@ -269,6 +288,15 @@ def train_fer(
     model.load_state_dict(best["state"])
     test_pred = predict(model, images, test_idx.to(device), cfg, amp, cl)
     test = evaluate(test_pred, ds, test_idx, groups, with_aus)
+
+    # 9. test-time augmentation of the same selected model: its own metrics, beside the plain ones
+    tta = None
+    if cfg.tta != "none":
+        tta = {"name": cfg.tta, "predictions": {}}
+        for split, idx in (("val", val_idx), ("test", test_idx)):
+            pred = predict(model, images, idx.to(device), cfg, amp, cl, tta=cfg.tta)
+            tta[split] = evaluate(pred, ds, idx, groups, with_aus)
+            tta["predictions"][split] = pred["probs"]
     return {
         "best_epoch": best["epoch"],
         "epochs_run": len(history),
@@ -276,6 +304,7 @@ def train_fer(
         "val": best["val"],
         "test": test,
         "history": history,
+        "tta": tta,  # None without TTA
         "predictions": {
             "val": {"probs": best["val_pred"]["probs"], "labels": ds.labels[val_idx].numpy()},
             "test": {"probs": test_pred["probs"], "labels": ds.labels[test_idx].numpy()},

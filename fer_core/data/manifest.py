@@ -5,6 +5,8 @@
 - ``aus``: RAF-CE style AU label (``1+4+25``, empty or ``null`` for none), parsed with
   ``parse_au_label``; without the column the data set has no AU targets.
 - ``split``: ``train``/``val``/``test`` or ``0``/``1``/``2``.
+- any other column (``subject``, ``video``...) is kept per image in ``info["columns"]``, e.g.
+  for k-fold CV grouped by subject (``cv_group_by: subject``).
 
 Class order: an explicit ``class_names`` list (argument, or ``classes.txt`` next to the CSV,
 one name per line) wins. Otherwise names are put in RAF-CE order when they all are RAF-CE
@@ -120,6 +122,9 @@ def read_manifest(csv_path: str | Path, class_names: Sequence[str] | None = None
             raise DataError(f"{p}: image not found (manifest {csv_path} line {line})")
         paths.append(p)
         keys.append(row["path"])
-    info = {"source": "manifest", "au_token_kinds": dict(kinds) if has_aus else {}}
+    # extra columns (subject, video, ...) ride along: k-fold CV can group by them (cv_group_by)
+    extra = [c for c in columns if c not in (*REQUIRED, "aus")]
+    info = {"source": "manifest", "au_token_kinds": dict(kinds) if has_aus else {},
+            "columns": {c: [row.get(c, "") for _, row in rows] for c in extra}}
     return RawSource(kind="manifest", root=csv_path, paths=paths, labels=labels, aus=aus, split=split,
                      class_names=names, keys=tuple(keys), has_aus=has_aus, label_files=label_files, info=info)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from sqlalchemy.engine import make_url
 
 from fer_core.errors import FerError
+from fer_core.study.outputs import PROBABILITIES_NPZ
 
 log = logging.getLogger("fer_study")
 ENV = "FER_STUDY_ARTIFACTS"
@@ -118,9 +120,11 @@ def confusion_png(cm: list[list[int]], class_names: list[str], title: str, path:
 
 
 def upload_trial_artifacts(
-    store: ArtifactStore | None, trial: optuna.Trial, summary: dict[str, Any], class_names: list[str]
+    store: ArtifactStore | None, trial: optuna.Trial, summary: dict[str, Any], class_names: list[str],
+    out_dir: str | None = None,
 ) -> list[str]:
-    """Upload the trial's confusion matrix, per-class report and predictions; return warnings."""
+    """Upload the trial's confusion matrix, per-class report, predictions and (from the worker's
+    ``out_dir``) its class probabilities; return warnings."""
     if store is None:
         return ["no artifact store"]
     # checked first: Optuna records an artifact in the storage before it writes the file, so a
@@ -147,6 +151,9 @@ def upload_trial_artifacts(
         files = {PER_CLASS_JSON: lambda p: Path(p).write_text(json.dumps(per_class, indent=1))}
         if summary.get("predictions"):
             files[PREDICTIONS_JSON] = lambda p: Path(p).write_text(json.dumps(summary["predictions"]))
+        probs = Path(out_dir) / PROBABILITIES_NPZ if out_dir else None
+        if probs is not None:
+            files[PROBABILITIES_NPZ] = lambda p: shutil.copyfile(probs, p)
         files[CONFUSION_PNG] = lambda p: confusion_png(
             val["confusion_matrix"], class_names,
             f"trial {trial.number}: validation, epoch {summary['best_epoch']} (macro-F1 {val['macro_f1']:.3f})", p)

@@ -39,7 +39,7 @@ def heatmap(data: StudyData, table: pd.DataFrame, path: Path) -> None:
 def forest(data: StudyData, table: pd.DataFrame, path: Path) -> bool:
     if "delta" not in table.columns:
         return False
-    rows = table[~table["baseline"]]
+    rows = table[~table["baseline"] & (table["derived"] == "")]  # derived rows are not paired by seed
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.35 * len(rows) + 1.5)), dpi=90)
     y = np.arange(len(rows))[::-1]
     d = rows["delta"].to_numpy(float)

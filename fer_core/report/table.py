@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from fer_core.errors import FerError
 from fer_core.report import stats
 from fer_core.report.artifacts import PREDICTIONS_JSON, read_json_artifact
+from fer_core.report.ensemble import stored_ensembles
 
 P_LEVEL = 0.05
 
@@ -36,6 +37,7 @@ class StudyData:
     trials: pd.DataFrame  # one row per trial (every state)
     predictions: dict[int, dict] = field(default_factory=dict)  # trial number -> {"val": {labels, pred}}
     counts: dict[str, int] = field(default_factory=dict)
+    ensembles: list[dict] = field(default_factory=list)  # derived entries (study user attrs ensemble:<name>)
 
     @property
     def missing(self) -> int | None:
@@ -47,7 +49,7 @@ class StudyData:
 def _variant_of(t: optuna.trial.FrozenTrial, design: str) -> str:
     if design != "search" and t.user_attrs.get("variant"):
         return str(t.user_attrs["variant"])
-    params = {k: v for k, v in sorted(t.params.items()) if k != "seed"}
+    params = {k: v for k, v in sorted(t.params.items()) if k not in ("seed", "cv_fold")}
     return ", ".join(f"{k}={_short(v)}" for k, v in params.items()) or "(defaults)"
 
 
@@ -55,8 +57,8 @@ def _short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def tail_classes(spec: dict, counts: list[int]) -> list[int]:
-    """The tail classes as the trials grouped them (``class_groups`` with the study's thresholds)."""
+def study_groups(spec: dict, counts: list[int]) -> dict[str, list[int]]:
+    """Head/medium/tail classes as the trials grouped them (``class_groups`` with the study's thresholds)."""
     from fer_core.config import TrainConfig
     from fer_core.metrics import class_groups
 
@@ -64,7 +66,11 @@ def tail_classes(spec: dict, counts: list[int]) -> list[int]:
     fields = TrainConfig.model_fields
     tail_max = int(base.get("tail_max_count", fields["tail_max_count"].default))
     head_min = int(base.get("head_min_count", fields["head_min_count"].default))
-    return class_groups(counts, tail_max, head_min)["tail"]
+    return class_groups(counts, tail_max, head_min)
+
+
+def tail_classes(spec: dict, counts: list[int]) -> list[int]:
+    return study_groups(spec, counts)["tail"]
 
 
 def load_study_data(study: optuna.Study, planned: int | None = None, store=None) -> StudyData:
@@ -82,12 +88,15 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
         row = {
             "number": t.number, "state": t.state.name, "variant": _variant_of(t, design),
             "seed": ua.get("seed", t.params.get("seed")), "value": t.value if t.state == TrialState.COMPLETE else None,
-            "test_macro_f1": test.get("macro_f1"), "accuracy": val.get("accuracy"),
+            # the pairing unit: a seed, or with k-fold CV a (seed, fold); folds are treated like seeds
+            "unit": ua.get("seed", t.params.get("seed")) if ua.get("fold") is None
+            else f"{ua.get('seed', t.params.get('seed'))}/{ua['fold']}", "fold": ua.get("fold"),
+            "test_macro_f1": test.get("macro_f1"), "val_macro_f1": val.get("macro_f1"), "accuracy": val.get("accuracy"),
             "balanced_accuracy": val.get("balanced_accuracy"), "tail_f1": val.get("tail_f1"),
             "test_tail_f1": test.get("tail_f1"), "best_epoch": ua.get("best_epoch"),
             "val_f1": val.get("f1"), "test_f1": test.get("f1"), "confusion_matrix": val.get("confusion_matrix"),
             "curve": dict(sorted(t.intermediate_values.items())), "params": dict(t.params),
-            "config": ua.get("config"), "error": ua.get("error"),
+            "config": ua.get("config"), "error": ua.get("error"), "tta": ua.get("tta_metrics"),
         }
         rows.append(row)
         if t.state == TrialState.COMPLETE and store is not None:
@@ -100,7 +109,7 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
         name=study.study_name, design=design, metric=attrs.get("metric", "macro_f1"),
         direction=study.direction.name.lower(), class_names=names, class_counts=counts,
         tail=tail_classes(spec, counts) if counts else [], spec=spec, planned=planned, trials=df,
-        predictions=preds, counts=by_state,
+        predictions=preds, counts=by_state, ensembles=stored_ensembles(attrs),
     )
 
 
@@ -129,13 +138,15 @@ def build_table(data: StudyData) -> pd.DataFrame:
     if df.empty or not (df["state"] == "COMPLETE").any():
         raise FerError(f"study {data.name!r} has no complete trials yet ({_counts_text(data)}); "
                        "nothing to report")
-    complete = df[df["state"] == "COMPLETE"].sort_values("number").drop_duplicates(["variant", "seed"], keep="first")
+    complete = df[df["state"] == "COMPLETE"].sort_values("number").drop_duplicates(["variant", "unit"], keep="first")
     order = variant_order(data, complete)
     has_baseline = data.design in ("one_at_a_time", "grid")
     baseline = order[0] if has_baseline else None
-    per_seed = {v: complete[complete["variant"] == v].set_index("seed") for v in order}
+    per_seed = {v: complete[complete["variant"] == v].set_index("unit") for v in order}
     maximize = data.direction == "maximize"
     k = len(data.class_names)
+    # k-fold CV: every fold validates on other images, so there is no image bootstrap across folds
+    preds_of = {} if complete["fold"].notna().any() else data.predictions
     rows = []
     for v in order:
         g = per_seed[v]
@@ -148,7 +159,7 @@ def build_table(data: StudyData) -> pd.DataFrame:
             "val_macro_f1_sd": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
         }
         row["ci_seeds_lo"], row["ci_seeds_hi"] = stats.bootstrap_mean_ci(vals)
-        preds = [data.predictions.get(int(n)) for n in g["number"]]
+        preds = [preds_of.get(int(n)) for n in g["number"]]
         row["ci_images_lo"], row["ci_images_hi"] = _image_ci(preds, k)
         for col in ("test_macro_f1", "accuracy", "balanced_accuracy", "tail_f1", "test_tail_f1"):
             row[col] = float(pd.to_numeric(g[col], errors="coerce").mean())
@@ -160,8 +171,8 @@ def build_table(data: StudyData) -> pd.DataFrame:
             row["n_paired"] = len(common)
             row["delta"] = float((a_vals - b_vals).mean()) if common else float("nan")
             row["delta_ci_lo"], row["delta_ci_hi"] = stats.bootstrap_mean_ci(a_vals - b_vals)
-            pa = [data.predictions.get(int(g.loc[s, "number"])) for s in common]
-            pb = [data.predictions.get(int(b.loc[s, "number"])) for s in common]
+            pa = [preds_of.get(int(g.loc[s, "number"])) for s in common]
+            pb = [preds_of.get(int(b.loc[s, "number"])) for s in common]
             row["delta_img_ci_lo"], row["delta_img_ci_hi"] = _image_ci(pa, k, pb)
             row["p_value"] = stats.paired_test(a_vals, b_vals)
             # the tail classes: does the fix help the rare classes, paired by seed, with CIs
@@ -174,14 +185,73 @@ def build_table(data: StudyData) -> pd.DataFrame:
         for c, name in enumerate(data.class_names):
             f1s = [f[c] for f in g["val_f1"] if isinstance(f, list) and len(f) > c]
             row[class_column(c, name)] = float(np.mean(f1s)) if f1s else float("nan")
+        row["derived"] = ""
         rows.append(row)
+        tta = _tta_row(data, v, g)
+        if tta:
+            rows.append(tta)
+    base_mean = rows[0]["val_macro_f1_mean"] if baseline is not None else None
+    rows += [_ensemble_row(data, e, base_mean) for e in data.ensembles]
     table = pd.DataFrame(rows)
     if baseline is not None:
         table["p_holm"] = stats.holm(table.get("p_value", pd.Series([np.nan] * len(table))).tolist())
-    means = table["val_macro_f1_mean"]
-    table["best"] = means == (means.max() if maximize else means.min())
+    real = table["derived"] == ""
+    means = table["val_macro_f1_mean"].where(real)  # the best is a trained variant, never a derived row
+    table["best"] = real & (means == (means.max() if maximize else means.min()))
     table["verdict"] = [_verdict(r, maximize) for r in table.to_dict("records")]
     return table
+
+
+def _tta_row(data: StudyData, variant: str, g: pd.DataFrame) -> dict[str, Any] | None:
+    """The variant's seeds evaluated with test-time augmentation: its own row, paired with the plain one."""
+    ttas = [t if isinstance(t, dict) else None for t in g["tta"]] if "tta" in g else []
+    if not ttas or any(t is None for t in ttas):
+        return None
+    vals = np.array([t["val"]["macro_f1"] for t in ttas], dtype=float)
+    plain = pd.to_numeric(g["val_macro_f1"], errors="coerce").to_numpy(float)  # the same trials without TTA
+    name = ttas[0]["name"]
+    row: dict[str, Any] = {
+        "variant": f"{variant} +tta:{name}", "baseline": False, "n_seeds": len(g), "seeds": ",".join(map(str, g.index)),
+        "n_pruned": 0, "n_failed": 0, "val_macro_f1_mean": float(vals.mean()),
+        "val_macro_f1_sd": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
+        "ci_images_lo": float("nan"), "ci_images_hi": float("nan"),
+        "test_macro_f1": float(np.mean([t["test"]["macro_f1"] for t in ttas])),
+        "accuracy": float(np.mean([t["val"].get("accuracy", np.nan) for t in ttas])),
+        "balanced_accuracy": float(np.mean([t["val"].get("balanced_accuracy", np.nan) for t in ttas])),
+        "tail_f1": float(np.mean([t["val"].get("tail_f1", np.nan) for t in ttas])),
+        "test_tail_f1": float(np.mean([t["test"].get("tail_f1", np.nan) for t in ttas])),
+        "derived": "tta", "tta_gain": float((vals - plain).mean()),
+    }
+    row["ci_seeds_lo"], row["ci_seeds_hi"] = stats.bootstrap_mean_ci(vals)
+    row["tta_gain_ci_lo"], row["tta_gain_ci_hi"] = stats.bootstrap_mean_ci(vals - plain)
+    for c, cname in enumerate(data.class_names):
+        row[class_column(c, cname)] = float(np.mean([t["val"]["f1"][c] for t in ttas]))
+    return row
+
+
+def _ensemble_row(data: StudyData, e: dict, base_mean: float | None) -> dict[str, Any]:
+    """A stored ensemble: one derived row (its members are trials; it is not one)."""
+    val, test = e["val"], e["test"]
+    k = len(data.class_names)
+    p = e.get("predictions", {}).get("val")
+    lo, hi = (stats.image_bootstrap_ci(np.asarray(p["labels"]), [np.asarray(p["pred"])], k) if p
+              else (float("nan"), float("nan")))
+    row: dict[str, Any] = {
+        "variant": f"ensemble:{e['name']}", "baseline": False, "n_seeds": len(e["members"]),
+        "seeds": "trials " + ",".join(map(str, e["members"])), "n_pruned": 0, "n_failed": 0,
+        "val_macro_f1_mean": float(val["macro_f1"]), "val_macro_f1_sd": float("nan"),
+        "ci_seeds_lo": float("nan"), "ci_seeds_hi": float("nan"), "ci_images_lo": lo, "ci_images_hi": hi,
+        "test_macro_f1": float(test["macro_f1"]), "accuracy": float(val["accuracy"]),
+        "balanced_accuracy": float(val["balanced_accuracy"]), "tail_f1": float(val.get("tail_f1", np.nan)),
+        "test_tail_f1": float(test.get("tail_f1", np.nan)), "derived": "ensemble",
+        "members": ",".join(map(str, e["members"])), "ensemble_by": e.get("by"),
+        "ensemble_gain": float(val["macro_f1"] - max(e.get("member_values") or [np.nan])),
+    }
+    if base_mean is not None:
+        row["delta"] = float(val["macro_f1"] - base_mean)  # descriptive: not paired by seed, no test
+    for c, cname in enumerate(data.class_names):
+        row[class_column(c, cname)] = float(val["f1"][c]) if len(val["f1"]) > c else float("nan")
+    return row
 
 
 def _image_ci(preds: list[dict | None], k: int, base: list[dict | None] | None = None,
@@ -197,6 +267,12 @@ def _image_ci(preds: list[dict | None], k: int, base: list[dict | None] | None =
 def _verdict(r: dict, maximize: bool) -> str:
     if r.get("baseline"):
         return "baseline"
+    if r.get("derived") == "tta":
+        return (f"derived: TTA on the same trials, {r['tta_gain']:+.3f} "
+                f"{_ci(r.get('tta_gain_ci_lo'), r.get('tta_gain_ci_hi'))} vs without it (paired by seed)")
+    if r.get("derived") == "ensemble":
+        return (f"derived: mean probabilities of trials {r['members']} (top {r['n_seeds']} by val {r['ensemble_by']}), "
+                f"{r['ensemble_gain']:+.3f} vs its best member; not a trial, never the best")
     if "p_holm" not in r or r.get("delta") is None:
         return ""
     n = int(r.get("n_paired") or 0)
@@ -240,7 +316,8 @@ def summary_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame:
     for r in table.to_dict("records"):
         row = {
             "variant": ("★ " if r["best"] else "") + r["variant"],
-            "n": f"{r['n_seeds']}" + (f" (+{r['n_pruned']} pruned)" if r["n_pruned"] else "")
+            "n": (f"{r['n_seeds']} trials" if r.get("derived") == "ensemble" else f"{r['n_seeds']}")
+                 + (f" (+{r['n_pruned']} pruned)" if r["n_pruned"] else "")
                  + (f" (+{r['n_failed']} failed)" if r["n_failed"] else ""),
             "val macro-F1": f"{fmt(r['val_macro_f1_mean'])} ± {fmt(r['val_macro_f1_sd'])}",
             "95% CI seeds": _ci(r["ci_seeds_lo"], r["ci_seeds_hi"]),
@@ -248,15 +325,15 @@ def summary_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame:
         }
         if "delta" in table.columns:
             d = r.get("delta")
-            row["Δ vs baseline"] = "" if r["baseline"] else (
-                f"{d:+.3f} {_ci(r['delta_ci_lo'], r['delta_ci_hi'])}" if d == d else "–")
+            row["Δ vs baseline"] = "" if r["baseline"] or r.get("derived") == "tta" else (
+                f"{d:+.3f} {_ci(r.get('delta_ci_lo'), r.get('delta_ci_hi'))}" if d == d else "–")
             row["Δ CI images"] = "" if r["baseline"] else _ci(r.get("delta_img_ci_lo"), r.get("delta_img_ci_hi"))
             row["p (Holm)"] = "" if r["baseline"] else fmt(r.get("p_holm"))
         row.update({"test macro-F1": fmt(r["test_macro_f1"]), "acc": fmt(r["accuracy"]),
                     "bal. acc": fmt(r["balanced_accuracy"]), "tail F1": fmt(r["tail_f1"])})
         if "tail_delta" in table.columns:
             td = r.get("tail_delta")
-            row["Δ tail F1 [CI images]"] = "" if r["baseline"] else (
+            row["Δ tail F1 [CI images]"] = "" if r["baseline"] or r.get("derived") else (
                 f"{td:+.3f} {_ci(r.get('tail_delta_img_ci_lo'), r.get('tail_delta_img_ci_hi'))}" if td == td else "–")
         row["verdict"] = r["verdict"]
         out.append(row)
@@ -299,6 +376,10 @@ def markdown(data: StudyData, table: pd.DataFrame) -> str:
         "images. Test metrics are at each trial's selected epoch and were not used for selection. "
         "Pruned and failed trials are counted, never averaged in.",
     ]
+    if data.trials["fold"].notna().any():
+        lines += ["", "k-fold cross-validation: every fold is a trial and counts like a seed (a config's value is "
+                  "its mean over folds, sd and CIs over folds, Δ paired by fold); folds validate on different "
+                  "images, so there is no image bootstrap."]
     return "\n".join(lines) + "\n"
 
 

@@ -40,6 +40,7 @@ from ray.tune.search import Searcher
 
 from fer_core.report.artifacts import upload_trial_artifacts
 from fer_core.report.export import refresh_note
+from fer_core.study.outputs import retain_checkpoint
 from fer_core.study.spec import Cell, StudySpec
 from fer_core.study.storage import StorageLost, claim_lock, redact_text, retrying
 
@@ -103,11 +104,13 @@ class OptunaBridge(Searcher):
         driver: str,
         artifact_store=None,
         planned: int | None = None,
+        outputs_dir: str | None = None,
     ) -> None:
         super().__init__(metric=spec.metric, mode="max" if spec.direction == "maximize" else "min")
         self.study, self.spec, self.todo, self.n_search = study, spec, list(todo), n_search
         self.trial_attrs, self.driver = trial_attrs, driver
         self.artifact_store, self.planned = artifact_store, planned
+        self.outputs_dir = outputs_dir  # per-trial scratch dirs for probabilities and the model (shared runs dir)
         self.class_names = list(study.user_attrs.get("class_names") or [])
         self._writer: ThreadPoolExecutor | None = None  # made on first use: Tune pickles the searcher
         self._pending: list[Future] = []
@@ -140,7 +143,8 @@ class OptunaBridge(Searcher):
             for i, cell in enumerate(self.todo):
                 if cell.cell_id in taken:
                     continue  # done or running in another driver
-                meta = {"cell_id": cell.cell_id, "variant": cell.variant, "seed": cell.seed, "driver": self.driver}
+                meta = {"cell_id": cell.cell_id, "variant": cell.variant, "seed": cell.seed, **cell.meta,
+                        "driver": self.driver}
                 trial = self._create_trial(cell.params, {k: self.dists[k] for k in cell.params}, meta)
                 del self.todo[:i + 1]  # only once the claim is stored: a retried claim sees the same list
                 return trial, cell
@@ -194,7 +198,7 @@ class OptunaBridge(Searcher):
                 return Searcher.FINISHED
             trial, cell = claimed
             params = dict(cell.params)
-            meta = {"cell_id": cell.cell_id, "variant": cell.variant, "seed": cell.seed}
+            meta = {"cell_id": cell.cell_id, "variant": cell.variant, "seed": cell.seed, **cell.meta}
         self.issued += 1
         config = self.spec.trial_config(params)
         attrs = {**meta, **self.trial_attrs(config), "ray_trial_id": trial_id, "driver": self.driver,
@@ -204,7 +208,7 @@ class OptunaBridge(Searcher):
         self.trials[trial_id] = trial
         self.steps[trial_id] = {}
         return {"train": config, "meta": {**meta, "optuna_number": trial.number},
-                "checkpoint_every": self.spec.checkpoint_every}
+                "checkpoint_every": self.spec.checkpoint_every, "out_dir": self._out_dir(trial_id)}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.record(trial_id, result)
@@ -227,7 +231,8 @@ class OptunaBridge(Searcher):
             value = fer_result[self.spec.metric]
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fer-storage")
-            self._pending.append(self._writer.submit(self._finish, trial, json.loads(fer_result["fer_result"]), value))
+            self._pending.append(self._writer.submit(self._finish, trial, json.loads(fer_result["fer_result"]), value,
+                                                     self._out_dir(trial_id)))
         else:
             by = self.spec.scheduler["name"] if self.spec.scheduler["name"] != "none" else self.spec.pruner["name"]
             self._guard("storing a pruned trial", lambda: (trial.set_user_attr("stopped_by", by),
@@ -241,17 +246,25 @@ class OptunaBridge(Searcher):
         state.update(_writer=None, _pending=[])
         return state
 
-    def _finish(self, trial: optuna.Trial, summary: dict, value: float) -> None:
+    def _out_dir(self, trial_id: str) -> str | None:
+        return os.path.join(self.outputs_dir, trial_id) if self.outputs_dir else None
+
+    def _finish(self, trial: optuna.Trial, summary: dict, value: float, out_dir: str | None = None) -> None:
         retrying("storing a finished trial's metrics", lambda: self._set_result_attrs(trial, summary))
         if self.artifact_store is not None:
             # before tell: artifacts attach to a running trial; a failed upload is only a warning
-            warnings = upload_trial_artifacts(self.artifact_store, trial, summary, self.class_names)
+            warnings = upload_trial_artifacts(self.artifact_store, trial, summary, self.class_names, out_dir)
             if warnings:
                 retrying("storing an artifact warning",
                          lambda: trial.set_user_attr("artifact_warning", "; ".join(warnings)))
         # skip_if_finished: a tell that committed just before the connection dropped is not an error on retry
         retrying("storing a finished trial", lambda: self.study.tell(trial, value, state=TrialState.COMPLETE,
                                                                     skip_if_finished=True))
+        try:  # after tell: the retention ranks this trial among the complete ones
+            retain_checkpoint(getattr(self.artifact_store, "path", None), self.study, trial.number, out_dir,
+                              self.spec.keep_checkpoints)
+        except OSError as err:
+            log.warning("trial %d: checkpoint not kept: %s", trial.number, err.strerror or err)
         self.refresh_note()
 
     def _guard(self, what: str, fn: Callable[[], Any]) -> Any:
@@ -334,7 +347,7 @@ class OptunaBridge(Searcher):
             "val_f1_per_class": s["val"]["f1"], "test_f1_per_class": s["test"]["f1"],
             "test_macro_f1": s["test"]["macro_f1"], "val_tail_f1": s["val"].get("tail_f1"),
             "test_tail_f1": s["test"].get("tail_f1"), "device": s["device"], "train_seconds": s["seconds"],
-            "node_id": s.get("node_id"),
+            "node_id": s.get("node_id"), "tta_metrics": s.get("tta"),
         }
         for k, v in attrs.items():
             trial.set_user_attr(k, v)

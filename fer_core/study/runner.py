@@ -20,6 +20,7 @@ import optuna
 
 import fer_core
 from fer_core.data.dataset import FerDataset
+from fer_core.distill import resolve_teacher
 from fer_core.errors import ConfigError
 from fer_core.report.artifacts import artifact_dir, open_store
 from fer_core.study.bridge import (
@@ -186,6 +187,7 @@ def launch(
     spec = load_study(name, profile)
     url = storage_url(storage)
     open_storage(url)  # an unreachable database fails fast, before data is decoded
+    spec = resolve_teacher(spec, url, artifacts)  # teacher: {study, top} -> that study's kept checkpoints
     # every planned cell's data before the study is created or changed: bad data (a corrupt image,
     # an empty class) stops here with its one line, and the storage holds nothing half-made
     planned_cfgs = [spec.trial_config(x.params) for x in spec.cells()] or [spec.trial_config({"seed": spec.seeds[0]})]
@@ -231,7 +233,10 @@ def launch(
     driver = driver_id()
     study.set_user_attr("driver_heartbeat:" + driver, time.time())
     store = open_store(artifact_dir(url, artifacts))
-    bridge = OptunaBridge(study, spec, todo, n_search, trial_attrs, driver, artifact_store=store, planned=total)
+    runs = Path(runs_dir or os.environ.get("FER_STUDY_RUNS") or Path.home() / ".cache" / "fer-study" / "runs")
+    experiment = f"{spec.name}-{driver.replace(':', '-')}"
+    bridge = OptunaBridge(study, spec, todo, n_search, trial_attrs, driver, artifact_store=store, planned=total,
+                          outputs_dir=str(runs.resolve() / experiment / "fer-outputs"))
     if spec.pruner["name"] != "none":
         scheduler = OptunaPrunerScheduler(bridge)
     else:
@@ -250,7 +255,6 @@ def launch(
 
     trainable = tune.with_resources(tune.with_parameters(_trainable_with_threads(threads), datasets=datasets),
                                     resources)
-    runs = Path(runs_dir or os.environ.get("FER_STUDY_RUNS") or Path.home() / ".cache" / "fer-study" / "runs")
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -259,7 +263,7 @@ def launch(
             time_budget_s=spec.time_s,
         ),
         run_config=tune.RunConfig(
-            name=f"{spec.name}-{driver.replace(':', '-')}", storage_path=str(runs.resolve()), verbose=0,
+            name=experiment, storage_path=str(runs.resolve()), verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[BridgeCallback(bridge, progress)],

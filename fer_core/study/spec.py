@@ -31,7 +31,8 @@ PROFILES = ("smoke", "cpu", "gpu")
 DESIGNS = ("grid", "one_at_a_time", "search")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # no SQL/shell metacharacters, no paths
 SPEC_KEYS = {"name", "question", "extends", "data", "base", "design", "seeds", "objective", "optuna_sampler",
-             "pruner", "scheduler", "budget", "resources", "max_failures", "profiles", "checkpoint_every"}
+             "pruner", "scheduler", "budget", "resources", "max_failures", "profiles", "checkpoint_every",
+             "keep_checkpoints", "cv", "teacher"}
 EXTEND_MERGE = {"base", "data", "budget", "resources", "profiles"}
 DATA_KEYS = {"dataset", "data_path", "data_seed", "val_fraction", "test_fraction", "cache_dir"}
 
@@ -102,7 +103,8 @@ class Cell:
     cell_id: str  # "<variant>/seed=<seed>": identity used for dedup and resume
     variant: str
     seed: int
-    params: dict[str, Any]  # the Optuna params (design factors + seed)
+    params: dict[str, Any]  # the Optuna params (design factors + seed [+ cv_fold])
+    meta: dict[str, Any] = field(default_factory=dict)  # k-fold CV: {"fold", "config_id"} (trial user attrs)
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,9 @@ class StudySpec:
     resources: dict[str, Any]  # cpu: float; gpu: float or "auto" (measured, fer_core.study.gpu)
     max_failures: int
     checkpoint_every: int
+    keep_checkpoints: int = 3  # best-epoch models of the study's top trials kept for export/teachers
+    cv_folds: int = 0  # k-fold CV: every (variant, seed) runs once per fold, one trial each
+    teacher_from: dict[str, Any] | None = None  # distillation: {study, top}, resolved at launch (distill.py)
     factors: dict[str, tuple] = field(default_factory=dict)  # grid
     baseline: str = "baseline"  # one_at_a_time
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # one_at_a_time (+ named combinations)
@@ -151,7 +156,12 @@ class StudySpec:
             for seed in self.seeds:
                 params = {k: diff.get(k, self.base.get(k, _default(k))) for k in keys}
                 params["seed"] = seed
-                out.append(Cell(f"{variant}/seed={seed}", variant, seed, params))
+                if not self.cv_folds:
+                    out.append(Cell(f"{variant}/seed={seed}", variant, seed, params))
+                for fold in range(self.cv_folds):  # the folds of one config share its config_id
+                    config_id = f"{variant}/seed={seed}"
+                    out.append(Cell(f"{config_id}/fold={fold}", variant, seed, {**params, "cv_fold": fold},
+                                    {"fold": fold, "config_id": config_id}))
         return out
 
     def factor_keys(self) -> list[str]:
@@ -257,6 +267,24 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
     kind = design.get("kind")
     if kind not in DESIGNS:
         raise ConfigError(f"{src}: design.kind {kind!r}; allowed: {', '.join(DESIGNS)}")
+    from fer_core.distill import parse_teacher
+
+    teacher_path, teacher_from = parse_teacher(spec.get("teacher"), src)
+    if teacher_path:
+        base = {**base, "teacher": teacher_path}
+    cv = _mapping(spec, "cv", src)
+    if cv:
+        if set(cv) - {"folds", "group_by"}:
+            raise ConfigError(f"{src}: cv: unknown key {sorted(set(cv) - {'folds', 'group_by'})[0]!r}; "
+                              "allowed: folds, group_by")
+        folds = cv.get("folds")
+        if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= 50:
+            raise ConfigError(f"{src}: cv.folds must be an integer in 2..50, got {folds!r}")
+        if kind == "search":
+            raise ConfigError(f"{src}: cv: k-fold cross-validation needs a grid or one_at_a_time design")
+        if "cv_fold" in base or "cv_folds" in base:
+            raise ConfigError(f"{src}: base: cv_folds/cv_fold are set by 'cv:', not by hand")
+        base = {**base, "cv_folds": folds, "cv_group_by": str(cv.get("group_by", "none"))}
 
     def intval(v: Any, key: str, lo: int) -> int:
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -317,6 +345,9 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
                    "gpu": "auto" if resources.get("gpu") == "auto" else float(resources.get("gpu", 0))},
         max_failures=intval(spec.get("max_failures", 2), "max_failures", 0),
         checkpoint_every=intval(spec.get("checkpoint_every", 1), "checkpoint_every", 1),
+        keep_checkpoints=intval(spec.get("keep_checkpoints", 3), "keep_checkpoints", 0),
+        cv_folds=int(base.get("cv_folds", 0)),
+        teacher_from=teacher_from,
         resolved={**spec, "profile": profile},
         **kw,
     )

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from fer_core.data.dataset import FerDataset
+from fer_core.study.outputs import write_trial_outputs
 from fer_core.train import train_fer
 
 CKPT_FILE = "trial.pt"
@@ -70,6 +71,8 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
                 and "can't allocate memory" not in first:
             raise
         raise MemoryError(f"trial ran out of memory: {first}") from err
+    if config.get("out_dir"):  # probabilities and the model go through the shared runs dir, not the result
+        write_trial_outputs(config["out_dir"], result)
     last = result["history"][-1]
     summary = {
         **last,
@@ -96,11 +99,16 @@ def _summary(result: dict) -> dict:
             "confusion_matrix": val["confusion_matrix"]},
         "test": {k: test[k] for k in keep if k in test} | {
             "f1": test["f1"], "support": test["support"], "confusion_matrix": test["confusion_matrix"]},
-        # predicted classes (not probabilities: they travel in Tune's result history) so the
+        # predicted classes (probabilities go through write_trial_outputs: results stay small) so the
         # report can bootstrap over validation images; uploaded by the driver as an artifact
         "predictions": {split: {"labels": [int(v) for v in p["labels"]],
                                 "pred": [int(v) for v in p["probs"].argmax(1)]}
                         for split, p in result["predictions"].items()},
+        "tta": {"name": result["tta"]["name"],
+                "val": {k: result["tta"]["val"][k] for k in keep if k in result["tta"]["val"]} | {
+                    "f1": result["tta"]["val"]["f1"]},
+                "test": {k: result["tta"]["test"][k] for k in keep if k in result["tta"]["test"]} | {
+                    "f1": result["tta"]["test"]["f1"]}} if result.get("tta") else None,
         "fingerprint": result["fingerprint"],
         "device": result["device"],
         "seconds": result["seconds"],

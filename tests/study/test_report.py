@@ -69,7 +69,7 @@ def test_trials_carry_artifacts_and_the_study_note(launched):
     assert (d / "fer-study-artifacts").is_dir()  # beside the SQLite file by default
     for t in study.get_trials():
         names = sorted(m.filename for m in get_all_artifact_meta(t, storage=study._storage))
-        assert names == ["confusion_matrix.png", "per_class_report.json", "predictions.json"]
+        assert names == ["confusion_matrix.png", "per_class_report.json", "predictions.json", "probabilities.npz"]
     import optuna_dashboard
 
     note = optuna_dashboard.get_note(study)
@@ -358,3 +358,70 @@ def test_unwritable_artifact_store_warns_and_the_trial_stands(tmp_path, caplog):
     trial = study.ask()
     assert upload_trial_artifacts(store, trial, summary, ["a", "b", "c"]) == []
     assert len(get_all_artifact_meta(trial)) == 3 and len(list((tmp_path / "art2").iterdir())) == 3
+
+
+def test_probabilities_and_kept_checkpoints_reproduce_the_stored_predictions(launched, standin, tmp_path):
+    """Trials store float16 probabilities beside their predictions; the top trials' best-epoch models are
+    kept (keep_checkpoints, default 3) and an exported one rebuilds the stored validation probabilities."""
+    import torch
+
+    from fer_core.data.dataset import VAL
+    from fer_core.report.artifacts import PREDICTIONS_JSON, open_store, read_json_artifact
+    from fer_core.study.outputs import load_model, read_probabilities
+
+    d, url = launched
+    study = optuna.load_study(study_name="report-test", storage=url)
+    store = open_store(d / "fer-study-artifacts", create=False)
+    for t in study.get_trials():
+        probs = read_probabilities(store, study._storage, t)
+        pred = read_json_artifact(store, study._storage, t, PREDICTIONS_JSON)
+        assert probs["val_probs"].shape == (len(pred["val"]["labels"]), 14)
+        assert probs["val_labels"].tolist() == pred["val"]["labels"]
+        agree = (probs["val_probs"].argmax(1) == np.asarray(pred["val"]["pred"])).mean()
+        assert agree > 0.99  # float16 rounding may flip a near-tie, nothing more
+        assert probs["test_probs"].shape[0] == len(pred["test"]["labels"])
+    kept = sorted((d / "fer-study-artifacts" / "checkpoints" / "report-test").glob("trial-*.pt"))
+    top = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: (-t.value, t.number))[:3]
+    assert [int(f.stem.split("-")[1]) for f in kept] == sorted(t.number for t in top)
+    assert not list((d / "runs").rglob("fer-outputs/*/model.pt"))  # the scratch copies are gone
+
+    best = top[0]
+    out = tmp_path / "best.pt"
+    proc = fer_cli("export", "report-test", "--trial", str(best.number), "--storage", url, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model, meta = load_model(out)
+    assert meta["class_names"] == list(standin.class_names) and meta["trial"] == best.number
+    idx = standin.indices(VAL)
+    with torch.no_grad():
+        got = model(standin.images[idx].float() / 255)["logits"].softmax(1).numpy()
+    stored = read_probabilities(store, study._storage, best)["val_probs"]
+    np.testing.assert_allclose(got, stored, atol=2e-3)  # float16 storage
+    f1 = f1_score(standin.labels[idx].numpy(), got.argmax(1), labels=range(14), average="macro", zero_division=0)
+    assert f1 == pytest.approx(best.value, abs=0.01)
+    not_kept = next(t.number for t in study.get_trials() if t.number not in {x.number for x in top})
+    _one_line_error(fer_cli("export", "report-test", "--trial", str(not_kept), "--storage", url,
+                            "--out", str(tmp_path / "x.pt")), "no checkpoint kept")
+
+
+def test_ensemble_command_stores_a_derived_entry_the_report_shows(launched, tmp_path):
+    d, _url = launched
+    shutil.copy(d / "fer-study.db", tmp_path / "fer-study.db")
+    url2 = f"sqlite:///{tmp_path / 'fer-study.db'}"
+    art = str(d / "fer-study-artifacts")  # read only: the ensemble writes the storage, not the store
+    best = optuna.load_study(study_name="report-test", storage=url2).best_trial.number
+    proc = fer_cli("ensemble", "report-test", "--top", "3", "--diverse", "--storage", url2, "--artifacts", art)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ensemble of 3 trials" in proc.stdout and "derived: not a trial" in proc.stdout
+    study = optuna.load_study(study_name="report-test", storage=url2)
+    entry = study.user_attrs["ensemble:top3-macro_f1-diverse"]
+    variants = {study.trials[n].user_attrs["variant"] for n in entry["members"]}
+    assert len(variants) == 3  # --diverse: one trial per config
+    assert len(study.trials) == 6 and study.best_trial.number == best  # not a trial
+    table = pd.read_csv(_report_study("report-test", url2, tmp_path / "r", art) / "report.csv")
+    row = table.set_index("variant").loc["ensemble:top3-macro_f1-diverse"]
+    assert row["val_macro_f1_mean"] == pytest.approx(entry["val"]["macro_f1"]) and not row["best"]
+    import optuna_dashboard
+
+    assert "ensemble:top3-macro_f1-diverse" in optuna_dashboard.get_note(study)
+    _one_line_error(fer_cli("ensemble", "report-test", "--top", "0", "--storage", url2, "--artifacts", art),
+                    "--top: must be >= 1")

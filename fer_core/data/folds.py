@@ -1,0 +1,87 @@
+"""k-fold cross-validation over the train+validation pool (config ``cv_folds``, ``cv_fold``, ``cv_group_by``).
+
+The test split stays as it is: it is never a fold and never selects. The pool (train and
+validation images) is cut into ``cv_folds`` stratified folds (sklearn ``StratifiedKFold``,
+or ``StratifiedGroupKFold`` when images are grouped), shuffled by ``data_seed`` so every
+trial of a study sees the same folds and variants can be paired by fold. Fold
+``cv_fold`` becomes the validation split, the others the training split.
+
+Grouping (``cv_group_by``) keeps all images of one group (a subject, a source video) in one
+fold, so a model is never validated on a face it trained on:
+- ``none``: no grouping;
+- ``re:<regex>``: a pattern over the image keys (file names); the group is the first
+  capture group, else the whole match (``re:^(s\\d+)_`` for ``s012_0003.jpg``);
+- any other name: that column of a manifest CSV (``subject``, ``video``...).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import numpy as np
+import torch
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from fer_core.data.dataset import TEST, TRAIN, VAL, FerDataset
+from fer_core.errors import ConfigError, DataError
+
+
+def check_group_by(group_by: str) -> None:
+    """Config-time check (no data needed): a compilable pattern or a column name."""
+    if group_by.startswith("re:"):
+        try:
+            re.compile(group_by[3:])
+        except re.error as err:
+            raise ConfigError(f"cv_group_by: invalid regex {group_by[3:]!r} ({err})") from None
+    elif not group_by or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", group_by):
+        raise ConfigError(f"cv_group_by: {group_by!r}; allowed: none, a manifest column name, or re:<regex> "
+                          "over the image file names")
+
+
+def image_groups(ds: FerDataset, group_by: str) -> np.ndarray | None:
+    """One group id per image (None without grouping); a DataError names what is missing."""
+    if group_by == "none":
+        return None
+    if group_by.startswith("re:"):
+        pattern = re.compile(group_by[3:])
+        if not ds.keys:
+            raise DataError(f"cv_group_by {group_by!r}: this data set has no image file names to match")
+        out = []
+        for key in ds.keys:
+            m = pattern.search(key)
+            if m is None:
+                raise DataError(f"cv_group_by {group_by!r}: image {key!r} does not match the pattern")
+            out.append(m.group(1) if m.groups() else m.group(0))
+        return np.asarray(out)
+    columns = ds.info.get("columns") or {}
+    if group_by not in columns:
+        have = ", ".join(sorted(columns)) or "none (only manifest CSVs carry extra columns)"
+        raise DataError(f"cv_group_by {group_by!r}: no such column in the data source; extra columns: {have}")
+    return np.asarray(columns[group_by])
+
+
+def assign_folds(labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int) -> np.ndarray:
+    """Fold id (0..folds-1) per image: stratified by label, whole groups per fold when grouped."""
+    if groups is not None and len(set(groups.tolist())) < folds:
+        raise DataError(f"cv: {folds} folds need at least {folds} groups, the data has {len(set(groups.tolist()))}")
+    splitter = (StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed) if groups is not None
+                else StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed))
+    out = np.full(len(labels), -1, dtype=np.int64)
+    x = np.zeros((len(labels), 1))
+    for f, (_train, held) in enumerate(splitter.split(x, labels, groups)):
+        out[held] = f
+    return out
+
+
+def fold_dataset(ds: FerDataset, folds: int, fold: int, group_by: str = "none", seed: int = 0) -> FerDataset:
+    """``ds`` with train/validation re-drawn as fold ``fold`` of ``folds`` (test untouched)."""
+    if not 0 <= fold < folds:
+        raise ConfigError(f"cv_fold: {fold} must be in 0..{folds - 1}")
+    pool = torch.nonzero(ds.split != TEST).flatten().numpy()
+    groups = image_groups(ds, group_by)
+    fold_of = assign_folds(ds.labels.numpy()[pool], None if groups is None else groups[pool], folds, seed)
+    split = ds.split.clone()
+    split[torch.from_numpy(pool)] = torch.from_numpy(np.where(fold_of == fold, VAL, TRAIN).astype(np.int8))
+    return replace(ds, split=split, fingerprint=f"{ds.fingerprint}-cv{folds}.{fold}.{group_by}.{seed}",
+                   info={**ds.info, "cv": {"folds": folds, "fold": fold, "group_by": group_by}})

@@ -1,0 +1,178 @@
+"""Trial outputs beyond metrics: class probabilities and the selected epoch's model.
+
+Probabilities (validation and test, at the selected epoch, plain and with TTA) are what
+ensembles average and bootstraps resample; the model is what teachers and ``fer-study
+export`` rebuild. Neither travels in Tune's results (a result is kept per trial by the
+controller and would grow with every image): the worker writes them to a per-trial
+scratch directory under the runs directory, which every Ray node sees like Tune's own
+checkpoints, and the driver, the only process that writes the storage, then
+
+- uploads ``probabilities.npz`` (float16, ~26 KB per 1000 images) as an Optuna artifact
+  of the trial, beside ``predictions.json``;
+- keeps ``model.pt`` as a checkpoint in ``<artifact store>/checkpoints/<study>/`` while the
+  trial is among the study's best ``keep_checkpoints`` trials (best epoch only), and
+  deletes checkpoints that fall out of the top, so disk use stays bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from fer_core.errors import FerError
+
+PROBABILITIES_NPZ = "probabilities.npz"
+MODEL_FILE = "model.pt"
+CHECKPOINTS = "checkpoints"
+
+
+# -- worker side ------------------------------------------------------------------------------
+def write_trial_outputs(out_dir: str | os.PathLike, result: dict[str, Any]) -> None:
+    """Probabilities (float16) and the selected epoch's model of a finished ``train_fer`` result."""
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {}
+    for split, p in result["predictions"].items():
+        arrays[f"{split}_probs"] = np.asarray(p["probs"], dtype=np.float16)
+        arrays[f"{split}_labels"] = np.asarray(p["labels"], dtype=np.int16)
+    tta = result.get("tta")
+    if tta:
+        arrays["tta"] = np.array(tta["name"])
+        for split, probs in tta["predictions"].items():
+            arrays[f"{split}_tta_probs"] = np.asarray(probs, dtype=np.float16)
+    np.savez_compressed(out / PROBABILITIES_NPZ, **arrays)
+    torch.save(model_payload(result), out / MODEL_FILE)
+
+
+def model_payload(result: dict[str, Any]) -> dict[str, Any]:
+    """What ``load_model`` rebuilds a FerNet from (also ``fer-study train --save``)."""
+    return {"model": result["model_state"], "config": result["config"], "class_names": result["class_names"],
+            "best_epoch": result["best_epoch"], "val_macro_f1": result["val"]["macro_f1"]}
+
+
+# -- driver side --------------------------------------------------------------------------------
+def checkpoint_dir(store_path: str | os.PathLike, study_name: str) -> Path:
+    return Path(store_path) / CHECKPOINTS / study_name
+
+
+def checkpoint_path(store_path: str | os.PathLike, study_name: str, number: int) -> Path:
+    return checkpoint_dir(store_path, study_name) / f"trial-{number:05d}.pt"
+
+
+def real_trials(study: optuna.Study, states=(TrialState.COMPLETE,)) -> list[optuna.trial.FrozenTrial]:
+    """Trials that trained a model (never a derived entry such as an ensemble)."""
+    return [t for t in study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get("derived")]
+
+
+def top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
+    """The best ``k`` complete trials by the objective (ties: earlier trial first)."""
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    done = [t for t in real_trials(study) if t.value is not None]
+    return sorted(done, key=lambda t: (sign * t.value, t.number))[:k]
+
+
+def retain_checkpoint(store_path: str | os.PathLike | None, study: optuna.Study, number: int,
+                      out_dir: str | os.PathLike | None, keep: int) -> Path | None:
+    """Keep trial ``number``'s model if it is in the study's top ``keep``; drop those that fell out;
+    remove the scratch directory. Returns the kept checkpoint's path (None if not kept)."""
+    kept = None
+    try:
+        if store_path is None:
+            return None
+        top = {t.number for t in top_trials(study, keep)}
+        folder = checkpoint_dir(store_path, study.study_name)
+        src = Path(out_dir) / MODEL_FILE if out_dir else None
+        if number in top and src is not None and src.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            kept = checkpoint_path(store_path, study.study_name, number)
+            tmp = kept.with_suffix(".part")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, kept)  # a reader never sees half a file
+        for f in folder.glob("trial-*.pt") if folder.is_dir() else []:
+            if int(f.stem.split("-")[1]) not in top:
+                f.unlink(missing_ok=True)
+    finally:
+        if out_dir:
+            shutil.rmtree(out_dir, ignore_errors=True)
+    return kept
+
+
+def read_probabilities(store, storage, trial: optuna.trial.FrozenTrial) -> dict[str, np.ndarray] | None:
+    """A trial's stored probabilities as float32 arrays ({val,test}_probs, _labels, _tta_probs);
+    None if never stored or not in this store; a FerError if the file is corrupt."""
+    from optuna.artifacts import download_artifact, get_all_artifact_meta
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    if store is None:
+        return None
+    metas = [m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == PROBABILITIES_NPZ]
+    if not metas:
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, PROBABILITIES_NPZ)
+        try:
+            download_artifact(artifact_store=store, file_path=path, artifact_id=metas[-1].artifact_id)
+        except (ArtifactNotFound, OSError):
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: (z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k]) for k in z.files}
+        except (ValueError, OSError, KeyError) as err:
+            raise FerError(f"trial {trial.number}: artifact {PROBABILITIES_NPZ} ({metas[-1].artifact_id}) is "
+                           f"corrupt: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+
+
+# -- fer-study export -----------------------------------------------------------------------------
+def load_model(path: str | os.PathLike):
+    """(FerNet in eval mode, payload) from an exported or ``train --save`` file."""
+    import torch
+
+    from fer_core.data.dataset import AU_VOCAB
+    from fer_core.models import FerNet
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        cfg = payload["config"]
+        names = payload["class_names"]
+    except (OSError, RuntimeError, KeyError, TypeError) as err:
+        raise FerError(f"{path}: not a fer-study model file ({type(err).__name__})") from None
+    model = FerNet(cfg["backbone"], len(names), len(AU_VOCAB), drop_rate=cfg.get("drop_rate", 0.0))
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as err:
+        raise FerError(f"{path}: the weights do not fit a {cfg['backbone']} with {len(names)} classes "
+                       f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err})") from None
+    return model.eval(), payload
+
+
+def export_trial(study: optuna.Study, number: int, store_path: str | os.PathLike, out: str | None) -> Path:
+    """Write trial ``number``'s kept checkpoint with its config, class names and provenance."""
+    import torch
+
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    t = trials.get(number)
+    if t is None or t.state != TrialState.COMPLETE or t.user_attrs.get("derived"):
+        raise FerError(f"--trial {number}: study {study.study_name!r} has no complete trial {number}")
+    src = checkpoint_path(store_path, study.study_name, number)
+    if not src.is_file():
+        kept = sorted(int(f.stem.split("-")[1]) for f in checkpoint_dir(store_path, study.study_name).glob("trial-*.pt"))
+        raise FerError(f"--trial {number}: no checkpoint kept for it in {src.parent} (the study keeps its best "
+                       f"trials' models only; kept: {', '.join(map(str, kept)) or 'none'})")
+    payload = torch.load(src, map_location="cpu", weights_only=False)
+    payload.update(study=study.study_name, trial=number, value=t.value, params=dict(t.params))
+    dest = Path(out or f"{study.study_name}-trial-{number}.pt")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(payload, dest)
+    except OSError as err:
+        raise FerError(f"--out {dest}: cannot write ({err.strerror or err})") from None
+    return dest
