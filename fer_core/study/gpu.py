@@ -88,7 +88,9 @@ class AutoGpuResources:
             if ray.cluster_resources().get("GPU", 0) <= 0:
                 self.fractions[key] = 0.0
             else:
-                size = int(train.get("img_size") or 112)
+                from fer_core.config import resolve_config
+
+                size = resolve_config(train, check_names=False).img_size  # the trial's size, or the default
                 probe = ray.remote(num_gpus=1, num_cpus=0)(measure_peak)
                 self.fractions[key] = packing_fraction(**ray.get(probe.remote(train, self.n_images * 3 * size * size)))
         return self.fractions[key]
