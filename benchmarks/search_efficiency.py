@@ -40,10 +40,10 @@ def base_config(args) -> dict:
             "batch_size": 32}
 
 
-def trial_end(trace: list, t0: float, epochs: int, value: float | None, test: float | None) -> None:
+def trial_end(trace: list, seconds: float, epochs: int, value: float | None, test: float | None) -> None:
     """One ended trial: (epochs consumed so far, seconds, value if it ran to the end, its test macro-F1)."""
     used = (trace[-1][0] if trace else 0) + epochs
-    trace.append((used, time.perf_counter() - t0, value, test))
+    trace.append((used, seconds, value, test))
 
 
 def run_random(spec, ds, args, rep: int) -> list:
@@ -60,7 +60,8 @@ def run_random(spec, ds, args, rep: int) -> list:
         cfg = {**spec.trial_config(spec.space.sample(trial)), "seed": rep, "num_threads": len(os.sched_getaffinity(0))}
         result = train_fer(cfg, dataset=ds)
         study.tell(trial, result["val"]["macro_f1"])
-        trial_end(trace, t0, result["epochs_run"], result["val"]["macro_f1"], result["test"]["macro_f1"])
+        trial_end(trace, time.perf_counter() - t0, result["epochs_run"], result["val"]["macro_f1"],
+                  result["test"]["macro_f1"])
     return trace
 
 
@@ -96,7 +97,8 @@ def run_stock(spec, ds, args, rep: int) -> list:
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
             last = trial.last_result or {}
             done = bool(last.get("done_flag"))  # ran to the end, not stopped by ASHA
-            trial_end(trace, t0, epochs.get(trial.trial_id, 0), last.get("macro_f1") if done else None,
+            trial_end(trace, time.perf_counter() - t0, epochs.get(trial.trial_id, 0),
+                      last.get("macro_f1") if done else None,
                       last.get("test_macro_f1") if done else None)
 
     def trainable(config: dict, data=None) -> None:
@@ -137,17 +139,15 @@ def run_fer_study(args, rep: int) -> list:
                              "budget": {"trials": args.trials, "max_concurrent": args.concurrent}}},
     }))
     url = f"sqlite:///{Path(args.tmp) / f'hpo-{rep}.db'}"
-    t0 = time.perf_counter()
     start = time.time()
     launch(str(path), storage=url, profile="cpu", show_progress=False, runs_dir=str(Path(args.tmp) / "runs"))
     trials = optuna.load_study(study_name=f"efficiency-{rep}", storage=url).get_trials()
     trace: list = []
     for t in sorted((t for t in trials if t.datetime_complete), key=lambda t: t.datetime_complete):
         done = t.state == TrialState.COMPLETE
-        trial_end(trace, t0, len(t.intermediate_values), t.value if done else None,
-                  t.user_attrs.get("test_macro_f1") if done else None)
-        # wall time from the stored completion time (the trace's clock is when this loop ran)
-        trace[-1] = (trace[-1][0], t.datetime_complete.timestamp() - start, *trace[-1][2:])
+        # wall time from the stored completion time, not from when this loop reads it
+        trial_end(trace, t.datetime_complete.timestamp() - start, len(t.intermediate_values),
+                  t.value if done else None, t.user_attrs.get("test_macro_f1") if done else None)
     return trace
 
 
