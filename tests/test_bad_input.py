@@ -51,7 +51,7 @@ PATHS = [("name",), ("question",), ("extends",), ("seeds",), ("design",), ("desi
          ("design", "baseline"), ("budget",), ("budget", "max_concurrent"), ("budget", "time_s"), ("budget", "trials"),
          ("profiles",), ("profiles", "smoke", "base", "epochs"), ("profiles", "smoke", "base"), ("resources",),
          ("resources", "cpu"), ("objective",), ("objective", "metric"), ("optuna_sampler",), ("pruner",),
-         ("scheduler", "name"), ("max_failures",), ("checkpoint_every",), ("data",), ("data", "dataset"),
+         ("scheduler", "name"), ("max_failures",), ("checkpoint_every",), ("checkpoint_min_s",), ("data",), ("data", "dataset"),
          ("base",), ("base", "lr"), ("design", "factors")]
 
 
@@ -216,6 +216,9 @@ def test_bad_data_stops_the_launch_with_one_line_and_stores_nothing(problem, tmp
     assert needle in lines[0], lines[0]  # the data problem itself, not some earlier config error
     assert "Traceback" not in err
     assert _stored_studies(db) == []  # no empty or half-described study left behind
+    import ray
+
+    assert not ray.is_initialized()  # the Ray the launch started in the background is shut down again
 
 
 @pytest.mark.parametrize("name", ["x'; DROP TABLE studies; --", "$(touch pwned)", "a b", "../etc/x", "`id`", "a;b|c&d"])

@@ -208,7 +208,8 @@ class OptunaBridge(Searcher):
         self.trials[trial_id] = trial
         self.steps[trial_id] = {}
         return {"train": config, "meta": {**meta, "optuna_number": trial.number},
-                "checkpoint_every": self.spec.checkpoint_every, "out_dir": self._out_dir(trial_id)}
+                "checkpoint_every": self.spec.checkpoint_every,
+                "checkpoint_min_s": self.spec.checkpoint_min_s, "out_dir": self._out_dir(trial_id)}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.record(trial_id, result)

@@ -32,7 +32,7 @@ DESIGNS = ("grid", "one_at_a_time", "search")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # no SQL/shell metacharacters, no paths
 SPEC_KEYS = {"name", "question", "extends", "data", "base", "design", "seeds", "objective", "optuna_sampler",
              "pruner", "scheduler", "budget", "resources", "max_failures", "profiles", "checkpoint_every",
-             "keep_checkpoints", "cv", "teacher"}
+             "checkpoint_min_s", "keep_checkpoints", "cv", "teacher"}
 EXTEND_MERGE = {"base", "data", "budget", "resources", "profiles"}
 DATA_KEYS = {"dataset", "data_path", "data_seed", "val_fraction", "test_fraction", "cache_dir"}
 
@@ -127,6 +127,9 @@ class StudySpec:
     resources: dict[str, Any]  # cpu: float; gpu: float or "auto" (measured, fer_core.study.gpu)
     max_failures: int
     checkpoint_every: int
+    # a checkpoint is at most every checkpoint_every epochs and at least this many seconds after the last
+    # one: a retry then loses at most ~this much work, and short epochs do not pay a save + Tune hand-off each
+    checkpoint_min_s: float = 30.0
     keep_checkpoints: int = 3  # best-epoch models of the study's top trials kept for export/teachers
     cv_folds: int = 0  # k-fold CV: every (variant, seed) runs once per fold, one trial each
     teacher_from: dict[str, Any] | None = None  # distillation: {study, top}, resolved at launch (distill.py)
@@ -345,6 +348,7 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
                    "gpu": "auto" if resources.get("gpu") == "auto" else float(resources.get("gpu", 0))},
         max_failures=intval(spec.get("max_failures", 2), "max_failures", 0),
         checkpoint_every=intval(spec.get("checkpoint_every", 1), "checkpoint_every", 1),
+        checkpoint_min_s=_checkpoint_min_s(spec, src),
         keep_checkpoints=intval(spec.get("keep_checkpoints", 3), "keep_checkpoints", 0),
         cv_folds=int(base.get("cv_folds", 0)),
         teacher_from=teacher_from,
@@ -353,6 +357,17 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
     )
     validate_components(ospec)
     return ospec
+
+
+def _checkpoint_min_s(spec: Mapping[str, Any], src: str) -> float:
+    v = spec.get("checkpoint_min_s", 30)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
+        raise ConfigError(f"{src}: checkpoint_min_s must be a number of seconds >= 0 (0: every checkpoint_every "
+                          f"epochs), got {v!r}")
+    sched = spec.get("scheduler")
+    if (sched.get("name") if isinstance(sched, Mapping) else sched) == "hyperband":
+        return 0.0  # Ray's HyperBand pauses trials and resumes them from their latest checkpoint
+    return float(v)
 
 
 def validate_components(spec: StudySpec) -> None:

@@ -10,6 +10,7 @@ import json
 import os
 import resource
 import tempfile
+import time
 from typing import Any
 
 import torch
@@ -35,6 +36,7 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
 
     train_cfg = dict(config["train"])
     checkpoint_every = int(config.get("checkpoint_every", 1))
+    checkpoint_min_s = float(config.get("checkpoint_min_s", 0.0))
     fail_at = os.environ.get("FER_STUDY_FAIL_AT")  # fault injection for tests: "<cell_id>@<epoch>"
     oom_at = os.environ.get("FER_STUDY_OOM_AT")  # fault injection for tests: "<cell_id>@<epoch>"
     ds = (datasets or {}).get(data_key(train_cfg))  # shared from the object store; else loaded (disk cache)
@@ -45,6 +47,7 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
         with ckpt.as_directory() as d:
             state = torch.load(os.path.join(d, CKPT_FILE), weights_only=False)
     last_ckpt = [state["epoch"] if state else -1]
+    last_save = [time.monotonic()]
 
     def report(metrics: dict, checkpoint: dict | None = None) -> None:
         epoch = metrics["epoch"]
@@ -52,12 +55,14 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
             os._exit(17)  # a hard crash of the worker process (only on the first attempt)
         if oom_at and oom_at == f"{config['meta'].get('cell_id')}@{epoch}" and state is None:
             _allocate_past_memory_limit()  # a real allocation failure (only on the first attempt)
-        if checkpoint is not None and (epoch + 1) % checkpoint_every == 0:
+        if (checkpoint is not None and (epoch + 1) % checkpoint_every == 0
+                and time.monotonic() - last_save[0] >= checkpoint_min_s):
             last_ckpt[0] = epoch
             with tempfile.TemporaryDirectory() as d:
                 torch.save(checkpoint, os.path.join(d, CKPT_FILE))
                 tune.report({**metrics, "checkpoint_epoch": epoch, "final": 0},
                             checkpoint=tune.Checkpoint.from_directory(d))
+            last_save[0] = time.monotonic()
         else:
             tune.report({**metrics, "checkpoint_epoch": last_ckpt[0], "final": 0})
 
