@@ -304,6 +304,8 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
     # 4. Ray Tune: our bridge as the searcher, pruning through the Optuna pruner or a Ray scheduler
     from ray import tune
 
+    from fer_core.study.trainable import trial_function
+
     if ray_start is not None:
         ray_start.used = True
         ray_start.wait()  # started in the background at step 1
@@ -340,7 +342,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
     else:
         resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
 
-    trainable = tune.with_resources(tune.with_parameters(_trainable_with_threads(threads), datasets=datasets),
+    trainable = tune.with_resources(tune.with_parameters(trial_function(threads), datasets=datasets),
                                     resources)
     tuner = tune.Tuner(
         trainable,
@@ -371,15 +373,3 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
     summary.update(counts_by_state(study))
     summary.update({"ran": bridge.issued, "seconds": time.time() - t0})
     return summary
-
-
-def _trainable_with_threads(threads: int):
-    from fer_core.study.trainable import fer_trainable
-
-    def fer_trial(config: dict, datasets: dict | None = None) -> None:
-        train = dict(config["train"])
-        if not train.get("num_threads"):
-            train["num_threads"] = threads  # one intra-op thread per reserved CPU: trials do not oversubscribe
-        fer_trainable({**config, "train": train}, datasets=datasets)
-
-    return fer_trial

@@ -91,6 +91,19 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
     tune.report(summary)
 
 
+def trial_function(threads: int):
+    """The function Tune runs per trial. Defined here, not in the runner: a worker unpickling it
+    imports this module (which it needs) and not the driver's (Optuna, SQLAlchemy, reports)."""
+
+    def fer_trial(config: dict, datasets: dict | None = None) -> None:
+        train = dict(config["train"])
+        if not train.get("num_threads"):
+            train["num_threads"] = threads  # one intra-op thread per reserved CPU: trials do not oversubscribe
+        fer_trainable({**config, "train": train}, datasets=datasets)
+
+    return fer_trial
+
+
 def _summary(result: dict) -> dict:
     """What the driver stores as trial user attrs (JSON-safe)."""
     val, test = result["val"], result["test"]
