@@ -282,7 +282,7 @@ def launch(
         raise bridge.lost
     progress(force=True)
     summary.update(counts_by_state(study))
-    summary.update({"ran": bridge.issued, "seconds": time.time() - t0})
+    summary.update({"ran": bridge.issued, "fold_skipped": len(bridge.fold_pruned), "seconds": time.time() - t0})
     return summary
 
 
