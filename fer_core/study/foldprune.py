@@ -54,7 +54,8 @@ def parse_fold_prune(value: Any, folds: int, where: str) -> dict[str, Any] | Non
         return None
     part = {"name": value, "options": {}} if isinstance(value, str) else value
     if not isinstance(part, Mapping) or set(part) - {"name", "options"} or not isinstance(part.get("name"), str):
-        raise ConfigError(f"{where}: cv.prune must be a name or {{name, options}}; names: {', '.join(sorted(FOLD_PRUNERS))}")
+        raise ConfigError(f"{where}: cv.prune must be a name or {{name, options}}; "
+                          f"names: {', '.join(sorted(FOLD_PRUNERS))}")
     opts = part.get("options") or {}
     if not isinstance(opts, Mapping):
         raise ConfigError(f"{where}: cv.prune.options must be a mapping")
