@@ -115,7 +115,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
                       f"{summary['reconciled']} (failed and re-queued)")
     console.print(f"study {summary['study']} ({summary['profile']} profile) in {summary['storage']}: "
                   f"{summary.get('COMPLETE', 0)} complete, {summary.get('PRUNED', 0)} pruned, "
-                  f"{summary.get('FAIL', 0)} failed of {summary['planned']} planned; {summary['ran']} run now",
+                  f"{summary.get('FAIL', 0)} failed of {summary['planned']} planned; {summary['ran']} run now"
+                  + (f", {summary['fold_skipped']} fold trials skipped by pruning across folds"
+                     if summary.get("fold_skipped") else ""),
                   highlight=False)
     return 0
 

@@ -77,6 +77,23 @@ def test_study_files_load_or_fail_with_one_line(tmp_path, path, value):
     one_line_or_ok(load_study, str(f), "smoke")
 
 
+# a k-fold CV study with pruning across folds: its cv.prune key takes any value too
+CV = {**SMOKE, "cv": {"folds": 4, "prune": {"name": "wilcoxon", "options": {"p_threshold": 0.3}}}}
+CV_PATHS = [("cv", "prune"), ("cv", "prune", "name"), ("cv", "prune", "options"), ("cv", "folds"),
+            ("cv", "prune", "options", "p_threshold"), ("cv", "prune", "options", "n_startup_steps")]
+
+
+@FEW
+@given(path=st.sampled_from(CV_PATHS), value=values)
+@example(path=("cv", "prune", "options", "n_startup_steps"), value=float("nan"))
+@example(path=("cv", "prune", "options", "p_threshold"), value=0.0)
+@example(path=("cv", "prune", "options"), value={"1": 2})
+def test_cv_prune_options_load_or_fail_with_one_line(tmp_path, path, value):
+    f = tmp_path / "study.yaml"
+    f.write_text(yaml.safe_dump(_set_path(CV, path, value)))
+    one_line_or_ok(load_study, str(f), "smoke")
+
+
 SPACE = {"loss": {"type": "categorical", "choices": ["ce", "focal"]},
          "focal_gamma": {"type": "float", "low": 0.5, "high": 4.0, "when": {"loss": "focal"}},
          "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},

@@ -2,7 +2,8 @@
 
 Reads only the storage (and, for the image bootstrap, the stored prediction artifacts).
 Means, CIs and tests use COMPLETE trials only, one per (variant, seed); PRUNED and FAIL
-trials are counted beside them, never averaged in.
+trials are counted beside them, never averaged in. A k-fold CV config pruned across folds
+is reported over the folds it completed and marked ("pruned after 2/5 folds").
 """
 
 from __future__ import annotations
@@ -97,6 +98,10 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
             "val_f1": val.get("f1"), "test_f1": test.get("f1"), "confusion_matrix": val.get("confusion_matrix"),
             "curve": dict(sorted(t.intermediate_values.items())), "params": dict(t.params),
             "config": ua.get("config"), "error": ua.get("error"), "tta": ua.get("tta_metrics"),
+            # pruning across folds (fer_core/study/foldprune.py): a skipped fold and why
+            "config_id": ua.get("config_id"), "pruned_by": ua.get("pruned_by"),
+            "pruned_after_folds": ua.get("pruned_after_folds"), "prune_p_value": ua.get("prune_p_value"),
+            "cv_folds": ua.get("cv_folds"),
         }
         rows.append(row)
         if t.state == TrialState.COMPLETE and store is not None:
@@ -152,9 +157,13 @@ def build_table(data: StudyData) -> pd.DataFrame:
         g = per_seed[v]
         vals = g["value"].astype(float).to_numpy()
         all_v = df[df["variant"] == v]
+        skipped = all_v[(all_v["state"] == "PRUNED") & all_v["pruned_by"].notna()]
         row: dict[str, Any] = {
             "variant": v, "baseline": v == baseline, "n_seeds": len(g), "seeds": ",".join(map(str, g.index)),
-            "n_pruned": int((all_v["state"] == "PRUNED").sum()), "n_failed": int((all_v["state"] == "FAIL").sum()),
+            # folds skipped by pruning across folds are told apart from trials a pruner stopped mid-training
+            "n_pruned": int((all_v["state"] == "PRUNED").sum()) - len(skipped),
+            "n_fold_skipped": len(skipped), "fold_pruned": _fold_pruned_text(skipped, data.spec),
+            "n_failed": int((all_v["state"] == "FAIL").sum()),
             "val_macro_f1_mean": float(vals.mean()),
             "val_macro_f1_sd": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
         }
@@ -198,8 +207,22 @@ def build_table(data: StudyData) -> pd.DataFrame:
     real = table["derived"] == ""
     means = table["val_macro_f1_mean"].where(real)  # the best is a trained variant, never a derived row
     table["best"] = real & (means == (means.max() if maximize else means.min()))
-    table["verdict"] = [_verdict(r, maximize) for r in table.to_dict("records")]
+    table["verdict"] = [(f"{r['fold_pruned']}; " if r.get("fold_pruned") else "") + _verdict(r, maximize)
+                        for r in table.to_dict("records")]
     return table
+
+
+def _fold_pruned_text(skipped: pd.DataFrame, spec: dict) -> str:
+    """'pruned after 2/5 folds (wilcoxon across folds vs config X, p=0.062)', one per pruned config."""
+    out = []
+    for cid, g in skipped.groupby("config_id", sort=False):
+        r = g.iloc[0]
+        k = r["cv_folds"] if r["cv_folds"] == r["cv_folds"] and r["cv_folds"] else (spec.get("cv") or {}).get("folds")
+        seed = str(cid).rsplit("/", 1)[-1]
+        out.append(f"{seed + ' ' if len(skipped['config_id'].unique()) > 1 else ''}pruned after "
+                   f"{int(r['pruned_after_folds'])}/{int(k) if k else '?'} folds ({r['pruned_by']}, "
+                   f"p={float(r['prune_p_value']):.3f})")
+    return "; ".join(out)
 
 
 def _tta_row(data: StudyData, variant: str, g: pd.DataFrame) -> dict[str, Any] | None:
@@ -212,7 +235,7 @@ def _tta_row(data: StudyData, variant: str, g: pd.DataFrame) -> dict[str, Any] |
     name = ttas[0]["name"]
     row: dict[str, Any] = {
         "variant": f"{variant} +tta:{name}", "baseline": False, "n_seeds": len(g), "seeds": ",".join(map(str, g.index)),
-        "n_pruned": 0, "n_failed": 0, "val_macro_f1_mean": float(vals.mean()),
+        "n_pruned": 0, "n_fold_skipped": 0, "fold_pruned": "", "n_failed": 0, "val_macro_f1_mean": float(vals.mean()),
         "val_macro_f1_sd": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
         "ci_images_lo": float("nan"), "ci_images_hi": float("nan"),
         "test_macro_f1": float(np.mean([t["test"]["macro_f1"] for t in ttas])),
@@ -238,7 +261,8 @@ def _ensemble_row(data: StudyData, e: dict, base_mean: float | None) -> dict[str
               else (float("nan"), float("nan")))
     row: dict[str, Any] = {
         "variant": f"ensemble:{e['name']}", "baseline": False, "n_seeds": len(e["members"]),
-        "seeds": "trials " + ",".join(map(str, e["members"])), "n_pruned": 0, "n_failed": 0,
+        "seeds": "trials " + ",".join(map(str, e["members"])), "n_pruned": 0, "n_fold_skipped": 0, "fold_pruned": "",
+        "n_failed": 0,
         "val_macro_f1_mean": float(val["macro_f1"]), "val_macro_f1_sd": float("nan"),
         "ci_seeds_lo": float("nan"), "ci_seeds_hi": float("nan"), "ci_images_lo": lo, "ci_images_hi": hi,
         "test_macro_f1": float(test["macro_f1"]), "accuracy": float(val["accuracy"]),
@@ -318,6 +342,7 @@ def summary_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame:
             "variant": ("★ " if r["best"] else "") + r["variant"],
             "n": (f"{r['n_seeds']} trials" if r.get("derived") == "ensemble" else f"{r['n_seeds']}")
                  + (f" (+{r['n_pruned']} pruned)" if r["n_pruned"] else "")
+                 + (f" (pruned: {r['n_fold_skipped']} folds skipped)" if r.get("n_fold_skipped") else "")
                  + (f" (+{r['n_failed']} failed)" if r["n_failed"] else ""),
             "val macro-F1": f"{fmt(r['val_macro_f1_mean'])} ± {fmt(r['val_macro_f1_sd'])}",
             "95% CI seeds": _ci(r["ci_seeds_lo"], r["ci_seeds_hi"]),
@@ -380,6 +405,11 @@ def markdown(data: StudyData, table: pd.DataFrame) -> str:
         lines += ["", "k-fold cross-validation: every fold is a trial and counts like a seed (a config's value is "
                   "its mean over folds, sd and CIs over folds, Δ paired by fold); folds validate on different "
                   "images, so there is no image bootstrap."]
+    if data.trials["pruned_by"].notna().any():
+        lines += ["", "Pruning across folds: a config whose completed folds were significantly worse than the best "
+                  "config's (Wilcoxon signed-rank, paired by fold) had its remaining folds skipped; its row is the "
+                  "mean ± sd over the folds it completed, its Δ is paired over the folds both configs have, and its "
+                  "verdict says after how many folds it was pruned. The baseline is never pruned."]
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,9 @@ What Ray's stock ``OptunaSearch`` gets wrong, and this bridge does instead:
   epochs that the checkpoint covers;
 - planned cells (grid / one-at-a-time) are identified by ``cell_id``: completed cells
   are never re-run, trials left RUNNING by a dead driver are reconciled on relaunch;
+- k-fold CV with pruning across folds: just before a fold cell would be claimed, its config
+  is judged against the best config on the folds both have completed (``foldprune``); a
+  pruned config's remaining fold cells are stored PRUNED, never trained, never re-run;
 - several drivers may run one study at once: a cell (or a search design's budget slot) is
   claimed under a study-wide lock by creating its RUNNING trial, params and owner included,
   in one storage write, so no cell runs twice and the search budget is shared;
@@ -40,6 +43,14 @@ from ray.tune.search import Searcher
 
 from fer_core.report.artifacts import upload_trial_artifacts
 from fer_core.report.export import refresh_note
+from fer_core.study.foldprune import (
+    fold_values,
+    is_fold_pruned,
+    judge,
+    make_fold_pruner,
+    pruned_trial,
+    verdict_attrs,
+)
 from fer_core.study.outputs import retain_checkpoint
 from fer_core.study.spec import Cell, StudySpec
 from fer_core.study.storage import StorageLost, claim_lock, redact_text, retrying
@@ -89,8 +100,10 @@ def reconcile(study: optuna.Study) -> list[int]:
 
 
 def done_cells(study: optuna.Study) -> set[str]:
-    return {t.user_attrs["cell_id"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if "cell_id" in t.user_attrs}
+    """Cells that are finished for good: COMPLETE, or skipped by pruning across folds."""
+    return {t.user_attrs["cell_id"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                                                      TrialState.PRUNED))
+            if "cell_id" in t.user_attrs and (t.state == TrialState.COMPLETE or is_fold_pruned(t))}
 
 
 class OptunaBridge(Searcher):
@@ -122,6 +135,8 @@ class OptunaBridge(Searcher):
         self.lost: StorageLost | None = None  # set when the database stayed away too long: the driver stops
         self.dists = {k: CategoricalDistribution(sorted(set(map(_hashable, vals)), key=repr))
                       for k, vals in self._factor_values().items()}
+        self.fold_pruner = make_fold_pruner(spec.cv_prune, spec.source)
+        self.fold_pruned: list[str] = []  # cell ids this driver stored as skipped (the launch summary)
 
     def _factor_values(self) -> dict[str, list]:
         vals: dict[str, list] = {}
@@ -136,13 +151,19 @@ class OptunaBridge(Searcher):
 
     def _claim_cell(self) -> tuple[optuna.Trial, Cell] | None:
         """Take the next planned cell no driver has finished or is running: check and create the
-        RUNNING trial under the study lock (another driver's claim is visible to the next holder)."""
+        RUNNING trial under the study lock (another driver's claim is visible to the next holder).
+        With pruning across folds, a fold cell whose config the stored folds condemn is stored as
+        PRUNED instead (with the rest of that config's folds) and the next cell is looked at."""
         with claim_lock(self.study._storage, self._lock_key()):
-            taken = {t.user_attrs.get("cell_id") for t in self.study.get_trials(
-                deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING))}
+            trials = self.study.get_trials(deepcopy=False)
+            taken = {t.user_attrs.get("cell_id") for t in trials if is_fold_pruned(t) or t.state in (
+                TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+            values = fold_values(trials) if self.fold_pruner is not None else {}
             for i, cell in enumerate(self.todo):
                 if cell.cell_id in taken:
-                    continue  # done or running in another driver
+                    continue  # done, skipped or running in another driver
+                if values and self._prune_config(cell, values, taken):
+                    continue
                 meta = {"cell_id": cell.cell_id, "variant": cell.variant, "seed": cell.seed, **cell.meta,
                         "driver": self.driver}
                 trial = self._create_trial(cell.params, {k: self.dists[k] for k in cell.params}, meta)
@@ -150,6 +171,30 @@ class OptunaBridge(Searcher):
                 return trial, cell
             self.todo.clear()
         return None
+
+    def _prune_config(self, cell: Cell, values: dict[str, dict[int, float]], taken: set) -> bool:
+        """Under the claim lock: judge ``cell``'s config on the stored fold values; when pruned, store
+        every fold cell of it that is not done or running as a PRUNED trial (``taken`` grows)."""
+        config_id = cell.meta.get("config_id")
+        if config_id is None or cell.variant == self.spec.baseline_variant:
+            return False  # the baseline is never pruned: every Δ in the report pairs against its folds
+        verdict = judge(values, config_id, self.fold_pruner, self.spec.direction, self.spec.cv_prune["name"])
+        if verdict is None:
+            return False
+        why = verdict_attrs(verdict, self.spec.cv_folds)
+        for c in self.spec.cells():
+            if c.meta.get("config_id") != config_id or c.cell_id in taken:
+                continue
+            config = json.loads(json.dumps(self.spec.trial_config(c.params), default=str))
+            attrs = {"cell_id": c.cell_id, "variant": c.variant, "seed": c.seed, **c.meta, "driver": self.driver,
+                     "config": config, **why}
+            self.study._storage.create_new_trial(self.study._study_id, template_trial=pruned_trial(
+                dict(c.params), {k: self.dists[k] for k in c.params}, attrs))
+            taken.add(c.cell_id)
+            self.fold_pruned.append(c.cell_id)
+        log.info("config %s: remaining folds skipped (%s, p=%.3g after %d folds)", config_id, verdict.reason,
+                 verdict.p_value, verdict.folds_done)
+        return True
 
     def _claim_search_slot(self) -> optuna.Trial | None:
         """A new search trial while the budget, counted over every driver, has room: finished, running
@@ -193,6 +238,8 @@ class OptunaBridge(Searcher):
             params = {**retrying("sampling parameters", lambda: self.spec.space.sample(trial)), "seed": seed}
             meta = {"seed": seed}
         else:
+            if self.fold_pruner is not None:
+                self._settle()
             claimed = retrying("claiming a planned cell", self._claim_cell)
             if claimed is None:
                 return Searcher.FINISHED
@@ -276,6 +323,13 @@ class OptunaBridge(Searcher):
         except StorageLost as err:
             self.lost = err
             raise
+
+    def _settle(self) -> None:
+        """Wait until this driver's finished trials are in storage (their writes run in the background):
+        pruning across folds judges a config on the stored fold values, and a fold that finished a
+        moment ago must count. Errors stay with the futures for ``flush`` to report."""
+        for fut in list(self._pending):
+            fut.exception()
 
     def flush(self) -> None:
         """Wait for every finished trial's writes; a failed write leaves its trial RUNNING, which the

@@ -371,5 +371,5 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
         raise bridge.lost
     progress(force=True)
     summary.update(counts_by_state(study))
-    summary.update({"ran": bridge.issued, "seconds": time.time() - t0})
+    summary.update({"ran": bridge.issued, "fold_skipped": len(bridge.fold_pruned), "seconds": time.time() - t0})
     return summary

@@ -132,6 +132,7 @@ class StudySpec:
     checkpoint_min_s: float = 30.0
     keep_checkpoints: int = 3  # best-epoch models of the study's top trials kept for export/teachers
     cv_folds: int = 0  # k-fold CV: every (variant, seed) runs once per fold, one trial each
+    cv_prune: dict[str, Any] | None = None  # pruning across folds {name, options} (foldprune.py); None = off
     teacher_from: dict[str, Any] | None = None  # distillation: {study, top}, resolved at launch (distill.py)
     factors: dict[str, tuple] = field(default_factory=dict)  # grid
     baseline: str = "baseline"  # one_at_a_time
@@ -165,7 +166,20 @@ class StudySpec:
                     config_id = f"{variant}/seed={seed}"
                     out.append(Cell(f"{config_id}/fold={fold}", variant, seed, {**params, "cv_fold": fold},
                                     {"fold": fold, "config_id": config_id}))
+        if self.cv_prune:
+            # fold-major (fold 0 of every config, then fold 1, ...): every config has early folds done
+            # to be compared on before its later folds are claimed, so pruning can skip them
+            out.sort(key=lambda c: c.meta["fold"])
         return out
+
+    @property
+    def baseline_variant(self) -> str | None:
+        """The config every Δ is paired against: the one-at-a-time baseline, the grid's first combination."""
+        if self.design == "search":
+            return None
+        if self.design == "one_at_a_time":
+            return self.baseline
+        return ",".join(f"{k}={v[0]}" for k, v in self.factors.items())
 
     def factor_keys(self) -> list[str]:
         if self.design == "grid":
@@ -276,10 +290,11 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
     if teacher_path:
         base = {**base, "teacher": teacher_path}
     cv = _mapping(spec, "cv", src)
+    cv_prune = None
     if cv:
-        if set(cv) - {"folds", "group_by"}:
-            raise ConfigError(f"{src}: cv: unknown key {sorted(set(cv) - {'folds', 'group_by'})[0]!r}; "
-                              "allowed: folds, group_by")
+        if set(cv) - {"folds", "group_by", "prune"}:
+            raise ConfigError(f"{src}: cv: unknown key {sorted(set(cv) - {'folds', 'group_by', 'prune'})[0]!r}; "
+                              "allowed: folds, group_by, prune")
         folds = cv.get("folds")
         if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= 50:
             raise ConfigError(f"{src}: cv.folds must be an integer in 2..50, got {folds!r}")
@@ -288,6 +303,11 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
         if "cv_fold" in base or "cv_folds" in base:
             raise ConfigError(f"{src}: base: cv_folds/cv_fold are set by 'cv:', not by hand")
         base = {**base, "cv_folds": folds, "cv_group_by": str(cv.get("group_by", "none"))}
+        from fer_core.study.foldprune import parse_fold_prune
+
+        # its own key, not the study's `pruner:` (which stops a trial between epochs): this one
+        # skips whole fold trials of a config, and both can be on together
+        cv_prune = parse_fold_prune(cv.get("prune"), folds, src)
 
     def intval(v: Any, key: str, lo: int) -> int:
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -351,6 +371,7 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
         checkpoint_min_s=_checkpoint_min_s(spec, src),
         keep_checkpoints=intval(spec.get("keep_checkpoints", 3), "keep_checkpoints", 0),
         cv_folds=int(base.get("cv_folds", 0)),
+        cv_prune=cv_prune,
         teacher_from=teacher_from,
         resolved={**spec, "profile": profile},
         **kw,
