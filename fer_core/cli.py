@@ -233,7 +233,8 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     study = load_stored_study(args.study, url)
     store = open_store(artifact_dir(url, args.artifacts), create=False)
     groups = study_groups(study.user_attrs.get("spec") or {}, list(study.user_attrs.get("class_counts") or []))
-    entry = build_ensemble(study, store, args.top, by=args.by, diverse=args.diverse, name=args.name, groups=groups)
+    entry = build_ensemble(study, store, args.top, by=args.by, diverse=args.diverse, name=args.name, groups=groups,
+                           tta=args.tta)
     key = save_ensemble(study, entry)
     try:  # the dashboard note shows the ensemble row too; a note is a convenience
         refresh_note(study, planned_trials(study))
@@ -336,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="validation metric that ranks the trials (default macro_f1)")
     en.add_argument("--diverse", action="store_true", help="at most one trial per config (differ in recipe, "
                                                             "not only in seed)")
-    en.add_argument("--name", help="entry name (default: top<K>-<by>[-diverse]); the same name replaces it")
+    en.add_argument("--tta", action="store_true", help="average the members' test-time-augmented probabilities "
+                                                        "(trials run with tta: flip or multi_crop)")
+    en.add_argument("--name", help="entry name (default: top<K>-<by>[-diverse][-tta]); the same name replaces it")
     en.add_argument("--storage", help=storage_help)
     en.add_argument("--artifacts", help=artifacts_help)
     en.set_defaults(func=cmd_ensemble)

@@ -52,19 +52,24 @@ def rank_trials(study: optuna.Study, by: str, diverse: bool) -> list[optuna.tria
     return ranked
 
 
-def average_probabilities(members: list[dict[str, np.ndarray]], split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, mean probabilities) of one split; the members must share its images."""
+def average_probabilities(members: list[dict[str, np.ndarray]], split: str,
+                          kind: str = "probs") -> tuple[np.ndarray, np.ndarray]:
+    """(labels, mean probabilities) of one split; the members must share its images. ``kind``:
+    ``probs`` (plain evaluation) or ``tta_probs`` (the trial's test-time augmentation)."""
     labels = members[0][f"{split}_labels"]
     for m in members[1:]:
         if not np.array_equal(m[f"{split}_labels"], labels):
             raise FerError(f"the selected trials were evaluated on different {split} images (other data); "
                            "an ensemble needs the same split")
-    return labels, np.mean([m[f"{split}_probs"] for m in members], axis=0)
+    return labels, np.mean([m[f"{split}_{kind}"] for m in members], axis=0)
 
 
 def build_ensemble(study: optuna.Study, store, top: int, by: str = "macro_f1", diverse: bool = False,
-                   name: str | None = None, groups: dict[str, list[int]] | None = None) -> dict[str, Any]:
-    """The ensemble entry of the ``top`` best trials with stored probabilities (not yet saved)."""
+                   name: str | None = None, groups: dict[str, list[int]] | None = None,
+                   tta: bool = False) -> dict[str, Any]:
+    """The ensemble entry of the ``top`` best trials with stored probabilities (not yet saved).
+    ``tta``: average the members' test-time-augmented probabilities (trials run with ``tta:``;
+    a trial without them is passed over like one without probabilities)."""
     if top < 1:
         raise FerError(f"--top: must be >= 1, got {top}")
     if name is not None and not NAME_RE.match(name):
@@ -75,22 +80,27 @@ def build_ensemble(study: optuna.Study, store, top: int, by: str = "macro_f1", d
         if len(chosen) == top:
             break
         p = read_probabilities(store, study._storage, t)
-        if p is None:
+        if p is None or (tta and "val_tta_probs" not in p):
             skipped.append(t.number)
             continue
         chosen.append(t)
         probs.append(p)
     if not chosen:
+        if tta:
+            raise FerError(f"study {study.study_name!r}: no complete trial with stored TTA probabilities "
+                           "(--tta needs trials run with tta: flip or multi_crop)")
         raise FerError(f"study {study.study_name!r}: no complete trial with stored probabilities "
                        "(trials store them since fer-study ensembles exist; is --artifacts the study's store?)")
     entry: dict[str, Any] = {
-        "derived": "ensemble", "name": name or f"top{top}-{by}" + ("-diverse" if diverse else ""),
+        "derived": "ensemble",
+        "name": name or f"top{top}-{by}" + ("-diverse" if diverse else "") + ("-tta" if tta else ""),
+        "tta": sorted({str(p["tta"]) for p in probs}) if tta else None,
         "members": [t.number for t in chosen], "member_values": [_score(t, by) for t in chosen],
         "by": by, "top": top, "diverse": diverse, "skipped_without_probabilities": skipped,
         "created": time.time(), "predictions": {},
     }
     for split in ("val", "test"):
-        labels, mean = average_probabilities(probs, split)
+        labels, mean = average_probabilities(probs, split, "tta_probs" if tta else "probs")
         pred = mean.argmax(1)
         m = classification_metrics(labels, pred, k or mean.shape[1], groups)
         entry[split] = {key: m[key] for key in KEEP if key in m}

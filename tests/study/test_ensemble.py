@@ -83,6 +83,32 @@ def test_an_ensemble_of_identical_trials_equals_the_trial(trained, storage, tmp_
     assert "derived: TTA on the same trials" in md
 
 
+def test_a_tta_ensemble_averages_the_tta_probabilities(trained, tmp_path):
+    result, out = trained
+    study = optuna.create_study(direction="maximize")
+    store = open_store(tmp_path / "art")
+    _store_trials(study, store, result, out)
+    entry = build_ensemble(study, store, top=3, tta=True, groups=result["groups"])
+    assert entry["name"] == "top3-macro_f1-tta" and entry["tta"] == ["flip"]
+    stored = read_probabilities(store, study._storage, study.trials[0])
+    for split in ("val", "test"):
+        # the members' flip-TTA probabilities, not their plain ones: the trial's own TTA metrics
+        want = classification_metrics(stored[f"{split}_labels"], stored[f"{split}_tta_probs"].argmax(1), 14,
+                                      result["groups"])
+        assert entry[split]["macro_f1"] == want["macro_f1"] and entry[split]["f1"] == want["f1"]
+        assert entry[split]["macro_f1"] == pytest.approx(result["tta"][split]["macro_f1"], abs=0.02)
+    assert not np.array_equal(stored["val_tta_probs"], stored["val_probs"])  # so the two could differ
+
+    plain = optuna.create_study(direction="maximize")  # trials without TTA cannot make a TTA ensemble
+    no_tta = tmp_path / "no-tta"
+    no_tta.mkdir()
+    arrays = dict(np.load(out / "probabilities.npz"))
+    np.savez(no_tta / "probabilities.npz", **{k: v for k, v in arrays.items() if "tta" not in k})
+    _store_trials(plain, store, result, no_tta, seeds=(0,))
+    with pytest.raises(FerError, match="no complete trial with stored TTA probabilities"):
+        build_ensemble(plain, store, top=1, tta=True)
+
+
 def test_selection_by_validation_metric_and_diversity(trained, tmp_path):
     result, out = trained
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
