@@ -8,6 +8,9 @@ Only training steps are timed (no evaluation), after one warm-up pass each.
 
     python benchmarks/trainable_throughput.py            # default config: resnet10t, 64 px, batch 64
     python benchmarks/trainable_throughput.py --tiny     # seconds; used by the test suite
+
+On a CPU with native bf16 (AVX512-BF16 or AMX) a second train_fer row runs the same loop
+with the opt-in ``amp: bf16`` (the default config stays fp32 on a CPU).
 """
 
 from __future__ import annotations
@@ -76,10 +79,10 @@ def plain_loop(root: Path, backbone: str, size: int, batch: int, workers: int, m
     return seen / (time.perf_counter() - t0)
 
 
-def fer_loop(ds, backbone: str, size: int, batch: int) -> float:
+def fer_loop(ds, backbone: str, size: int, batch: int, amp: str = "auto") -> float:
     rates: list[float] = []
     cfg = {"backbone": backbone, "img_size": size, "batch_size": batch, "epochs": 2, "warmup_epochs": 0,
-           "aug_strength": 1.0}
+           "aug_strength": 1.0, "amp": amp}
     train_fer(cfg, lambda m, checkpoint=None: rates.append(m["images_per_s"]), dataset=ds)
     return rates[-1]  # epoch 0 warms up; the trainer times training steps only
 
@@ -93,9 +96,14 @@ def main() -> int:
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers tried for the plain loop")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved repetitions (median reported)")
     ap.add_argument("--tiny", action="store_true", help="test_resnet at 48 px on a few batches (for CI)")
+    ap.add_argument("--no-bf16", action="store_true",
+                    help="skip the opt-in row: train_fer with amp: bf16 on a CPU with native bf16 (AVX512-BF16/AMX)")
     args = ap.parse_args()
     if args.tiny:
         args.backbones, args.img_size, args.batch_size, args.workers, args.rounds = ["test_resnet"], 48, 32, [0], 1
+    # the default config trains in fp32 on a CPU (as the trainer's contract says); a CPU whose oneDNN
+    # has bf16 kernels gets a second train_fer row with the opt-in `amp: bf16`
+    amps = ["auto"] + (["bf16"] if not args.no_bf16 and torch.ops.mkldnn._is_mkldnn_bf16_supported() else [])
     torch.set_num_threads(len(os.sched_getaffinity(0)))
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,19 +119,22 @@ def main() -> int:
               f"threads={torch.get_num_threads()} device=cpu", flush=True)
         for backbone in args.backbones:
             # interleaved rounds, median of each: a shared VM's speed drifts between minutes
-            fers, plains = [], {w: [] for w in args.workers}
+            fers, plains = {a: [] for a in amps}, {w: [] for w in args.workers}
             for _ in range(args.rounds):
-                fers.append(fer_loop(ds, backbone, args.img_size, args.batch_size))
+                for a in amps:
+                    fers[a].append(fer_loop(ds, backbone, args.img_size, args.batch_size, a))
                 for w in args.workers:
                     plains[w].append(plain_loop(root, backbone, args.img_size, args.batch_size, w, max_batches))
-            fer = statistics.median(fers)
             plain = {w: statistics.median(v) for w, v in plains.items()}
             best_w = max(plain, key=plain.get)
             for w, r in plain.items():
                 print(f"{backbone:22s} plain loop (ImageFolder+PIL+DataLoader, workers={w}): {r:8.1f} images/s")
-            print(f"{backbone:22s} train_fer loop (uint8 tensor + batched aug):         {fer:8.1f} images/s")
-            print(f"{backbone:22s} ratio train_fer / best plain loop (workers={best_w}): "
-                  f"{fer / plain[best_w]:.2f}x", flush=True)
+            for a in amps:
+                fer = statistics.median(fers[a])
+                what = "fp32, the default" if a == "auto" else "amp: bf16, opt-in"
+                print(f"{backbone:22s} train_fer loop ({what}):{' ' * (20 - len(what))}{fer:8.1f} images/s")
+                print(f"{backbone:22s} ratio train_fer ({what}) / best plain loop (workers={best_w}): "
+                      f"{fer / plain[best_w]:.2f}x", flush=True)
     return 0
 
 

@@ -21,3 +21,18 @@ def test_benchmark_tiny_mode_prints_a_ratio(script, cache_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     ratios = [float(m) for m in re.findall(r"ratio .*?: (\d+\.\d+|inf)x", proc.stdout)]
     assert ratios and all(r >= 0 for r in ratios), proc.stdout
+
+
+@pytest.mark.parametrize(("script", "needles"), [
+    ("tta.py", [r"^\| none \|", r"^\| flip \|", r"^\| multi_crop \|", r"^flip +0:[+-]\d"]),
+    ("distillation.py", [r"^teacher \(", r"^\| alone \|", r"^\| distilled \|",
+                         r"^gain test macro-F1 \(distilled - alone, paired by seed\): [+-]?\d"]),
+])
+def test_evaluation_benchmark_tiny_mode_prints_its_table(script, needles, cache_dir, tmp_path):
+    """The issue-7 benchmarks (TTA per class, distillation) have no ratio; their tables must still come out."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--tiny"], capture_output=True,
+                          text=True, env=env, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for needle in needles:
+        assert re.search(needle, proc.stdout, re.MULTILINE), (needle, proc.stdout[-2000:])
