@@ -43,6 +43,7 @@ from fer_core.report.export import refresh_note
 from fer_core.study.outputs import retain_checkpoint
 from fer_core.study.spec import Cell, StudySpec
 from fer_core.study.storage import StorageLost, claim_lock, redact_text, retrying
+from fer_core.study.warmstart import own_trials
 
 log = logging.getLogger("fer_study")
 DRIVER_ATTR = "driver_heartbeat:"  # study user attr prefix: driver id -> last seen (unix time)
@@ -155,7 +156,8 @@ class OptunaBridge(Searcher):
         """A new search trial while the budget, counted over every driver, has room: finished, running
         and queued trials count; failed attempts do not (their retry or a relaunch refills them)."""
         with claim_lock(self.study._storage, self._lock_key()):
-            used = len(self.study.get_trials(deepcopy=False, states=(
+            # warm-start copies are prior evidence told before the search, not slots of its budget
+            used = len(own_trials(self.study, states=(
                 TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)))
             if self.spec.trials is not None and used >= self.spec.trials:
                 return None
