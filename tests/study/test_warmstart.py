@@ -20,7 +20,7 @@ from fer_core.study.components import make_optuna_sampler
 from fer_core.study.runner import best_value, counts_by_state, open_study
 from fer_core.study.spec import StudySpec, load_study
 from fer_core.study.storage import spec_attrs, study_names
-from fer_core.study.warmstart import is_warm_start, own_trials, plan, tell
+from fer_core.study.warmstart import WarmStart, is_warm_start, map_trial, own_trials, plan, tell
 
 TRAIN = "backbone: test_resnet, img_size: 48, epochs: 2, warmup_epochs: 0, batch_size: 32"
 ABLATION = """
@@ -208,3 +208,27 @@ def _error(storage: str, path: Path, capsys, *warm: str) -> str:
 @pytest.fixture(autouse=True)
 def _quiet_optuna():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _shipped(profile: str) -> WarmStart:
+    """imbalance-ablation's trials (the config the bridge stores with each) mapped onto imbalance-hpo."""
+    source, target = load_study("imbalance-ablation", profile), load_study("imbalance-hpo", profile)
+    ws = WarmStart("imbalance-ablation")
+    for cell in source.cells():
+        copy, why = map_trial(target, optuna.trial.create_trial(
+            value=0.3, user_attrs={"config": source.trial_config(cell.params)}), ws.source)
+        if copy is None:
+            ws.skipped[why] += 1
+        else:
+            ws.copies.append(copy)
+    ws.told = len(ws.copies)
+    return ws
+
+
+def test_the_documented_warm_start_of_the_shipped_studies():
+    """README and studies/imbalance-hpo.yaml: the shipped ablation fits the search on the gpu profiles
+    (the README quotes the line), not on the cpu profiles (another backbone: refused, not told)."""
+    gpu, cpu = _shipped("gpu"), _shipped("cpu")
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert gpu.told == 45 and gpu.line() in readme, gpu.line()
+    assert cpu.told == 0 and cpu.skipped["backbone='test_resnet' (here 'resnet10t')"] == 48
