@@ -406,7 +406,12 @@ def search_extras(study: optuna.Study, data: StudyData, top: int = 10) -> dict[s
     })
     target = study
     if data.warm_started:  # importances of this study's own trials, like the table above
-        target = optuna.create_study(directions=study.directions)
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" line
+        try:
+            target = optuna.create_study(directions=study.directions)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
         target.add_trials(own_trials(study, states=(TrialState.COMPLETE,)))
     try:
         imp = optuna.importance.get_param_importances(

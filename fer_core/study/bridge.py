@@ -42,7 +42,7 @@ from fer_core.report.artifacts import upload_trial_artifacts
 from fer_core.report.export import refresh_note
 from fer_core.study.outputs import retain_checkpoint
 from fer_core.study.spec import Cell, StudySpec
-from fer_core.study.storage import StorageLost, claim_lock, redact_text, retrying
+from fer_core.study.storage import StorageLost, claim_key, claim_lock, redact_text, retrying
 from fer_core.study.warmstart import own_trials
 
 log = logging.getLogger("fer_study")
@@ -133,7 +133,7 @@ class OptunaBridge(Searcher):
 
     # -- claims: several drivers on one study ----------------------------------------------------
     def _lock_key(self) -> str:
-        return f"fer-study claim {self.study.study_name}"
+        return claim_key(self.study.study_name)
 
     def _claim_cell(self) -> tuple[optuna.Trial, Cell] | None:
         """Take the next planned cell no driver has finished or is running: check and create the

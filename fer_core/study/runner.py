@@ -36,6 +36,7 @@ from fer_core.study.outputs import top_trials
 from fer_core.study.spec import StudySpec, load_study
 from fer_core.study.storage import (
     StorageError,
+    claim_key,
     claim_lock,
     open_storage,
     redact,
@@ -218,7 +219,7 @@ def launch(
     attrs = spec_attrs(spec, list(first.class_names), first.class_counts())
     # under the claim lock: Optuna writes a new attr as select-then-insert, which two drivers
     # launched together would race on (a duplicate-key error for the loser)
-    with claim_lock(study._storage, f"fer-study claim {spec.name}"):
+    with claim_lock(study._storage, claim_key(spec.name)):
         for k, v in attrs.items():
             if study.user_attrs.get(k) != v:
                 study.set_user_attr(k, v)

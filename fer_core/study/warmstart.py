@@ -37,7 +37,7 @@ from fer_core.config import resolve_config
 from fer_core.errors import ConfigError, FerError
 from fer_core.study.space import Param
 from fer_core.study.spec import NAME_RE, StudySpec
-from fer_core.study.storage import claim_lock, open_storage, redact, study_names
+from fer_core.study.storage import claim_key, claim_lock, open_storage, redact, study_names
 
 WARM_ATTR = "warm_start_from"  # trial user attr: the source study's name
 WARM_TRIAL_ATTR = "warm_start_trial"  # trial user attr: the source trial's number
@@ -218,7 +218,7 @@ def tell(study: optuna.Study, plans: list[WarmStart]) -> list[WarmStart]:
     the search budget): two drivers launched together with ``--warm-start`` tell each copy once."""
     if not plans:
         return plans
-    with claim_lock(study._storage, f"fer-study claim {study.study_name}"):
+    with claim_lock(study._storage, claim_key(study.study_name)):
         have = {(t.user_attrs[WARM_ATTR], t.user_attrs.get(WARM_TRIAL_ATTR))
                 for t in study.get_trials(deepcopy=False) if is_warm_start(t)}
         for ws in plans:

@@ -14,7 +14,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from fer_core.cli import main
-from fer_core.report.table import load_study_data, status_line
+from fer_core.report.table import load_study_data, search_extras, status_line
 from fer_core.study.bridge import OptunaBridge
 from fer_core.study.components import make_optuna_sampler
 from fer_core.study.runner import best_value, counts_by_state, open_study
@@ -155,6 +155,10 @@ def test_relaunch_with_warm_start_tells_nothing_twice(storage, study_env, capsys
     trials = optuna.load_study(study_name="ws-search", storage=storage).get_trials()
     keys = [(t.user_attrs["warm_start_from"], t.user_attrs["warm_start_trial"]) for t in trials if is_warm_start(t)]
     assert len(keys) == len(set(keys)) == N_TOLD and len(trials) == spec.trials + N_TOLD
+    # the report ranks and explains this study's own trials only
+    study = optuna.load_study(study_name="ws-search", storage=storage)
+    extras = search_extras(study, load_study_data(study))
+    assert sorted(extras["best_trials"]["trial"]) == sorted(t.number for t in own_trials(study))
 
 
 def test_tpe_starts_from_the_told_trials(storage, study_env):
