@@ -120,6 +120,8 @@ def map_trial(spec: StudySpec, trial: FrozenTrial, source: str) -> tuple[FrozenT
     """A source trial as a trial of ``spec``'s search space (target distributions), or why not."""
     if is_warm_start(trial):
         return None, "a warm-start copy itself"
+    if trial.state == TrialState.COMPLETE and (trial.value is None or not math.isfinite(trial.value)):
+        return None, "no finite value"
     raw = _config_of(trial)
     if raw is None:
         return None, "no stored config"
@@ -155,8 +157,6 @@ def map_trial(spec: StudySpec, trial: FrozenTrial, source: str) -> tuple[FrozenT
         "warm_start_label": trial.user_attrs.get("cell_id") or trial.user_attrs.get("variant") or "",
         "config": json.loads(json.dumps(config, default=str)),
     }
-    if trial.state == TrialState.COMPLETE and (trial.value is None or not math.isfinite(trial.value)):
-        return None, "no finite value"
     copy = optuna.trial.create_trial(
         # a PRUNED trial's value is its last epoch's (Optuna's own tell stores it so): kept as it is
         state=trial.state, value=trial.value if trial.value is not None and math.isfinite(trial.value) else None,
