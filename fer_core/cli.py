@@ -109,7 +109,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
     summary = launch(args.study, storage=args.storage, address=args.address, profile=args.profile,
                      max_concurrent=args.max_concurrent, restart=args.restart, quiet=not args.verbose,
-                     runs_dir=args.runs_dir, artifacts=args.artifacts)
+                     runs_dir=args.runs_dir, artifacts=args.artifacts, warm_start=args.warm_start or ())
+    for line in summary.get("warm_start", []):
+        console.print(line, highlight=False, soft_wrap=True)
     if summary["reconciled"]:
         console.print(f"reconciled {len(summary['reconciled'])} trial(s) left RUNNING by a stopped driver: "
                       f"{summary['reconciled']} (failed and re-queued)")
@@ -175,6 +177,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
     from fer_core.study.runner import STATES
     from fer_core.study.spec import search_dirs
     from fer_core.study.storage import open_storage, redact, storage_url
+    from fer_core.study.warmstart import is_warm_start
 
     files = Table(title="study files")
     files.add_column("name")
@@ -189,13 +192,16 @@ def cmd_studies(args: argparse.Namespace) -> int:
     url = storage_url(args.storage)
     storage = open_storage(url)
     stored = Table(title=f"stored studies in {redact(url)}")
-    for col in ("study", *STATES, "best"):
+    for col in ("study", *STATES, "warm-start", "best"):
         stored.add_column(col, justify="left" if col == "study" else "right")
-    for s in optuna.get_all_study_summaries(storage, include_best_trial=True):
+    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
         trials = storage.get_all_trials(s._study_id, deepcopy=False)
-        counts = {st: sum(t.state.name == st for t in trials) for st in STATES}
-        best = f"{s.best_trial.value:.4f}" if s.best_trial is not None and s.best_trial.value is not None else "-"
-        stored.add_row(s.study_name, *(str(counts[st]) for st in STATES), best)
+        own = [t for t in trials if not is_warm_start(t)]  # told copies are prior evidence, not this study's
+        counts = {st: sum(t.state.name == st for t in own) for st in STATES}
+        values = [t.value for t in own if t.state.name == "COMPLETE" and t.value is not None]
+        pick = max if len(s.directions) == 1 and s.direction == optuna.study.StudyDirection.MAXIMIZE else min
+        best = f"{pick(values):.4f}" if values and len(s.directions) == 1 else "-"
+        stored.add_row(s.study_name, *(str(counts[st]) for st in STATES), str(len(trials) - len(own)), best)
     console.print(stored)
     return 0
 
@@ -203,6 +209,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from fer_core.study.runner import best_value, counts_by_state
     from fer_core.study.storage import load_stored_study, planned_trials, redact, storage_url
+    from fer_core.study.warmstart import warm_started
 
     url = storage_url(args.storage)
     study = load_stored_study(args.study, url)
@@ -212,6 +219,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     best, num = best_value(study)
     console.print(f"study {args.study} in {redact(url)} (profile {spec.get('profile', '?')}, "
                   f"design {study.user_attrs.get('design', '?')})", highlight=False)
+    told = warm_started(study)
+    if told:
+        console.print("warm start: " + ", ".join(f"{n} trials told from {src}" for src, n in sorted(told.items()))
+                      + " (prior evidence: not counted, never best)", highlight=False)
     console.print(f"progress: {c['COMPLETE'] + c['PRUNED']}/{planned if planned is not None else '?'} finished | "
                   + " ".join(f"{k.lower()} {v}" for k, v in c.items()), highlight=False)
     if best is not None:
@@ -304,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--runs-dir", help="Ray checkpoints (default: $FER_STUDY_RUNS, else ~/.cache/fer-study/runs)")
     la.add_argument("--verbose", action="store_true", help="show Ray's own logs")
     la.add_argument("--artifacts", help=artifacts_help)
+    la.add_argument("--warm-start", action="append", metavar="OTHER_STUDY",
+                    help="search designs: first tell this study the complete and pruned trials of OTHER_STUDY in "
+                         "the same storage (repeatable), so TPE starts informed. Only trials that trained exactly "
+                         "like this study (same data, backbone, image size, epochs, ...; only searched keys and "
+                         "the seed may differ) are told, the rest are skipped with the reason; the copies keep "
+                         "their source and its epochs in user attrs, use no trial budget, never rank as best, "
+                         "and a relaunch never tells them twice")
     la.set_defaults(func=cmd_launch)
 
     va = sub.add_parser("validate", help="resolve a study file and every planned config; train nothing")

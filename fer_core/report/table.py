@@ -20,6 +20,7 @@ from fer_core.errors import FerError
 from fer_core.report import stats
 from fer_core.report.artifacts import PREDICTIONS_JSON, read_json_artifact
 from fer_core.report.ensemble import stored_ensembles
+from fer_core.study.warmstart import WARM_ATTR, is_warm_start, own_trials
 
 P_LEVEL = 0.05
 
@@ -39,6 +40,7 @@ class StudyData:
     predictions: dict[int, dict] = field(default_factory=dict)  # trial number -> {"val": {labels, pred}}
     counts: dict[str, int] = field(default_factory=dict)
     ensembles: list[dict] = field(default_factory=list)  # derived entries (study user attrs ensemble:<name>)
+    warm_started: dict[str, int] = field(default_factory=dict)  # source study -> copies told (not in the table)
 
     @property
     def missing(self) -> int | None:
@@ -82,8 +84,14 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
     spec = attrs.get("spec") or {}
     rows = []
     preds: dict[int, dict] = {}
+    warm: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
+        if is_warm_start(t):
+            # a copy told by --warm-start is another study's trial: TPE's prior here, never a row
+            # (it would repeat the source's results without test metrics, predictions or a model)
+            warm[ua[WARM_ATTR]] = warm.get(ua[WARM_ATTR], 0) + 1
+            continue
         val = ua.get("val_metrics") or {}
         test = ua.get("test_metrics") or {}
         row = {
@@ -114,7 +122,7 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
         name=study.study_name, design=design, metric=attrs.get("metric", "macro_f1"),
         direction=study.direction.name.lower(), class_names=names, class_counts=counts,
         tail=tail_classes(spec, counts) if counts else [], spec=spec, planned=planned, trials=df,
-        predictions=preds, counts=by_state, ensembles=stored_ensembles(attrs),
+        predictions=preds, counts=by_state, ensembles=stored_ensembles(attrs), warm_started=warm,
     )
 
 
@@ -325,6 +333,9 @@ def status_line(data: StudyData) -> str:
         s += f" of {data.planned} planned"
         if data.missing:
             s += f"; {data.missing} trials missing: this report is partial"
+    if data.warm_started:
+        s += "; warm-started with " + ", ".join(f"{n} trials told from {src}" for src, n in
+                                                sorted(data.warm_started.items())) + " (not in this table)"
     return s
 
 
@@ -423,9 +434,18 @@ def search_extras(study: optuna.Study, data: StudyData, top: int = 10) -> dict[s
         "test macro-F1": best["test_macro_f1"].map(fmt),
         "params": [", ".join(f"{k}={_short(v)}" for k, v in sorted(p.items())) for p in best["params"]],
     })
+    target = study
+    if data.warm_started:  # importances of this study's own trials, like the table above
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" line
+        try:
+            target = optuna.create_study(directions=study.directions)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+        target.add_trials(own_trials(study, states=(TrialState.COMPLETE,)))
     try:
         imp = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+            target, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
         importances = {k: float(v) for k, v in imp.items()}
         why = ""
     except (RuntimeError, ValueError) as err:

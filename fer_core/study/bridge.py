@@ -53,7 +53,8 @@ from fer_core.study.foldprune import (
 )
 from fer_core.study.outputs import retain_checkpoint
 from fer_core.study.spec import Cell, StudySpec
-from fer_core.study.storage import StorageLost, claim_lock, redact_text, retrying
+from fer_core.study.storage import StorageLost, claim_key, claim_lock, redact_text, retrying
+from fer_core.study.warmstart import own_trials
 
 log = logging.getLogger("fer_study")
 DRIVER_ATTR = "driver_heartbeat:"  # study user attr prefix: driver id -> last seen (unix time)
@@ -147,7 +148,7 @@ class OptunaBridge(Searcher):
 
     # -- claims: several drivers on one study ----------------------------------------------------
     def _lock_key(self) -> str:
-        return f"fer-study claim {self.study.study_name}"
+        return claim_key(self.study.study_name)
 
     def _claim_cell(self) -> tuple[optuna.Trial, Cell] | None:
         """Take the next planned cell no driver has finished or is running: check and create the
@@ -200,7 +201,8 @@ class OptunaBridge(Searcher):
         """A new search trial while the budget, counted over every driver, has room: finished, running
         and queued trials count; failed attempts do not (their retry or a relaunch refills them)."""
         with claim_lock(self.study._storage, self._lock_key()):
-            used = len(self.study.get_trials(deepcopy=False, states=(
+            # warm-start copies are prior evidence told before the search, not slots of its budget
+            used = len(own_trials(self.study, states=(
                 TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)))
             if self.spec.trials is not None and used >= self.spec.trials:
                 return None

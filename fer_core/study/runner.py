@@ -33,9 +33,11 @@ from fer_core.study.bridge import (
     reconcile,
 )
 from fer_core.study.components import make_optuna_sampler, make_pruner, make_scheduler
+from fer_core.study.outputs import top_trials
 from fer_core.study.spec import Cell, StudySpec, load_study
 from fer_core.study.storage import (
     StorageError,
+    claim_key,
     claim_lock,
     open_storage,
     redact,
@@ -43,6 +45,10 @@ from fer_core.study.storage import (
     spec_attrs,
     storage_url,
 )
+from fer_core.study.warmstart import WarmStart, own_trials
+from fer_core.study.warmstart import check_names as check_warm_start
+from fer_core.study.warmstart import plan as plan_warm_start
+from fer_core.study.warmstart import tell as tell_warm_start
 
 log = logging.getLogger("fer_study")
 STATES = ("COMPLETE", "RUNNING", "PRUNED", "FAIL", "WAITING")
@@ -58,18 +64,17 @@ def code_version() -> str:
 
 
 def counts_by_state(study: optuna.Study) -> dict[str, int]:
+    """Trials this study ran, by state: warm-start copies are prior evidence, not progress."""
     out = dict.fromkeys(STATES, 0)
-    for t in study.get_trials(deepcopy=False):
+    for t in own_trials(study):
         out[t.state.name] = out.get(t.state.name, 0) + 1
     return out
 
 
 def best_value(study: optuna.Study) -> tuple[float | None, int | None]:
-    try:
-        b = study.best_trial
-        return b.value, b.number
-    except ValueError:
-        return None, None
+    """The best trial this study ran (``study.best_trial`` would also rank warm-start copies)."""
+    best = top_trials(study, 1)
+    return (best[0].value, best[0].number) if best else (None, None)
 
 
 def open_study(spec: StudySpec, url: str, restart: bool = False, create: bool = True,
@@ -250,9 +255,11 @@ def launch(
     runs_dir: str | None = None,
     show_progress: bool = True,
     artifacts: str | None = None,
+    warm_start: tuple[str, ...] | list[str] = (),
 ) -> dict[str, Any]:
     """Run (or continue) a study to completion; returns a summary. Nothing runs when the spec,
-    the storage or the cluster is not usable."""
+    the storage or the cluster is not usable. ``warm_start``: studies in the same storage whose
+    finished trials are told to this (search) study first (``fer_core.study.warmstart``)."""
     if quiet:  # one progress line per update, not Optuna's per-trial INFO lines and experimental notices
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -261,9 +268,12 @@ def launch(
     url = storage_url(storage)
     rdb = open_storage(url)  # an unreachable database fails fast, before data is decoded
     spec = resolve_teacher(spec, url, artifacts)  # teacher: {study, top} -> that study's kept checkpoints
+    # warm-start sources are read and mapped before anything is written: an unknown source, another
+    # objective or nothing that fits stops here with one line, and the storage gets no new study
+    warm: list[WarmStart] = [plan_warm_start(spec, url, s) for s in check_warm_start(spec, warm_start)]
     ray_start = RayStart(address, quiet) if _probably_work(spec, rdb, restart) else None
     try:
-        return _launch(spec, url, rdb, ray_start, address, max_concurrent, restart, quiet, runs_dir,
+        return _launch(spec, url, rdb, ray_start, warm, address, max_concurrent, restart, quiet, runs_dir,
                        show_progress, artifacts)
     finally:
         if ray_start is not None and not ray_start.used:
@@ -271,8 +281,8 @@ def launch(
 
 
 def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_start: RayStart | None,
-            address: str | None, max_concurrent: int | None, restart: bool, quiet: bool, runs_dir: str | None,
-            show_progress: bool, artifacts: str | None) -> dict[str, Any]:
+            warm: list[WarmStart], address: str | None, max_concurrent: int | None, restart: bool, quiet: bool,
+            runs_dir: str | None, show_progress: bool, artifacts: str | None) -> dict[str, Any]:
     # every planned cell's data before the study is created or changed: bad data (a corrupt image,
     # an empty class) stops here with its one line, and the storage holds nothing half-made
     planned_cfgs = [spec.trial_config(x.params) for x in spec.cells()] or [spec.trial_config({"seed": spec.seeds[0]})]
@@ -281,6 +291,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
 
     # 2. reconcile trials a dead driver left RUNNING, work out what is left to do
     reconciled = reconcile(study)
+    tell_warm_start(study, warm)  # before the first ask, so TPE's first proposal already uses them
     c = counts_by_state(study)
     todo, n_todo = left_to_run(spec, study)
     n_search = n_todo if spec.design == "search" else 0
@@ -291,12 +302,12 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
     attrs = spec_attrs(spec, list(first.class_names), first.class_counts())
     # under the claim lock: Optuna writes a new attr as select-then-insert, which two drivers
     # launched together would race on (a duplicate-key error for the loser)
-    with claim_lock(study._storage, f"fer-study claim {spec.name}"):
+    with claim_lock(study._storage, claim_key(spec.name)):
         for k, v in attrs.items():
             if study.user_attrs.get(k) != v:
                 study.set_user_attr(k, v)
     summary = {"study": spec.name, "storage": redact(url), "profile": spec.profile, "planned": total,
-               "ran": 0, "reconciled": reconciled}
+               "ran": 0, "reconciled": reconciled, "warm_start": [w.line() for w in warm]}
     if n_todo == 0:
         summary.update(counts_by_state(study))
         return summary

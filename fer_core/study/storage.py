@@ -183,6 +183,11 @@ def rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage:
     return getattr(storage, "_backend", storage)
 
 
+def claim_key(study_name: str) -> str:
+    """The one lock key of a study: cell and budget claims, spec attrs and warm-start tells share it."""
+    return f"fer-study claim {study_name}"
+
+
 @contextmanager
 def claim_lock(storage: optuna.storages.BaseStorage, key: str) -> Iterator[None]:
     """Serialise "is this cell / budget slot free? then take it" across drivers of one study.
