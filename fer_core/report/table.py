@@ -20,7 +20,8 @@ from fer_core.errors import FerError
 from fer_core.report import stats
 from fer_core.report.artifacts import PREDICTIONS_JSON, read_json_artifact
 from fer_core.report.ensemble import stored_ensembles
-from fer_core.study.warmstart import WARM_ATTR, is_warm_start, own_trials
+from fer_core.study.outputs import real_trials
+from fer_core.study.warmstart import WARM_ATTR, is_warm_start
 
 P_LEVEL = 0.05
 
@@ -442,7 +443,7 @@ def search_extras(study: optuna.Study, data: StudyData, top: int = 10) -> dict[s
             target = optuna.create_study(directions=study.directions)
         finally:
             optuna.logging.set_verbosity(verbosity)
-        target.add_trials(own_trials(study, states=(TrialState.COMPLETE,)))
+        target.add_trials(real_trials(study))
     try:
         imp = optuna.importance.get_param_importances(
             target, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))

@@ -51,10 +51,9 @@ from fer_core.study.foldprune import (
     pruned_trial,
     verdict_attrs,
 )
-from fer_core.study.outputs import retain_checkpoint
+from fer_core.study.outputs import real_trials, retain_checkpoint
 from fer_core.study.spec import Cell, StudySpec
 from fer_core.study.storage import StorageLost, claim_key, claim_lock, redact_text, retrying
-from fer_core.study.warmstart import own_trials
 
 log = logging.getLogger("fer_study")
 DRIVER_ATTR = "driver_heartbeat:"  # study user attr prefix: driver id -> last seen (unix time)
@@ -202,7 +201,7 @@ class OptunaBridge(Searcher):
         and queued trials count; failed attempts do not (their retry or a relaunch refills them)."""
         with claim_lock(self.study._storage, self._lock_key()):
             # warm-start copies are prior evidence told before the search, not slots of its budget
-            used = len(own_trials(self.study, states=(
+            used = len(real_trials(self.study, states=(
                 TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)))
             if self.spec.trials is not None and used >= self.spec.trials:
                 return None

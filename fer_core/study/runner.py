@@ -33,7 +33,7 @@ from fer_core.study.bridge import (
     reconcile,
 )
 from fer_core.study.components import make_optuna_sampler, make_pruner, make_scheduler
-from fer_core.study.outputs import top_trials
+from fer_core.study.outputs import real_trials, top_trials
 from fer_core.study.spec import Cell, StudySpec, load_study
 from fer_core.study.storage import (
     StorageError,
@@ -45,7 +45,7 @@ from fer_core.study.storage import (
     spec_attrs,
     storage_url,
 )
-from fer_core.study.warmstart import WarmStart, own_trials
+from fer_core.study.warmstart import WarmStart
 from fer_core.study.warmstart import check_names as check_warm_start
 from fer_core.study.warmstart import plan as plan_warm_start
 from fer_core.study.warmstart import tell as tell_warm_start
@@ -66,7 +66,7 @@ def code_version() -> str:
 def counts_by_state(study: optuna.Study) -> dict[str, int]:
     """Trials this study ran, by state: warm-start copies are prior evidence, not progress."""
     out = dict.fromkeys(STATES, 0)
-    for t in own_trials(study):
+    for t in real_trials(study, states=None):  # derived copies (warm start) left out
         out[t.state.name] = out.get(t.state.name, 0) + 1
     return out
 

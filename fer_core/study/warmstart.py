@@ -54,12 +54,6 @@ def is_warm_start(trial: FrozenTrial) -> bool:
     return WARM_ATTR in trial.user_attrs
 
 
-def own_trials(study: optuna.Study, states: Iterable[TrialState] | None = None) -> list[FrozenTrial]:
-    """The trials this study ran (every warm-start copy left out)."""
-    return [t for t in study.get_trials(deepcopy=False, states=tuple(states) if states else None)
-            if not is_warm_start(t)]
-
-
 @dataclass
 class WarmStart:
     """What one source study gives this study: the copies to tell and why the others were skipped."""

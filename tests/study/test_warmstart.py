@@ -17,10 +17,11 @@ from fer_core.cli import main
 from fer_core.report.table import load_study_data, search_extras, status_line
 from fer_core.study.bridge import OptunaBridge
 from fer_core.study.components import make_optuna_sampler
+from fer_core.study.outputs import real_trials
 from fer_core.study.runner import best_value, counts_by_state, open_study
 from fer_core.study.spec import StudySpec, load_study
 from fer_core.study.storage import spec_attrs, study_names
-from fer_core.study.warmstart import WarmStart, is_warm_start, map_trial, own_trials, plan, tell
+from fer_core.study.warmstart import WarmStart, is_warm_start, map_trial, plan, tell
 
 TRAIN = "backbone: test_resnet, img_size: 48, epochs: 2, warmup_epochs: 0, batch_size: 32"
 ABLATION = """
@@ -158,7 +159,7 @@ def test_relaunch_with_warm_start_tells_nothing_twice(storage, study_env, capsys
     # the report ranks and explains this study's own trials only
     study = optuna.load_study(study_name="ws-search", storage=storage)
     extras = search_extras(study, load_study_data(study))
-    assert sorted(extras["best_trials"]["trial"]) == sorted(t.number for t in own_trials(study))
+    assert sorted(extras["best_trials"]["trial"]) == sorted(t.number for t in real_trials(study, states=None))
 
 
 def test_tpe_starts_from_the_told_trials(storage, study_env):
@@ -169,7 +170,7 @@ def test_tpe_starts_from_the_told_trials(storage, study_env):
     spec = load_study(str(dst_path), "smoke")
     study = open_study(spec, storage)
     tell(study, [plan(spec, storage, "ws-ablation")])
-    finished = own_trials(study, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    finished = real_trials(study, states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert finished == [] and len(study.get_trials()) > spec.optuna_sampler["options"]["n_startup_trials"]
     memory = optuna.storages.InMemoryStorage()  # asks on a copy: the stored study stays as told
     optuna.copy_study(from_study_name="ws-search", from_storage=storage, to_storage=memory)
