@@ -89,7 +89,7 @@ def parse_teacher(value: Any, src: str) -> tuple[str | None, dict[str, Any] | No
     raise ConfigError(f"{src}: teacher must be a model file path or {{study: NAME, top: k}}, got {value!r}")
 
 
-def resolve_teacher(spec, url: str, artifacts: str | None):
+def resolve_teacher(spec, url: str, artifacts: str | None, storage=None):
     """A spec whose ``teacher: {study, top}`` became the kept checkpoint files of that study's best trials."""
     if not spec.teacher_from:
         return spec
@@ -100,7 +100,7 @@ def resolve_teacher(spec, url: str, artifacts: str | None):
 
     name, k = spec.teacher_from["study"], spec.teacher_from["top"]
     try:
-        teacher_study = load_stored_study(name, url)
+        teacher_study = load_stored_study(name, url, storage)
     except FerError as err:
         raise ConfigError(f"{spec.source}: teacher: {err}") from None
     store = artifact_dir(url, artifacts)

@@ -267,10 +267,10 @@ def launch(
     spec = load_study(name, profile)
     url = storage_url(storage)
     rdb = open_storage(url)  # an unreachable database fails fast, before data is decoded
-    spec = resolve_teacher(spec, url, artifacts)  # teacher: {study, top} -> that study's kept checkpoints
+    spec = resolve_teacher(spec, url, artifacts, rdb)  # teacher: {study, top} -> that study's kept checkpoints
     # warm-start sources are read and mapped before anything is written: an unknown source, another
     # objective or nothing that fits stops here with one line, and the storage gets no new study
-    warm: list[WarmStart] = [plan_warm_start(spec, url, s) for s in check_warm_start(spec, warm_start)]
+    warm: list[WarmStart] = [plan_warm_start(spec, url, s, rdb) for s in check_warm_start(spec, warm_start)]
     ray_start = RayStart(address, quiet) if _probably_work(spec, rdb, restart) else None
     try:
         return _launch(spec, url, rdb, ray_start, warm, address, max_concurrent, restart, quiet, runs_dir,

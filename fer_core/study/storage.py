@@ -102,9 +102,10 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
 
 
-def load_stored_study(name: str, url: str) -> optuna.Study:
-    """An existing study (never creates one); the error lists what the storage holds."""
-    storage = open_storage(url)
+def load_stored_study(name: str, url: str, storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+    """An existing study (never creates one); the error lists what the storage holds. ``storage``:
+    ``url`` already opened (a launch opens it once)."""
+    storage = storage or open_storage(url)
     names = study_names(storage)
     if name not in names:
         raise FerError(f"no study {name!r} in {redact(url)}; stored: {', '.join(names) or '(none)'}")

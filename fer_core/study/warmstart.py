@@ -174,10 +174,11 @@ def check_names(spec: StudySpec, sources: Iterable[str]) -> list[str]:
     return names
 
 
-def plan(spec: StudySpec, url: str, source: str) -> WarmStart:
+def plan(spec: StudySpec, url: str, source: str, storage: optuna.storages.BaseStorage | None = None) -> WarmStart:
     """Read ``source`` and map its finished trials; refuse (one line) a study whose objective is not
-    this one's, and a source none of whose finished trials fits. Writes nothing."""
-    storage = open_storage(url)
+    this one's, and a source none of whose finished trials fits. Writes nothing. ``storage``: ``url``
+    already opened (a launch opens it once)."""
+    storage = storage or open_storage(url)
     names = study_names(storage)
     if source not in names:
         raise ConfigError(f"--warm-start: no study {source!r} in {redact(url)}; stored: "
