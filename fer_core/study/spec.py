@@ -356,11 +356,12 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
             raise ConfigError(f"{src}: {key}.options must be a mapping")
         return {"name": c.get("name", default), "options": dict(opts)}
 
+    scheduler = component("scheduler", "none")
     ospec = StudySpec(
         name=sname, question=question.strip(), source=src, profile=profile, design=kind, base=base,
         seeds=tuple(seeds), metric=metric, direction=direction,
         optuna_sampler=component("optuna_sampler", "tpe"),
-        pruner=component("pruner", "none"), scheduler=component("scheduler", "none"),
+        pruner=component("pruner", "none"), scheduler=scheduler,
         trials=intval(budget["trials"], "budget.trials", 1) if budget.get("trials") is not None else None,
         time_s=float(time_s) if time_s is not None else None,
         max_concurrent=intval(budget.get("max_concurrent", 2), "budget.max_concurrent", 1),
@@ -368,7 +369,7 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
                    "gpu": "auto" if resources.get("gpu") == "auto" else float(resources.get("gpu", 0))},
         max_failures=intval(spec.get("max_failures", 2), "max_failures", 0),
         checkpoint_every=intval(spec.get("checkpoint_every", 1), "checkpoint_every", 1),
-        checkpoint_min_s=_checkpoint_min_s(spec, src),
+        checkpoint_min_s=_checkpoint_min_s(spec.get("checkpoint_min_s", 30), scheduler["name"], src),
         keep_checkpoints=intval(spec.get("keep_checkpoints", 3), "keep_checkpoints", 0),
         cv_folds=int(base.get("cv_folds", 0)),
         cv_prune=cv_prune,
@@ -380,13 +381,11 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
     return ospec
 
 
-def _checkpoint_min_s(spec: Mapping[str, Any], src: str) -> float:
-    v = spec.get("checkpoint_min_s", 30)
+def _checkpoint_min_s(v: Any, scheduler: str, src: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
         raise ConfigError(f"{src}: checkpoint_min_s must be a number of seconds >= 0 (0: every checkpoint_every "
                           f"epochs), got {v!r}")
-    sched = spec.get("scheduler")
-    if (sched.get("name") if isinstance(sched, Mapping) else sched) == "hyperband":
+    if scheduler == "hyperband":
         return 0.0  # Ray's HyperBand pauses trials and resumes them from their latest checkpoint
     return float(v)
 

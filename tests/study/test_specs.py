@@ -86,6 +86,15 @@ design: {kind: one_at_a_time, variants: {focal: {loss: focal}}}
 """
 
 
+def test_checkpoints_are_time_bounded_except_under_hyperband(tmp_path):
+    assert load_study(_write(tmp_path, GOOD)).checkpoint_min_s == 30.0
+    assert load_study(_write(tmp_path, GOOD + "checkpoint_min_s: 5\n")).checkpoint_min_s == 5.0
+    # Ray's HyperBand pauses trials and resumes them from their latest checkpoint: one per epoch
+    assert load_study(_write(tmp_path, GOOD + "checkpoint_min_s: 5\nscheduler: hyperband\n")).checkpoint_min_s == 0.0
+    assert load_study(_write(tmp_path, GOOD + "scheduler: {name: hyperband}\n")).checkpoint_min_s == 0.0
+    assert load_study(_write(tmp_path, GOOD + "scheduler: asha\n")).checkpoint_min_s == 30.0
+
+
 @pytest.mark.parametrize(
     ("patch", "needle"),
     [
