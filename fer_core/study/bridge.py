@@ -164,8 +164,7 @@ class OptunaBridge(Searcher):
                     continue  # done, skipped or running in another driver
                 if values and self._prune_config(cell, values, taken):
                     continue
-                meta = {"cell_id": cell.cell_id, "variant": cell.variant, "seed": cell.seed, **cell.meta,
-                        "driver": self.driver}
+                meta = {**cell.attrs, "driver": self.driver}
                 trial = self._create_trial(cell.params, {k: self.dists[k] for k in cell.params}, meta)
                 del self.todo[:i + 1]  # only once the claim is stored: a retried claim sees the same list
                 return trial, cell
@@ -186,8 +185,7 @@ class OptunaBridge(Searcher):
             if c.meta.get("config_id") != config_id or c.cell_id in taken:
                 continue
             config = json.loads(json.dumps(self.spec.trial_config(c.params), default=str))
-            attrs = {"cell_id": c.cell_id, "variant": c.variant, "seed": c.seed, **c.meta, "driver": self.driver,
-                     "config": config, **why}
+            attrs = {**c.attrs, "driver": self.driver, "config": config, **why}
             self.study._storage.create_new_trial(self.study._study_id, template_trial=pruned_trial(
                 dict(c.params), {k: self.dists[k] for k in c.params}, attrs))
             taken.add(c.cell_id)
@@ -246,7 +244,7 @@ class OptunaBridge(Searcher):
                 return Searcher.FINISHED
             trial, cell = claimed
             params = dict(cell.params)
-            meta = {"cell_id": cell.cell_id, "variant": cell.variant, "seed": cell.seed, **cell.meta}
+            meta = cell.attrs
         self.issued += 1
         config = self.spec.trial_config(params)
         attrs = {**meta, **self.trial_attrs(config), "ray_trial_id": trial_id, "driver": self.driver,

@@ -106,6 +106,11 @@ class Cell:
     params: dict[str, Any]  # the Optuna params (design factors + seed [+ cv_fold])
     meta: dict[str, Any] = field(default_factory=dict)  # k-fold CV: {"fold", "config_id"} (trial user attrs)
 
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """What a trial of this cell carries as user attrs to be found again (resume, report, folds)."""
+        return {"cell_id": self.cell_id, "variant": self.variant, "seed": self.seed, **self.meta}
+
 
 @dataclass(frozen=True)
 class StudySpec:
