@@ -106,27 +106,24 @@ def trial_function(threads: int):
 
 def _summary(result: dict) -> dict:
     """What the driver stores as trial user attrs (JSON-safe)."""
-    val, test = result["val"], result["test"]
     keep = ("macro_f1", "accuracy", "balanced_accuracy", "head_f1", "medium_f1", "tail_f1", "au_f1", "loss")
+
+    def pick(m: dict, *always: str) -> dict:  # the scalar metrics it has, plus the per-class ones named
+        return {k: m[k] for k in keep if k in m} | {k: m[k] for k in always}
+
+    tta = result.get("tta")
     return {
         "best_epoch": result["best_epoch"],
         "epochs_run": result["epochs_run"],
         "stopped_early": result["stopped_early"],
-        "val": {k: val[k] for k in keep if k in val} | {
-            "f1": val["f1"], "precision": val["precision"], "recall": val["recall"], "support": val["support"],
-            "confusion_matrix": val["confusion_matrix"]},
-        "test": {k: test[k] for k in keep if k in test} | {
-            "f1": test["f1"], "support": test["support"], "confusion_matrix": test["confusion_matrix"]},
+        "val": pick(result["val"], "f1", "precision", "recall", "support", "confusion_matrix"),
+        "test": pick(result["test"], "f1", "support", "confusion_matrix"),
         # predicted classes (probabilities go through write_trial_outputs: results stay small) so the
         # report can bootstrap over validation images; uploaded by the driver as an artifact
         "predictions": {split: {"labels": [int(v) for v in p["labels"]],
                                 "pred": [int(v) for v in p["probs"].argmax(1)]}
                         for split, p in result["predictions"].items()},
-        "tta": {"name": result["tta"]["name"],
-                "val": {k: result["tta"]["val"][k] for k in keep if k in result["tta"]["val"]} | {
-                    "f1": result["tta"]["val"]["f1"]},
-                "test": {k: result["tta"]["test"][k] for k in keep if k in result["tta"]["test"]} | {
-                    "f1": result["tta"]["test"]["f1"]}} if result.get("tta") else None,
+        "tta": {"name": tta["name"], "val": pick(tta["val"], "f1"), "test": pick(tta["test"], "f1")} if tta else None,
         "fingerprint": result["fingerprint"],
         "device": result["device"],
         "seconds": result["seconds"],
