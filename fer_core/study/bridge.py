@@ -53,11 +53,18 @@ from fer_core.study.foldprune import (
 )
 from fer_core.study.outputs import real_trials, retain_checkpoint
 from fer_core.study.spec import Cell, StudySpec
-from fer_core.study.storage import StorageLost, claim_key, claim_lock, redact_text, retrying
+from fer_core.study.storage import StorageLost, claim_key, claim_lock, redact_text, retrying, wait_budget
 
 log = logging.getLogger("fer_study")
 DRIVER_ATTR = "driver_heartbeat:"  # study user attr prefix: driver id -> last seen (unix time)
 STALE_S = 120.0  # a driver silent this long is dead; its RUNNING trials are reconciled
+
+
+def stale_s() -> float:
+    """How long a driver may be silent before it counts as dead: never less than the database wait.
+    A live driver waiting out a database restart writes no heartbeat; a driver relaunched when the
+    server is back must not fail that driver's trials under it."""
+    return max(STALE_S, wait_budget() + 30.0)
 
 
 def driver_id() -> str:
@@ -81,7 +88,7 @@ def driver_is_dead(study: optuna.Study, driver: str | None, now: float | None = 
     if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
         return True
     seen = study.user_attrs.get(DRIVER_ATTR + driver)
-    return seen is None or (now or time.time()) - float(seen) > STALE_S
+    return seen is None or (now or time.time()) - float(seen) > stale_s()
 
 
 def reconcile(study: optuna.Study) -> list[int]:
@@ -90,7 +97,7 @@ def reconcile(study: optuna.Study) -> list[int]:
     now = datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         driver = t.user_attrs.get("driver")
-        if not driver and t.datetime_start and (now - t.datetime_start).total_seconds() < STALE_S:
+        if not driver and t.datetime_start and (now - t.datetime_start).total_seconds() < stale_s():
             continue  # a search trial another live driver has just asked for and not yet labelled
         if driver_is_dead(study, driver):
             study._storage.set_trial_user_attr(t._trial_id, "error", "driver stopped while the trial ran; re-queued")

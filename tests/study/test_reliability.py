@@ -142,3 +142,19 @@ def test_concurrent_claims_share_the_budget_and_the_cells(design, pg_url, study_
     assert len({n for _, n in claimed}) == planned
     if design != "search":
         assert sorted(t.user_attrs["cell_id"] for t in trials) == sorted(c.cell_id for c in spec.cells())
+
+
+def test_a_driver_waiting_out_the_database_is_not_declared_dead(monkeypatch):
+    """A live driver writes no heartbeat while it waits for a restarted database (up to
+    $FER_STUDY_DB_WAIT_S); a driver relaunched meanwhile must not fail its trials under it."""
+    from fer_core.study.bridge import DRIVER_ATTR, driver_is_dead
+
+    study = optuna.create_study()
+    other = "another-host:4242:0"  # not this host: judged by its heartbeat alone, not by its pid
+    study.set_user_attr(DRIVER_ATTR + other, 1000.0)
+    monkeypatch.setenv("FER_STUDY_DB_WAIT_S", "180")
+    assert not driver_is_dead(study, other, now=1000.0 + 150)  # silent 150 s: maybe waiting for the DB
+    assert driver_is_dead(study, other, now=1000.0 + 215)  # past the wait and a margin: gone
+    monkeypatch.setenv("FER_STUDY_DB_WAIT_S", "10")
+    assert driver_is_dead(study, other, now=1000.0 + 150)  # a short wait: the 120 s floor applies
+    assert not driver_is_dead(study, other, now=1000.0 + 100)
