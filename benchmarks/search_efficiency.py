@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import statistics
 import sys
@@ -170,10 +171,18 @@ def main() -> int:
     ap.add_argument("--backbone", default="test_resnet")
     ap.add_argument("--img-size", type=int, default=48)
     ap.add_argument("--plot", default="benchmarks/search_efficiency.png")
+    ap.add_argument("--traces", default="", help="also save every run's best-so-far curve as JSON here")
+    ap.add_argument("--from-traces", default="", help="print the table and plot of a saved --traces file")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args()
     if args.tiny:
         args.reps, args.trials, args.epochs = 1, 2, 1
+
+    if args.from_traces:
+        saved = json.loads(Path(args.from_traces).read_text())
+        vars(args).update({k: v for k, v in saved["args"].items() if k not in ("plot", "traces")})
+        args.reps = min(len(c) for c in saved["runs"].values())  # whole repetitions only
+        return summarize({k: [[tuple(p) for p in c] for c in v[:args.reps]] for k, v in saved["runs"].items()}, args)
 
     import ray
 
@@ -190,33 +199,52 @@ def main() -> int:
         init_ray(None)
         runs: dict[str, list[list]] = {"(a) random, no pruning": [], "(b) Ray OptunaSearch + ASHA": [],
                                        "(c) fer-study imbalance-hpo": []}
+        methods = dict(zip(runs, (lambda rep: run_random(spec, ds, args, rep), lambda rep: run_stock(spec, ds, args, rep),
+                                  lambda rep: run_fer_study(args, rep))))
         for rep in range(args.reps):
-            names = list(runs)
-            runs[names[0]].append(best_so_far(run_random(spec, ds, args, rep)))
-            runs[names[1]].append(best_so_far(run_stock(spec, ds, args, rep)))
-            runs[names[2]].append(best_so_far(run_fer_study(args, rep)))
+            for name, run in methods.items():
+                curve = best_so_far(run(rep))
+                runs[name].append(curve)
+                # progress as it goes (a full run takes about an hour on 2 cores), and the curves so far,
+                # so that a run cut short still leaves its figures: --from-traces prints their table
+                print(f"rep {rep} {name}: {curve[-1][0]} epochs, {curve[-1][1]:.0f} s, best val {curve[-1][2]:.4f}",
+                      flush=True)
+                if args.traces:
+                    Path(args.traces).write_text(json.dumps({"args": {k: v for k, v in vars(args).items()
+                                                                      if k not in ("tmp", "from_traces")},
+                                                             "runs": runs}))
         ray.shutdown()
+    return summarize(runs, args)
 
+
+def summarize(runs: dict[str, list[list]], args) -> int:
+    """The table of medians and ratios, and the plot, from every run's best-so-far curve."""
     best = max(c[-1][2] for curves in runs.values() for c in curves if c)
     target = best - TARGET_GAP
     equal = min(c[-1][0] for curves in runs.values() for c in curves if c)  # equal compute: least total epochs
 
-    def reach(curve, idx: int) -> float:
-        return next((p[idx] for p in curve if p[2] >= target), float("inf"))
-
     def test_at(curve) -> float:
         return [p for p in curve if p[0] <= equal][-1][3] if curve and curve[0][0] <= equal else float("nan")
 
+    # a second bar, less at the mercy of one lucky run: what random search ends with (median of its runs)
+    bar = statistics.median(c[-1][2] for c in next(iter(runs.values())))
+
+    def first(curve, level: float, idx: int) -> float:
+        return next((p[idx] for p in curve if p[2] >= level), float("inf"))
+
     print(f"{args.reps} repetitions x {args.trials} trials x {args.epochs} epochs, {args.backbone} {args.img_size} px; "
-          f"best val macro-F1 found {best:.4f}, target {target:.4f}; equal compute = {equal} epochs")
-    print(f"{'method':32s} {'epochs to target':>16s} {'wall s to target':>16s} {'best val':>8s} "
-          f"{'test @ equal':>12s} {'epochs total':>12s}")
+          f"best val macro-F1 found {best:.4f}, target {target:.4f}; equal compute = {equal} epochs; "
+          f"random search's median final best {bar:.4f}")
+    print(f"{'method':28s} {'epochs to target':>16s} {'reached':>7s} {'wall s to target':>16s} "
+          f"{'epochs to (a) final':>19s} {'best val':>8s} {'test @ equal':>12s} {'epochs total':>12s}")
     med: dict[str, float] = {}
     for name, curves in runs.items():
-        e = statistics.median(reach(c, 0) for c in curves)
-        s = statistics.median(reach(c, 1) for c in curves)
+        e = statistics.median(first(c, target, 0) for c in curves)
         med[name] = e
-        print(f"{name:32s} {e:16.0f} {s:16.1f} {statistics.median(c[-1][2] for c in curves):8.4f} "
+        print(f"{name:28s} {e:16.0f} {sum(first(c, target, 0) < float('inf') for c in curves):>3d} of "
+              f"{len(curves):<2d} {statistics.median(first(c, target, 1) for c in curves):16.1f} "
+              f"{statistics.median(first(c, bar, 0) for c in curves):19.0f} "
+              f"{statistics.median(c[-1][2] for c in curves):8.4f} "
               f"{statistics.median(test_at(c) for c in curves):12.4f} {statistics.median(c[-1][0] for c in curves):12.0f}")
     a, b, c = med.values()
     for label, num, den in (("(c)/(a)", c, a), ("(c)/(b)", c, b)):
