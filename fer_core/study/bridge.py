@@ -9,7 +9,7 @@ What Ray's stock ``OptunaSearch`` gets wrong, and this bridge does instead:
 - a crashed attempt is told FAIL with its error message; the Ray trial restarts from
   its last checkpoint under a new Optuna trial with the same params, carrying the
   epochs that the checkpoint covers;
-- planned cells (grid / one-at-a-time) are identified by ``cell_id``: completed cells
+- planned cells (grid / one-at-a-time) are identified by ``cell_id``: completed and pruned cells
   are never re-run, trials left RUNNING by a dead driver are reconciled on relaunch;
 - k-fold CV with pruning across folds: just before a fold cell would be claimed, its config
   is judged against the best config on the folds both have completed (``foldprune``); a
@@ -45,7 +45,6 @@ from fer_core.report.artifacts import upload_trial_artifacts
 from fer_core.report.export import refresh_note
 from fer_core.study.foldprune import (
     fold_values,
-    is_fold_pruned,
     judge,
     make_fold_pruner,
     pruned_trial,
@@ -107,10 +106,13 @@ def reconcile(study: optuna.Study) -> list[int]:
 
 
 def done_cells(study: optuna.Study) -> set[str]:
-    """Cells that are finished for good: COMPLETE, or skipped by pruning across folds."""
+    """Cells that are finished for good: COMPLETE, or PRUNED (a pruner's or scheduler's verdict, or
+    skipped by pruning across folds). Re-running a pruned cell would train the same seed and config
+    to the same verdict, and store a second trial for one cell. (A driver stopped mid-trial leaves
+    its trial RUNNING, not PRUNED: reconcile fails it and the cell is re-queued.)"""
     return {t.user_attrs["cell_id"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
                                                                                       TrialState.PRUNED))
-            if "cell_id" in t.user_attrs and (t.state == TrialState.COMPLETE or is_fold_pruned(t))}
+            if "cell_id" in t.user_attrs}
 
 
 class OptunaBridge(Searcher):
@@ -163,8 +165,8 @@ class OptunaBridge(Searcher):
         PRUNED instead (with the rest of that config's folds) and the next cell is looked at."""
         with claim_lock(self.study._storage, self._lock_key()):
             trials = self.study.get_trials(deepcopy=False)
-            taken = {t.user_attrs.get("cell_id") for t in trials if is_fold_pruned(t) or t.state in (
-                TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+            taken = {t.user_attrs.get("cell_id") for t in trials if t.state in (
+                TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)}
             values = fold_values(trials) if self.fold_pruner is not None else {}
             for i, cell in enumerate(self.todo):
                 if cell.cell_id in taken:

@@ -104,10 +104,6 @@ class FoldVerdict:
         return f"{self.pruner} across folds vs config {self.best_config_id}"
 
 
-def is_fold_pruned(t: FrozenTrial) -> bool:
-    return t.state == TrialState.PRUNED and PRUNED_BY in t.user_attrs
-
-
 def fold_values(trials: Iterable[FrozenTrial]) -> dict[str, dict[int, float]]:
     """config_id -> fold -> objective value, from the COMPLETE fold trials (the first one per fold:
     a fold is one cell, run once)."""

@@ -88,3 +88,19 @@ def test_stopped_trials_are_pruned_with_all_their_epochs(stopper, study_env, ray
         assert sorted(t.intermediate_values) == [0, 1, 2]
     # a pruned trial never becomes the best trial
     assert optuna.load_study(study_name="prune-test", storage=url).best_trial.state == TrialState.COMPLETE
+
+
+def test_a_pruned_cell_is_final_a_failed_one_is_run_again(study_env):
+    """A planned cell stopped by a pruner or scheduler is PRUNED for good: a relaunch (or a second
+    driver) that trained it again would store a second trial for the cell and reach the same verdict."""
+    from fer_core.study.runner import left_to_run
+    from fer_core.study.spec import load_study
+
+    spec = load_study("smoke", "smoke")
+    study = optuna.create_study(direction="maximize")
+    pruned, failed, *rest = spec.cells()
+    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, intermediate_values={0: 0.1},
+                                              user_attrs={"cell_id": pruned.cell_id}))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"cell_id": failed.cell_id}))
+    todo, n = left_to_run(spec, study)
+    assert [c.cell_id for c in todo] == [failed.cell_id] + [c.cell_id for c in rest] and n == 1 + len(rest)
