@@ -48,6 +48,19 @@ def test_same_seed_same_metrics_other_seed_differs(small):
     assert [r["loss"] for r in a] != [r["loss"] for r in c]
 
 
+def test_bf16_opt_in_on_cpu_is_deterministic_and_really_bf16(small):
+    """``amp: bf16`` (the opt-in for CPUs with native bf16) runs autocast on the CPU: same seed, same
+    metrics, and not the fp32 numbers (the default on a CPU)."""
+    cfg = {**TINY, "au_weight": 0.5}
+    a = train_fer({**cfg, "amp": "bf16"}, dataset=small)["history"]
+    b = train_fer({**cfg, "amp": "bf16"}, dataset=small)["history"]
+    fp32 = train_fer(cfg, dataset=small)["history"]
+    keys = ("loss", "val_loss", "macro_f1", "au_f1")
+    assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
+    assert all(math.isfinite(r["loss"]) for r in a)
+    assert [r["loss"] for r in a] != [r["loss"] for r in fp32]
+
+
 def test_reports_every_epoch_and_resumes_exactly_from_a_checkpoint(small):
     cfg = {**TINY, "epochs": 3, "aug_strength": 0.6, "mixup_alpha": 0.2, "sampler": "curriculum"}
     seen, states = [], []
