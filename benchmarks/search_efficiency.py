@@ -18,6 +18,9 @@ gets a bound, not a ratio. A plot of best-so-far vs epochs is saved beside.
     python benchmarks/search_efficiency.py                  # 24 trials x 8 epochs, 3 repetitions
     python benchmarks/search_efficiency.py --reps 5 --traces se.json   # ~1 h; curves saved per run
     python benchmarks/search_efficiency.py --from-traces se.json       # the table again, no training
+    python benchmarks/search_efficiency.py --extend-random se.json --random-trials 48 --traces se48.json
+        # (a) goes on to 48 trials where it stopped (same seeds: same first trials), so that its
+        # epochs to the target are measured instead of cut off by the shared budget
     python benchmarks/search_efficiency.py --reps 5 --trials 40 --epochs 12 --backbone resnet10t --img-size 64
     python benchmarks/search_efficiency.py --tiny           # 2 trials x 1 epoch, one repetition (CI)
 """
@@ -51,18 +54,29 @@ def trial_end(trace: list, seconds: float, epochs: int, value: float | None, tes
     trace.append((used, seconds, value, test))
 
 
-def run_random(spec, ds, args, rep: int) -> list:
-    """(a) what a user writes by hand: random configs, every trial trained to the end."""
+def run_random(spec, ds, args, rep: int, done: list | None = None) -> list:
+    """(a) what a user writes by hand: random configs, every trial trained to the end.
+
+    ``done``: a saved curve of this repetition's first trials. Their configs are drawn again but not
+    trained (the sampler and ``train_fer`` are deterministic given the seed, so they are the same
+    trials; the first one is re-trained to check that), and the loop goes on from there."""
     import optuna
 
     from fer_core.train import train_fer
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=rep))
-    trace: list = []
-    t0 = time.perf_counter()
-    for _ in range(args.trials):
+    trace: list = [tuple(p) for p in done or []]
+    t0 = time.perf_counter() - (trace[-1][1] if trace else 0.0)
+    for i in range(args.random_trials or args.trials):
         trial = study.ask()
         cfg = {**spec.trial_config(spec.space.sample(trial)), "seed": rep, "num_threads": len(os.sched_getaffinity(0))}
+        if i < len(trace):
+            if i == 0:
+                value = train_fer(cfg, dataset=ds)["val"]["macro_f1"]
+                if abs(value - trace[0][2]) > 1e-9:
+                    sys.exit(f"--extend-random: repetition {rep}'s first trial gave {value:.6f}, the saved curve "
+                             f"{trace[0][2]:.6f}: not the same run (other code, data or settings)")
+            continue
         result = train_fer(cfg, dataset=ds)
         study.tell(trial, result["val"]["macro_f1"])
         trial_end(trace, time.perf_counter() - t0, result["epochs_run"], result["val"]["macro_f1"],
@@ -177,16 +191,26 @@ def main() -> int:
     ap.add_argument("--plot", default="benchmarks/search_efficiency.png")
     ap.add_argument("--traces", default="", help="also save every run's best-so-far curve as JSON here")
     ap.add_argument("--from-traces", default="", help="print the table and plot of a saved --traces file")
+    ap.add_argument("--random-trials", type=int, default=0,
+                    help="(a)'s trial budget (default --trials): longer, so that its epochs to the target are "
+                         "measured, not cut off by the budget")
+    ap.add_argument("--extend-random", default="",
+                    help="a saved --traces file: continue its (a) runs to --random-trials, save, print the table")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args()
     if args.tiny:
         args.reps, args.trials, args.epochs = 1, 2, 1
 
-    if args.from_traces:
-        saved = json.loads(Path(args.from_traces).read_text())
-        vars(args).update({k: v for k, v in saved["args"].items() if k not in ("plot", "traces")})
+    if args.from_traces or args.extend_random:
+        saved = json.loads(Path(args.from_traces or args.extend_random).read_text())
+        cli_random = args.random_trials
+        vars(args).update({k: v for k, v in saved["args"].items() if k not in ("plot", "traces", "extend_random",
+                                                                                "from_traces")})
+        args.random_trials = cli_random or args.random_trials
         args.reps = min(len(c) for c in saved["runs"].values())  # whole repetitions only
-        return summarize({k: [[tuple(p) for p in c] for c in v[:args.reps]] for k, v in saved["runs"].items()}, args)
+        runs = {k: [[tuple(p) for p in c] for c in v[:args.reps]] for k, v in saved["runs"].items()}
+        if args.from_traces:
+            return summarize(runs, args)
 
     import ray
 
@@ -200,32 +224,40 @@ def main() -> int:
         spec = load_study("imbalance-hpo", "cpu")
         spec = dataclasses.replace(spec, base={**spec.base, **base_config(args)})
         ds = load_dataset(dataset="synthetic", img_size=args.img_size, cache_dir=os.environ["FER_STUDY_CACHE"])
-        init_ray(None)
-        runs: dict[str, list[list]] = {"(a) random, no pruning": [], "(b) Ray OptunaSearch + ASHA": [],
-                                       "(c) fer-study imbalance-hpo": []}
-        methods = dict(zip(runs, (lambda rep: run_random(spec, ds, args, rep), lambda rep: run_stock(spec, ds, args, rep),
-                                  lambda rep: run_fer_study(args, rep))))
+        if args.extend_random:  # (a) only, from where each saved run ended: a plain loop, no Ray
+            first = next(iter(runs))
+            methods = {first: lambda rep: run_random(spec, ds, args, rep, done=runs[first][rep])}
+        else:
+            init_ray(None)
+            runs = {"(a) random, no pruning": [], "(b) Ray OptunaSearch + ASHA": [], "(c) fer-study imbalance-hpo": []}
+            methods = dict(zip(runs, (lambda rep: run_random(spec, ds, args, rep),
+                                      lambda rep: run_stock(spec, ds, args, rep), lambda rep: run_fer_study(args, rep))))
         for rep in range(args.reps):
             for name, run in methods.items():
                 curve = best_so_far(run(rep))
-                runs[name].append(curve)
+                if args.extend_random:
+                    runs[name][rep] = curve
+                else:
+                    runs[name].append(curve)
                 # progress as it goes (a full run takes about an hour on 2 cores), and the curves so far,
                 # so that a run cut short still leaves its figures: --from-traces prints their table
                 print(f"rep {rep} {name}: {curve[-1][0]} epochs, {curve[-1][1]:.0f} s, best val {curve[-1][2]:.4f}",
                       flush=True)
                 if args.traces:
-                    Path(args.traces).write_text(json.dumps({"args": {k: v for k, v in vars(args).items()
-                                                                      if k not in ("tmp", "from_traces")},
-                                                             "runs": runs}))
+                    Path(args.traces).write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k not in (
+                        "tmp", "from_traces", "extend_random")}, "runs": runs}))
         ray.shutdown()
     return summarize(runs, args)
 
 
 def summarize(runs: dict[str, list[list]], args) -> int:
     """The table of medians and ratios, and the plot, from every run's best-so-far curve."""
-    best = max(c[-1][2] for curves in runs.values() for c in curves if c)
+    # the targets and equal compute come from the budget all three had (a curve has a point per trial):
+    # with --random-trials, (a)'s further trials only tell when it gets there, they do not move the bar
+    shared = {name: [c[:args.trials] for c in curves] for name, curves in runs.items()}
+    best = max(c[-1][2] for curves in shared.values() for c in curves if c)
     target = best - TARGET_GAP
-    equal = min(c[-1][0] for curves in runs.values() for c in curves if c)  # equal compute: least total epochs
+    equal = min(c[-1][0] for curves in shared.values() for c in curves if c)  # equal compute: least total epochs
 
     def at_equal(curve, idx: int) -> float:
         """The best-so-far trial's validation (idx 2) or test (idx 3) macro-F1 at equal compute."""
@@ -234,12 +266,14 @@ def summarize(runs: dict[str, list[list]], args) -> int:
     # a second target, paired: every method of one repetition trains with the same seed, and the seed
     # moves all of a repetition's values together (by more than 0.01 on the stand-in), so here each
     # run is measured against the best that any method found in its own repetition
-    rep_target = [max(curves[r][-1][2] for curves in runs.values()) - TARGET_GAP for r in range(args.reps)]
+    rep_target = [max(curves[r][-1][2] for curves in shared.values()) - TARGET_GAP for r in range(args.reps)]
 
     def first(curve, level: float, idx: int) -> float:
         return next((p[idx] for p in curve if p[2] >= level), float("inf"))
 
-    print(f"{args.reps} repetitions x {args.trials} trials x {args.epochs} epochs, {args.backbone} {args.img_size} px; "
+    budget = f"{args.trials} trials" + (f" ((a): {args.random_trials}; targets from the first {args.trials})"
+                                         if args.random_trials else "")
+    print(f"{args.reps} repetitions x {budget} x {args.epochs} epochs, {args.backbone} {args.img_size} px; "
           f"best val macro-F1 found {best:.4f}, target {target:.4f}; equal compute = {equal} epochs; "
           f"per-repetition targets {' '.join(f'{t:.4f}' for t in rep_target)}")
     print(f"{'method':28s} {'epochs to target':>16s} {'reached':>7s} {'wall s to target':>16s} "

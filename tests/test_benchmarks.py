@@ -13,14 +13,39 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("script", ["trainable_throughput.py", "service_overhead.py", "storage_load.py", "search_efficiency.py"])
-def test_benchmark_tiny_mode_prints_a_ratio(script, cache_dir, tmp_path):
+def _run(script: str, *args: str, tmp_path: Path) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FER_STUDY_RUNS": str(tmp_path / "runs")}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--tiny"], capture_output=True,
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True,
                           text=True, env=env, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = re.findall(r"^.*\bratio .*$", proc.stdout, re.MULTILINE)
-    assert lines, proc.stdout
+    return proc.stdout
+
+
+@pytest.mark.parametrize("script", ["trainable_throughput.py", "service_overhead.py", "storage_load.py"])
+def test_benchmark_tiny_mode_prints_a_ratio(script, cache_dir, tmp_path):
+    _check_ratios(_run(script, "--tiny", tmp_path=tmp_path))
+
+
+def test_search_efficiency_tiny_mode_and_a_longer_random_search_from_its_traces(cache_dir, tmp_path):
+    """The tiny run prints its ratios and saves its curves; --extend-random then continues (a) alone
+    from where it stopped (its first trial re-trained and checked, not the others)."""
+    import json
+
+    _check_ratios(_run("search_efficiency.py", "--tiny", "--traces", "t.json", "--plot", "p.png", tmp_path=tmp_path))
+    out = _run("search_efficiency.py", "--extend-random", "t.json", "--random-trials", "3", "--traces", "t3.json",
+               "--plot", "p.png", tmp_path=tmp_path)
+    _check_ratios(out)
+    before, after = (json.loads((tmp_path / f).read_text())["runs"] for f in ("t.json", "t3.json"))
+    name = "(a) random, no pruning"
+    assert [p[0] for p in after[name][0]] == [1, 2, 3]  # one more 1-epoch trial
+    assert after[name][0][:2] == before[name][0]  # the saved trials kept as they were
+    assert {k: v for k, v in after.items() if k != name} == {k: v for k, v in before.items() if k != name}
+    assert re.search(r"^1 repetitions x 2 trials \(\(a\): 3; targets from the first 2\)", out, re.MULTILINE), out
+
+
+def _check_ratios(stdout: str) -> None:
+    lines = re.findall(r"^.*\bratio .*$", stdout, re.MULTILINE)
+    assert lines, stdout
     for line in lines:
         # a number, or (search efficiency, where a method may miss the target in most runs) a bound or why not
         m = re.search(r": (?:< )?(\d+\.\d+|inf)x|: n/a, neither reached it|: \(c\) did not reach it", line)
