@@ -66,11 +66,12 @@ def run_random(spec, ds, args, rep: int, done: list | None = None) -> list:
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=rep))
     trace: list = [tuple(p) for p in done or []]
+    skip = len(trace)  # trials already in the saved curve
     t0 = time.perf_counter() - (trace[-1][1] if trace else 0.0)
     for i in range(args.random_trials or args.trials):
         trial = study.ask()
         cfg = {**spec.trial_config(spec.space.sample(trial)), "seed": rep, "num_threads": len(os.sched_getaffinity(0))}
-        if i < len(trace):
+        if i < skip:
             if i == 0:
                 value = train_fer(cfg, dataset=ds)["val"]["macro_f1"]
                 if abs(value - trace[0][2]) > 1e-9:
@@ -281,20 +282,21 @@ def summarize(runs: dict[str, list[list]], args) -> int:
           f"{'epochs total':>12s}")
     med: dict[str, float] = {}
     med_rep: dict[str, float] = {}
+    spent: dict[str, float] = {}  # median epochs a method's runs spent in all
     for name, curves in runs.items():
         to_target = [first(c, target, 0) for c in curves]
         to_rep = [first(c, t, 0) for c, t in zip(curves, rep_target)]
         med[name], med_rep[name] = statistics.median(to_target), statistics.median(to_rep)
+        spent[name] = statistics.median(c[-1][0] for c in curves)
         print(f"{name:28s} {med[name]:16.0f} {sum(e < float('inf') for e in to_target):>3d} of {len(curves):<2d} "
               f"{statistics.median(first(c, target, 1) for c in curves):16.1f} "
               f"{med_rep[name]:20.0f} {sum(e < float('inf') for e in to_rep):>3d} of {len(curves):<2d} "
               f"{statistics.median(c[-1][2] for c in curves):8.4f} {statistics.median(at_equal(c, 2) for c in curves):11.4f} "
-              f"{statistics.median(at_equal(c, 3) for c in curves):12.4f} "
-              f"{statistics.median(c[-1][0] for c in curves):12.0f}")
-    spent = [statistics.median(c[-1][0] for c in curves) for curves in runs.values()]
+              f"{statistics.median(at_equal(c, 3) for c in curves):12.4f} {spent[name]:12.0f}")
+    spent_a, spent_b, _ = spent.values()
     for what, m in (("epochs to target", med), ("epochs to rep target", med_rep)):
         a, b, c = m.values()
-        for label, num, den, den_spent in (("(c)/(a)", c, a, spent[0]), ("(c)/(b)", c, b, spent[1])):
+        for label, num, den, den_spent in (("(c)/(a)", c, a, spent_a), ("(c)/(b)", c, b, spent_b)):
             other = label[4:7]
             if num == float("inf"):
                 text = "n/a, neither reached it in most runs" if den == float("inf") else "(c) did not reach it in most runs"
