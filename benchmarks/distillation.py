@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
+from fer_core.checkpoint import model_payload
 from fer_core.config import resolve_config
 from fer_core.data.dataset import TEST, TRAIN, VAL
-from fer_core.study.outputs import model_payload
 from fer_core.train import dataset_for, train_fer
 
 

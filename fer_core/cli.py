@@ -79,9 +79,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.save:
         import torch
 
-        from fer_core.study.outputs import model_payload
+        from fer_core.checkpoint import model_payload
 
-        torch.save(model_payload(result), args.save)  # the format fer_core.study.outputs.load_model reads
+        torch.save(model_payload(result), args.save)  # the format fer_core.checkpoint.load_model reads
         console.print(f"model saved to {args.save}")
     return 0
 
@@ -277,7 +277,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     study = load_stored_study(args.study, url)
     dest = export_trial(study, args.trial, artifact_dir(url, args.artifacts), args.out)
     console.print(f"trial {args.trial} of study {args.study} exported to {dest} (model, config, class names; "
-                  "load with fer_core.study.outputs.load_model)", highlight=False)
+                  "load with fer_core.checkpoint.load_model)", highlight=False)
     return 0
 
 

@@ -11,20 +11,21 @@ emotion loss is whatever ``loss`` says (the imbalance toolkit stays in place):
 (Hinton et al. 2015: T^2 keeps the soft term's gradients on the scale of the hard term's.)
 The teacher sees exactly the student's augmented, mixed batch, resized to its own input size.
 
-A study names its teacher as ``teacher: PATH`` or ``teacher: {study: NAME, top: k}``; the
-second is resolved at launch into the kept checkpoints of study NAME's best k trials in
-the same storage (``resolve_teacher``), before any trial starts.
+A study names its teacher as ``teacher: PATH`` or ``teacher: {study: NAME, top: k}`` (``parse_teacher``);
+the second is resolved at launch into the kept checkpoints of study NAME's best k trials in
+the same storage (``fer_core.study.teachers.resolve_teacher``: storage is the study layer's),
+before any trial starts.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fer_core.checkpoint import load_model
 from fer_core.errors import ConfigError
 
 
@@ -41,8 +42,6 @@ class Teacher(nn.Module):
 
     @classmethod
     def load(cls, paths: tuple[str, ...], class_names: tuple[str, ...], temperature: float) -> Teacher:
-        from fer_core.study.outputs import load_model
-
         models, sizes = [], []
         for path in paths:
             model, payload = load_model(path)
@@ -87,27 +86,3 @@ def parse_teacher(value: Any, src: str) -> tuple[str | None, dict[str, Any] | No
             raise ConfigError(f"{src}: teacher.top must be an integer >= 1, got {top!r}")
         return None, {"study": value["study"], "top": top}
     raise ConfigError(f"{src}: teacher must be a model file path or {{study: NAME, top: k}}, got {value!r}")
-
-
-def resolve_teacher(spec, url: str, artifacts: str | None, storage=None):
-    """A spec whose ``teacher: {study, top}`` became the kept checkpoint files of that study's best trials."""
-    if not spec.teacher_from:
-        return spec
-    from fer_core.errors import FerError
-    from fer_core.report.artifacts import artifact_dir
-    from fer_core.study.outputs import checkpoint_path, top_trials
-    from fer_core.study.storage import load_stored_study
-
-    name, k = spec.teacher_from["study"], spec.teacher_from["top"]
-    try:
-        teacher_study = load_stored_study(name, url, storage)
-    except FerError as err:
-        raise ConfigError(f"{spec.source}: teacher: {err}") from None
-    store = artifact_dir(url, artifacts)
-    best = top_trials(teacher_study, k)
-    paths = [checkpoint_path(store, name, t.number) for t in best]
-    missing = [t.number for t, p in zip(best, paths) if not p.is_file()]
-    if len(best) < k or missing:
-        raise ConfigError(f"{spec.source}: teacher: study {name!r} has {len(best)} complete trials and no kept "
-                          f"checkpoint for trials {missing} of its top {k} in {store} (raise its keep_checkpoints)")
-    return replace(spec, base={**spec.base, "teacher": [str(p) for p in paths]})

@@ -11,12 +11,14 @@ import optuna
 import pytest
 import torch
 
+from fer_core.checkpoint import load_model, model_payload
 from fer_core.config import resolve_config
 from fer_core.data.dataset import VAL
-from fer_core.distill import distillation_loss, resolve_teacher
+from fer_core.distill import distillation_loss
 from fer_core.errors import ConfigError
-from fer_core.study.outputs import checkpoint_path, load_model, model_payload
+from fer_core.study.outputs import checkpoint_path
 from fer_core.study.spec import load_study
+from fer_core.study.teachers import resolve_teacher
 from fer_core.train import train_fer
 
 TINY = {"backbone": "test_resnet", "img_size": 48, "batch_size": 32, "epochs": 2, "warmup_epochs": 0}

@@ -2,10 +2,11 @@
 
 Probabilities (validation and test, at the selected epoch, plain and with TTA) are what
 ensembles average and bootstraps resample; the model is what teachers and ``fer-study
-export`` rebuild. Neither travels in Tune's results (a result is kept per trial by the
-controller and would grow with every image): the worker writes them to a per-trial
-scratch directory under the runs directory, which every Ray node sees like Tune's own
-checkpoints, and the driver, the only process that writes the storage, then
+export`` rebuild (its format and its loader: ``fer_core.checkpoint``). Neither
+travels in Tune's results (a result is kept per trial by the controller and would grow
+with every image): the worker writes them to a per-trial scratch directory under the
+runs directory, which every Ray node sees like Tune's own checkpoints, and the driver,
+the only process that writes the storage, then
 
 - uploads ``probabilities.npz`` (float16, ~26 KB per 1000 images) as an Optuna artifact
   of the trial, beside ``predictions.json``;
@@ -38,6 +39,8 @@ def write_trial_outputs(out_dir: str | os.PathLike, result: dict[str, Any]) -> N
     """Probabilities (float16) and the selected epoch's model of a finished ``train_fer`` result."""
     import torch
 
+    from fer_core.checkpoint import model_payload
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
@@ -51,12 +54,6 @@ def write_trial_outputs(out_dir: str | os.PathLike, result: dict[str, Any]) -> N
             arrays[f"{split}_tta_probs"] = np.asarray(probs, dtype=np.float16)
     np.savez_compressed(out / PROBABILITIES_NPZ, **arrays)
     torch.save(model_payload(result), out / MODEL_FILE)
-
-
-def model_payload(result: dict[str, Any]) -> dict[str, Any]:
-    """What ``load_model`` rebuilds a FerNet from (also ``fer-study train --save``)."""
-    return {"model": result["model_state"], "config": result["config"], "class_names": result["class_names"],
-            "best_epoch": result["best_epoch"], "val_macro_f1": result["val"]["macro_f1"]}
 
 
 # -- driver side --------------------------------------------------------------------------------
@@ -132,28 +129,6 @@ def read_probabilities(store, storage, trial: optuna.trial.FrozenTrial) -> dict[
 
 
 # -- fer-study export -----------------------------------------------------------------------------
-def load_model(path: str | os.PathLike):
-    """(FerNet in eval mode, payload) from an exported or ``train --save`` file."""
-    import torch
-
-    from fer_core.data.dataset import AU_VOCAB
-    from fer_core.models import FerNet
-
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        cfg = payload["config"]
-        names = payload["class_names"]
-    except (OSError, RuntimeError, KeyError, TypeError) as err:
-        raise FerError(f"{path}: not a fer-study model file ({type(err).__name__})") from None
-    model = FerNet(cfg["backbone"], len(names), len(AU_VOCAB), drop_rate=cfg.get("drop_rate", 0.0))
-    try:
-        model.load_state_dict(payload["model"])
-    except RuntimeError as err:
-        raise FerError(f"{path}: the weights do not fit a {cfg['backbone']} with {len(names)} classes "
-                       f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err})") from None
-    return model.eval(), payload
-
-
 def export_trial(study: optuna.Study, number: int, store_path: str | os.PathLike, out: str | None) -> Path:
     """Write trial ``number``'s kept checkpoint with its config, class names and provenance."""
     import torch

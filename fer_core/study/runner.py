@@ -21,7 +21,6 @@ import optuna
 
 import fer_core
 from fer_core.data.dataset import FerDataset
-from fer_core.distill import resolve_teacher
 from fer_core.errors import ConfigError
 from fer_core.report.artifacts import artifact_dir, open_store
 from fer_core.study.bridge import (
@@ -45,6 +44,7 @@ from fer_core.study.storage import (
     spec_attrs,
     storage_url,
 )
+from fer_core.study.teachers import resolve_teacher
 from fer_core.study.warmstart import WarmStart
 from fer_core.study.warmstart import check_names as check_warm_start
 from fer_core.study.warmstart import plan as plan_warm_start

@@ -138,7 +138,7 @@ class StudySpec:
     keep_checkpoints: int = 3  # best-epoch models of the study's top trials kept for export/teachers
     cv_folds: int = 0  # k-fold CV: every (variant, seed) runs once per fold, one trial each
     cv_prune: dict[str, Any] | None = None  # pruning across folds {name, options} (foldprune.py); None = off
-    teacher_from: dict[str, Any] | None = None  # distillation: {study, top}, resolved at launch (distill.py)
+    teacher_from: dict[str, Any] | None = None  # distillation: {study, top}, resolved at launch (study/teachers.py)
     factors: dict[str, tuple] = field(default_factory=dict)  # grid
     baseline: str = "baseline"  # one_at_a_time
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # one_at_a_time (+ named combinations)

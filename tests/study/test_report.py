@@ -365,9 +365,10 @@ def test_probabilities_and_kept_checkpoints_reproduce_the_stored_predictions(lau
     kept (keep_checkpoints, default 3) and an exported one rebuilds the stored validation probabilities."""
     import torch
 
+    from fer_core.checkpoint import load_model
     from fer_core.data.dataset import VAL
     from fer_core.report.artifacts import PREDICTIONS_JSON, open_store, read_json_artifact
-    from fer_core.study.outputs import load_model, read_probabilities
+    from fer_core.study.outputs import read_probabilities
 
     d, url = launched
     study = optuna.load_study(study_name="report-test", storage=url)
