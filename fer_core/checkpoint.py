@@ -1,19 +1,50 @@
-"""Model files: what is saved for a trained model, and how a FerNet is rebuilt from one.
+"""Model files and training-state files: what is saved, and how it is read back without running code.
 
-Model files are written by ``fer-study train --save``, by a study's finished trials (its kept
-checkpoints) and by ``fer-study export``, and read back as teachers for distillation and for
-inference. This is core code: the trainer (a teacher) and the study layer (export) both use it,
-so it lives below ``fer_core.study``, which the core never imports.
+Three kinds of file cross from one process (or one person) to another as ``torch.save`` pickles:
+
+- model files (``fer-study train --save``, a study's kept checkpoints, ``fer-study export``):
+  ``model_payload`` -> weights, config, class names, provenance; ``load_model`` rebuilds the FerNet;
+- teachers for distillation (model files, often someone else's);
+- training states (``train_fer``'s per-epoch checkpoint, Tune's ``trial.pt`` on a retry).
+
+A pickle can run any code when loaded, and these files come from shared directories, other
+studies and other people, so every one of them is read with ``torch.load(weights_only=True)``
+(tensors and plain containers only). What we write is kept inside that vocabulary: numpy
+arrays and RNG tuples become tensors and lists (``rng_state``, ``pred_to_state``). A file that
+needs more is refused with one line naming it; its payload never runs.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import random
+import re
 from typing import Any
 
-from fer_core.errors import FerError
+import numpy as np
+import torch
+
+from fer_core.errors import ModelFileError
 
 
+def load_weights_only(path: str | os.PathLike, what: str = "model file") -> Any:
+    """``torch.load`` of a file we wrote, with arbitrary unpickling refused (a one-line ModelFileError)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's restricted unpickler names what the file asked for: say it, so an honest
+        # old file (a numpy array, say) can be told from a planted payload
+        asked = re.search(r"GLOBAL (\S+)", str(err))
+        why = f" (it asks for {asked.group(1)})" if asked else ""
+        raise ModelFileError(f"{path}: refused: the file needs arbitrary unpickling (not a fer-study {what}, "
+                             f"or a planted payload); only weights are loaded{why}") from None
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError, AttributeError, TypeError) as err:
+        # not a torch file at all (torch.load fails on arbitrary bytes in many ways, e.g. KeyError)
+        raise ModelFileError(f"{path}: not a fer-study {what} ({type(err).__name__})") from None
+
+
+# -- model files ---------------------------------------------------------------------------------
 def model_payload(result: dict[str, Any]) -> dict[str, Any]:
     """What ``load_model`` rebuilds a FerNet from (a study's kept checkpoints, ``fer-study train --save``)."""
     return {"model": result["model_state"], "config": result["config"], "class_names": result["class_names"],
@@ -22,21 +53,62 @@ def model_payload(result: dict[str, Any]) -> dict[str, Any]:
 
 def load_model(path: str | os.PathLike):
     """(FerNet in eval mode, payload) from an exported or ``train --save`` file."""
-    import torch
-
     from fer_core.data.dataset import AU_VOCAB
     from fer_core.models import FerNet
 
+    payload = load_weights_only(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
         cfg = payload["config"]
         names = payload["class_names"]
-    except (OSError, RuntimeError, KeyError, TypeError) as err:
-        raise FerError(f"{path}: not a fer-study model file ({type(err).__name__})") from None
+    except (KeyError, TypeError, IndexError) as err:
+        raise ModelFileError(f"{path}: not a fer-study model file ({type(err).__name__})") from None
     model = FerNet(cfg["backbone"], len(names), len(AU_VOCAB), drop_rate=cfg.get("drop_rate", 0.0))
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as err:
-        raise FerError(f"{path}: the weights do not fit a {cfg['backbone']} with {len(names)} classes "
-                       f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err})") from None
+        raise ModelFileError(f"{path}: the weights do not fit a {cfg['backbone']} with {len(names)} classes "
+                             f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err})"
+                             ) from None
     return model.eval(), payload
+
+
+# -- training states -----------------------------------------------------------------------------
+def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """A ``train_fer`` checkpoint state saved with ``torch.save`` (Tune's ``trial.pt``)."""
+    state = load_weights_only(path, "training state")
+    if not isinstance(state, dict) or "rng" not in state:
+        raise ModelFileError(f"{path}: not a fer-study training state")
+    return state
+
+
+def rng_state(sampler_gen: torch.Generator, aug_gen: torch.Generator) -> dict[str, Any]:
+    """Every RNG a training run draws from, as tensors and lists (weights_only-loadable)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # numpy: timm's Mixup draws lambda here
+    version, internal, gauss_next = random.getstate()
+    return {
+        "sampler": sampler_gen.get_state(), "aug": aug_gen.get_state(), "torch": torch.get_rng_state(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": [version, list(internal), gauss_next],
+    }
+
+
+def restore_rng(state: dict[str, Any], sampler_gen: torch.Generator, aug_gen: torch.Generator) -> None:
+    """The inverse of ``rng_state``: every generator continues exactly where it was."""
+    sampler_gen.set_state(state["sampler"])
+    aug_gen.set_state(state["aug"])
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def pred_to_state(pred: dict[str, np.ndarray] | None) -> dict[str, torch.Tensor] | None:
+    """Predicted probabilities (numpy) as tensors for a training state; ``pred_from_state`` undoes it."""
+    return None if pred is None else {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in pred.items()}
+
+
+def pred_from_state(pred: dict[str, torch.Tensor] | None) -> dict[str, np.ndarray] | None:
+    return None if pred is None else {k: v.numpy() for k, v in pred.items()}

@@ -14,7 +14,8 @@ The teacher sees exactly the student's augmented, mixed batch, resized to its ow
 A study names its teacher as ``teacher: PATH`` or ``teacher: {study: NAME, top: k}`` (``parse_teacher``);
 the second is resolved at launch into the kept checkpoints of study NAME's best k trials in
 the same storage (``fer_core.study.teachers.resolve_teacher``: storage is the study layer's),
-before any trial starts.
+before any trial starts. A teacher file is loaded weights-only (``fer_core.checkpoint``): a
+file that would need arbitrary unpickling is refused, its contents never run.
 """
 
 from __future__ import annotations

@@ -18,3 +18,8 @@ class ConfigError(FerError):
 
 class DataError(FerError):
     """A data source is missing, malformed or unusable (corrupt image, empty class...)."""
+
+
+class ModelFileError(FerError):
+    """A model, checkpoint, teacher or training-state file is unreadable, or refused because loading it
+    would need arbitrary unpickling (``fer_core.checkpoint``)."""

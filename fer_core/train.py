@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from timm.data import Mixup
 
 from fer_core.augment import augment_batch, sample_strength
+from fer_core.checkpoint import pred_from_state, pred_to_state, restore_rng, rng_state
 from fer_core.config import TrainConfig, resolve_config
 from fer_core.data.dataset import AU_VOCAB, TEST, TRAIN, VAL, FerDataset
 from fer_core.data.folds import fold_dataset
@@ -151,8 +152,9 @@ def train_fer(
     """Train one model; return the selected epoch's validation and test metrics.
 
     ``report(metrics, checkpoint=state)`` is called after every epoch; ``state`` is a dict
-    of tensors that ``checkpoint=`` accepts to resume exactly where it was (a scheduler can
-    pause and resume a trial). ``dataset`` skips loading (shared from the Ray object store).
+    of tensors and plain containers (``torch.save`` it; ``fer_core.checkpoint.load_training_state``
+    reads it back weights-only) that ``checkpoint=`` accepts to resume exactly where it was (a
+    scheduler can pause and resume a trial). ``dataset`` skips loading (shared from the Ray object store).
     """
     # 1. validate at the edge, pick the device, seed everything
     cfg = resolve_config(config)
@@ -215,13 +217,9 @@ def train_fer(
         model.load_state_dict(checkpoint["model"])
         opt.load_state_dict(checkpoint["optimizer"])
         sched.load_state_dict(checkpoint["scheduler"])
-        sampler_gen.set_state(checkpoint["rng"]["sampler"])
-        aug_gen.set_state(checkpoint["rng"]["aug"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        np.random.set_state(checkpoint["rng"]["numpy"])
-        random.setstate(checkpoint["rng"]["python"])
+        restore_rng(checkpoint["rng"], sampler_gen, aug_gen)
         history = list(checkpoint["history"])
-        best = dict(checkpoint["best"])
+        best = {**checkpoint["best"], "val_pred": pred_from_state(checkpoint["best"]["val_pred"])}
         start_epoch, bad_epochs = checkpoint["epoch"] + 1, checkpoint["bad_epochs"]
 
     stopped_early = False
@@ -271,13 +269,14 @@ def train_fer(
         })
         history.append(metrics)
 
-        # 7. report (a scheduler may stop us here) with a resumable checkpoint
+        # 7. report (a scheduler may stop us here) with a resumable checkpoint: tensors and plain
+        #    containers only, so it loads back weights-only (fer_core.checkpoint)
         if report is not None:
             state = {
-                "epoch": epoch, "bad_epochs": bad_epochs, "history": history, "best": best,
+                "epoch": epoch, "bad_epochs": bad_epochs, "history": history,
+                "best": {**best, "val_pred": pred_to_state(best["val_pred"])},
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "rng": {"sampler": sampler_gen.get_state(), "aug": aug_gen.get_state(),
-                        "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+                "rng": rng_state(sampler_gen, aug_gen),
             }
             report(metrics, checkpoint=state)
         if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import fer_core.train as train_mod
+from fer_core.checkpoint import load_training_state
 from fer_core.losses import LOSSES
 from fer_core.sampling import DATA_SAMPLERS
 from fer_core.train import train_fer
@@ -61,23 +62,24 @@ def test_bf16_opt_in_on_cpu_is_deterministic_and_really_bf16(small):
     assert [r["loss"] for r in a] != [r["loss"] for r in fp32]
 
 
-def test_reports_every_epoch_and_resumes_exactly_from_a_checkpoint(small):
+def test_reports_every_epoch_and_resumes_exactly_from_a_checkpoint(small, tmp_path):
     cfg = {**TINY, "epochs": 3, "aug_strength": 0.6, "mixup_alpha": 0.2, "sampler": "curriculum"}
-    seen, states = [], []
+    seen, files = [], []
 
     def report(metrics, checkpoint=None):
         seen.append(metrics)
-        # what a scheduler would persist: a deep copy at that moment
-        states.append(torch.utils._pytree.tree_map(
-            lambda v: v.clone() if isinstance(v, torch.Tensor) else v, checkpoint))
+        # what a scheduler persists (Tune's trial.pt): a file at that moment, read back weights-only
+        files.append(tmp_path / f"state-{metrics['epoch']}.pt")
+        torch.save(checkpoint, files[-1])
 
     full = train_fer(cfg, report, dataset=small)
     assert [m["epoch"] for m in seen] == [0, 1, 2]
     assert {"macro_f1", "accuracy", "balanced_accuracy", "loss", "f1_00"} <= set(seen[0])
     assert not any(k.startswith("test") for k in seen[0])
-    resumed = train_fer(cfg, dataset=small, checkpoint=states[0])
+    resumed = train_fer(cfg, dataset=small, checkpoint=load_training_state(files[0]))
     assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in full["history"]]
     assert resumed["test"]["macro_f1"] == full["test"]["macro_f1"]
+    np.testing.assert_array_equal(resumed["predictions"]["val"]["probs"], full["predictions"]["val"]["probs"])
 
 
 def test_test_split_is_evaluated_once_at_the_selected_epoch(small, monkeypatch):

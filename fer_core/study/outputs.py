@@ -2,7 +2,7 @@
 
 Probabilities (validation and test, at the selected epoch, plain and with TTA) are what
 ensembles average and bootstraps resample; the model is what teachers and ``fer-study
-export`` rebuild (its format and its loader: ``fer_core.checkpoint``). Neither
+export`` rebuild (its format and its weights-only loader: ``fer_core.checkpoint``). Neither
 travels in Tune's results (a result is kept per trial by the controller and would grow
 with every image): the worker writes them to a per-trial scratch directory under the
 runs directory, which every Ray node sees like Tune's own checkpoints, and the driver,
@@ -133,6 +133,8 @@ def export_trial(study: optuna.Study, number: int, store_path: str | os.PathLike
     """Write trial ``number``'s kept checkpoint with its config, class names and provenance."""
     import torch
 
+    from fer_core.checkpoint import load_weights_only
+
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     t = trials.get(number)
     if t is None or t.state != TrialState.COMPLETE or t.user_attrs.get("derived"):
@@ -142,7 +144,9 @@ def export_trial(study: optuna.Study, number: int, store_path: str | os.PathLike
         kept = sorted(int(f.stem.split("-")[1]) for f in checkpoint_dir(store_path, study.study_name).glob("trial-*.pt"))
         raise FerError(f"--trial {number}: no checkpoint kept for it in {src.parent} (the study keeps its best "
                        f"trials' models only; kept: {', '.join(map(str, kept)) or 'none'})")
-    payload = torch.load(src, map_location="cpu", weights_only=False)
+    payload = load_weights_only(src)  # a kept checkpoint is a file on a shared disk: weights only, nothing runs
+    if not isinstance(payload, dict):
+        raise FerError(f"{src}: not a fer-study model file ({type(payload).__name__})")
     payload.update(study=study.study_name, trial=number, value=t.value, params=dict(t.params))
     dest = Path(out or f"{study.study_name}-trial-{number}.pt")
     try:

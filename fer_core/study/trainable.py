@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from fer_core.checkpoint import load_training_state
 from fer_core.data.dataset import FerDataset
 from fer_core.study.outputs import write_trial_outputs
 from fer_core.train import train_fer
@@ -43,9 +44,9 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
 
     state = None
     ckpt = tune.get_checkpoint()
-    if ckpt is not None:
+    if ckpt is not None:  # a retry or a resumed pause: the last checkpoint, read weights-only
         with ckpt.as_directory() as d:
-            state = torch.load(os.path.join(d, CKPT_FILE), weights_only=False)
+            state = load_retry_state(d)
     last_ckpt = [state["epoch"] if state else -1]
     last_save = [time.monotonic()]
 
@@ -59,7 +60,7 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
                 and time.monotonic() - last_save[0] >= checkpoint_min_s):
             last_ckpt[0] = epoch
             with tempfile.TemporaryDirectory() as d:
-                torch.save(checkpoint, os.path.join(d, CKPT_FILE))
+                save_retry_state(d, checkpoint)
                 tune.report({**metrics, "checkpoint_epoch": epoch, "final": 0},
                             checkpoint=tune.Checkpoint.from_directory(d))
             last_save[0] = time.monotonic()
@@ -89,6 +90,18 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
         "fer_result": json.dumps({**_summary(result), "node_id": _node_id()}),  # one string: Ray would flatten a dict
     }
     tune.report(summary)
+
+
+def save_retry_state(directory: str | os.PathLike, state: dict[str, Any]) -> None:
+    """``train_fer``'s per-epoch state as the Tune checkpoint's ``trial.pt``."""
+    torch.save(state, os.path.join(directory, CKPT_FILE))
+
+
+def load_retry_state(directory: str | os.PathLike) -> dict[str, Any]:
+    """The state in a Tune checkpoint directory. Loaded weights-only: the directory lives on storage
+    every Ray node (and whoever else can write there) shares, so a planted ``trial.pt`` is refused
+    with one line (a ModelFileError, the trial's FAIL reason), never run."""
+    return load_training_state(os.path.join(directory, CKPT_FILE))
 
 
 def trial_function(threads: int):

@@ -81,3 +81,94 @@ def test_nothing_in_the_package_unpickles_or_reads_yaml_unsafely():
             if unsafe.search(line):
                 hits.append(f"{path.name}:{n}: {line.strip()}")
     assert hits == []
+
+
+# -- model, checkpoint, teacher and retry-state files: weights only --------------------------------
+class _Planted:
+    """A harmless stand-in for a malicious pickle: unpickling it would create ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _plant(path: Path, marker: Path, **genuine) -> Path:
+    """A file saved like a model file (torch.save), genuine keys beside one planted object."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({**genuine, "extra": _Planted(marker)}, path)
+    assert not marker.exists()  # saving never runs it; only an unsafe load would
+    return path
+
+
+def _refused(text: str, path: Path) -> None:
+    line = text.strip()
+    assert "\n" not in line and "Traceback" not in line, line
+    assert f"{path}: refused: the file needs arbitrary unpickling" in line and "asks for io.open" in line, line
+
+
+@pytest.mark.parametrize("kind", ["teacher", "kept_checkpoint", "exported_model", "retry_checkpoint"])
+def test_a_planted_pickle_payload_is_refused_with_one_line_and_never_runs(kind, tmp_path, small, monkeypatch):
+    """Model files come from shared disks and other people: each way one is read refuses a file that needs
+    more than weights, names the file in one line, and the payload never runs."""
+    from fer_core.errors import ModelFileError
+
+    marker = tmp_path / "pwned"
+    if kind == "teacher":  # training with a teacher file (train_fer -> Teacher.load -> load_model)
+        from fer_core.train import train_fer
+
+        path = _plant(tmp_path / "teacher.pt", marker, config={"backbone": "test_resnet"},
+                      class_names=list(small.class_names))
+        with pytest.raises(ModelFileError) as err:
+            train_fer({"backbone": "test_resnet", "img_size": 48, "epochs": 1, "warmup_epochs": 0,
+                       "teacher": str(path), "distill_alpha": 0.5}, dataset=small)
+        _refused(str(err.value), path)
+    elif kind == "kept_checkpoint":  # `fer-study export` of a kept checkpoint in the artifact store
+        from helpers import fer_cli
+
+        from fer_core.report.artifacts import artifact_dir
+        from fer_core.study.outputs import checkpoint_path
+
+        monkeypatch.chdir(tmp_path)
+        url = f"sqlite:///{tmp_path / 'fer-study.db'}"
+        study = optuna.create_study(study_name="victim", storage=url, direction="maximize")
+        study.add_trial(optuna.trial.create_trial(value=0.5, params={"lr": 1e-3},
+                                                  distributions={"lr": optuna.distributions.FloatDistribution(
+                                                      1e-4, 1e-2, log=True)}))
+        path = _plant(checkpoint_path(artifact_dir(url), "victim", 0), marker,
+                      config={"backbone": "test_resnet"}, class_names=list(small.class_names))
+        proc = fer_cli("export", "victim", "--trial", "0", "--storage", url, "--out", str(tmp_path / "out.pt"),
+                       cwd=tmp_path, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert proc.stderr.startswith("error: "), proc.stderr
+        _refused(proc.stderr, path)
+        assert not (tmp_path / "out.pt").exists()
+    elif kind == "exported_model":  # an exported (or `train --save`) model file given to load_model
+        from fer_core.checkpoint import load_model
+
+        path = _plant(tmp_path / "best.pt", marker, config={"backbone": "test_resnet"},
+                      class_names=list(small.class_names))
+        with pytest.raises(ModelFileError) as err:
+            load_model(path)
+        _refused(str(err.value), path)
+    else:  # the Tune checkpoint a retried or resumed trial reads (trainable.load_retry_state)
+        from fer_core.study.trainable import CKPT_FILE, load_retry_state
+
+        path = _plant(tmp_path / "checkpoint_000001" / CKPT_FILE, marker, epoch=0, bad_epochs=0)
+        with pytest.raises(ModelFileError) as err:
+            load_retry_state(path.parent)
+        _refused(str(err.value), path)
+    assert not marker.exists()
+
+
+def test_nothing_in_the_package_loads_a_torch_file_with_arbitrary_unpickling():
+    """The test above covers the four readers; this keeps a new ``weights_only=False`` out."""
+    hits = []
+    for path in Path(fer_core.__file__).parent.rglob("*.py"):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if "weights_only=False" in line or ("torch.load(" in line and "weights_only=True" not in line):
+                hits.append(f"{path.name}:{n}: {line.strip()}")
+    assert hits == []
