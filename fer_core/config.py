@@ -63,6 +63,8 @@ class TrainConfig(BaseModel):
     warmup_epochs: int = Field(1, ge=0, le=100)
     early_stopping_patience: int = Field(0, ge=0, le=1000)  # 0 = train all epochs
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    # the validation metric that selects the epoch (a study sets its objective's metric here)
+    select_metric: Literal["macro_f1", "accuracy", "balanced_accuracy", "tail_f1"] = "macro_f1"
     # metrics: classes with <= tail_max_count train images are "tail", >= head_min_count "head"
     tail_max_count: int = Field(100, ge=0)
     head_min_count: int = Field(300, ge=1)
@@ -145,7 +147,7 @@ def resolve_config(config: Mapping[str, Any] | TrainConfig, *, check_names: bool
 
 def check_registry_names(cfg: TrainConfig) -> None:
     # imported here: the component modules import torch/timm, config validation should not need to
-    from fer_core.data.sources import DATASETS
+    from fer_core.data.sources import DATASETS, GENERATED
     from fer_core.losses import LOSSES, check_double_weighting
     from fer_core.models import check_backbone
     from fer_core.registry import lookup
@@ -162,7 +164,7 @@ def check_registry_names(cfg: TrainConfig) -> None:
     lookup(DATASETS, cfg.dataset)
     check_backbone(cfg.backbone)
     check_double_weighting(cfg.model_dump())
-    if cfg.dataset != "synthetic" and not cfg.data_path:
+    if cfg.dataset not in GENERATED and not cfg.data_path:
         raise ConfigError(f"data_path is required for dataset {cfg.dataset!r}")
     for path in cfg.teacher:
         if not Path(path).is_file():

@@ -3,8 +3,9 @@
 Everything a study varies is a key of the config (see ``fer_core.config.TrainConfig``).
 The loop keeps the decoded uint8 data set on the training device for the whole run,
 draws index batches from the data sampler, augments whole batches as tensor ops, and
-selects the epoch by validation macro-F1. The test split is evaluated once, at the
-selected epoch, never used for selection or early stopping.
+selects the epoch on validation by ``select_metric`` (the study's objective; macro-F1 by
+default). The test split is evaluated once, at the selected epoch, never used for selection
+or early stopping.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def predict(model, images: torch.Tensor, idx: torch.Tensor, cfg: TrainConfig, am
     averaged over the views of the ``tta`` entry (``none``: the image itself)."""
     model.eval()
     views_of = lookup(TTA, tta)
-    probs, au_probs = [], []
+    probs, logits, au_probs = [], [], []
     for chunk in idx.split(cfg.eval_batch_size):
         p = a = 0.0
         views = views_of(images[chunk].float().div_(255))
@@ -117,8 +118,12 @@ def predict(model, images: torch.Tensor, idx: torch.Tensor, cfg: TrainConfig, am
             p = p + out["logits"].float().softmax(1)
             a = a + out["au_logits"].float().sigmoid()
         probs.append((p / len(views)).cpu())
+        # float32 logits are what post-hoc methods and calibration need (tail probabilities flush to
+        # zero in float16); several views: the log of the averaged probabilities
+        logits.append(out["logits"].float().cpu() if len(views) == 1 else probs[-1].clamp_min(1e-30).log())
         au_probs.append((a / len(views)).cpu())
-    return {"probs": torch.cat(probs).numpy(), "au_probs": torch.cat(au_probs).numpy()}
+    return {"probs": torch.cat(probs).numpy(), "logits": torch.cat(logits).numpy(),
+            "au_probs": torch.cat(au_probs).numpy()}
 
 
 def evaluate(pred: dict, ds: FerDataset, idx: torch.Tensor, groups: dict, with_aus: bool) -> dict:
@@ -209,7 +214,7 @@ def train_fer(
     sampler_gen = torch.Generator().manual_seed(cfg.seed)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     history: list[dict] = []
-    best = {"macro_f1": -1.0, "epoch": -1, "state": None, "val": None, "val_pred": None}
+    best = {"score": -2.0, "epoch": -1, "state": None, "val": None, "val_pred": None}
     start_epoch, bad_epochs = 0, 0
 
     # 4. resume from a checkpoint (a paused or restarted trial continues exactly)
@@ -254,18 +259,20 @@ def train_fer(
             raise FloatingPointError(f"training loss is {train_loss} at epoch {epoch} (lr {cfg.lr} too high?)")
         train_s = time.perf_counter() - t0
 
-        # 6. validate; keep the best epoch's weights (selection on validation macro-F1 only)
+        # 6. validate; keep the best epoch's weights (selected on validation only, by the study's
+        #    objective metric; an undefined score, e.g. tail F1 without tail classes, ranks last)
         val_pred = predict(model, images, val_idx.to(device), cfg, amp, cl)
         val = evaluate(val_pred, ds, val_idx, groups, with_aus)
-        if val["macro_f1"] > best["macro_f1"]:
-            best = {"macro_f1": val["macro_f1"], "epoch": epoch, "val": val, "val_pred": val_pred,
+        score = val[cfg.select_metric] if val[cfg.select_metric] == val[cfg.select_metric] else -1.0
+        if score > best["score"]:
+            best = {"score": score, "epoch": epoch, "val": val, "val_pred": val_pred,
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
             bad_epochs = 0
         else:
             bad_epochs += 1
         metrics = flat_epoch_metrics(epoch, train_loss, val, {
             "lr": opt.param_groups[0]["lr"], "images_per_s": seen / train_s, "epoch_s": time.perf_counter() - t0,
-            "best_macro_f1": best["macro_f1"], "best_epoch": best["epoch"],
+            "best_macro_f1": best["val"]["macro_f1"], "best_score": best["score"], "best_epoch": best["epoch"],
         })
         history.append(metrics)
 
@@ -305,8 +312,9 @@ def train_fer(
         "history": history,
         "tta": tta,  # None without TTA
         "predictions": {
-            "val": {"probs": best["val_pred"]["probs"], "labels": ds.labels[val_idx].numpy()},
-            "test": {"probs": test_pred["probs"], "labels": ds.labels[test_idx].numpy()},
+            "val": {"probs": best["val_pred"]["probs"], "logits": best["val_pred"]["logits"],
+                    "labels": ds.labels[val_idx].numpy()},
+            "test": {"probs": test_pred["probs"], "logits": test_pred["logits"], "labels": ds.labels[test_idx].numpy()},
         },
         "class_names": list(ds.class_names),
         "train_counts": counts,

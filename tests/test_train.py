@@ -138,3 +138,31 @@ def test_heads_fit_every_kind_of_timm_backbone(backbone):
     model = train_mod.FerNet(backbone, 14, 18).eval()
     out = model(torch.rand(2, 3, 64, 64))
     assert out["logits"].shape == (2, 14) and out["au_logits"].shape == (2, 18)
+
+
+def test_the_epoch_is_selected_by_the_studys_objective_on_validation(small, monkeypatch):
+    # validation macro-F1 falls while balanced accuracy rises: each selection metric picks its own epoch
+    real = train_mod.evaluate
+    seen = {"n": 0}
+
+    def fake_eval(pred, ds, idx, groups, with_aus):
+        m = real(pred, ds, idx, groups, with_aus)
+        if idx.numel() and int(ds.split[idx[0]]) == 1:
+            e = seen["n"]
+            seen["n"] += 1
+            m["macro_f1"], m["balanced_accuracy"] = 0.5 - 0.1 * e, 0.2 + 0.1 * e
+        return m
+
+    monkeypatch.setattr(train_mod, "evaluate", fake_eval)
+    assert train_fer({**TINY, "epochs": 3}, dataset=small)["best_epoch"] == 0
+    seen["n"] = 0
+    result = train_fer({**TINY, "epochs": 3, "select_metric": "balanced_accuracy"}, dataset=small)
+    assert result["best_epoch"] == 2 and result["history"][-1]["best_score"] == pytest.approx(0.4)
+
+
+def test_held_out_logits_are_float32_and_give_the_stored_probabilities(small):
+    result = train_fer(ONE_EPOCH, dataset=small)
+    for split in ("val", "test"):
+        p = result["predictions"][split]
+        assert p["logits"].dtype == np.float32 and p["logits"].shape == p["probs"].shape
+        assert torch.from_numpy(p["logits"]).softmax(1).numpy() == pytest.approx(p["probs"], abs=1e-6)

@@ -410,7 +410,7 @@ class OptunaBridge(Searcher):
             "val_f1_per_class": s["val"]["f1"], "test_f1_per_class": s["test"]["f1"],
             "test_macro_f1": s["test"]["macro_f1"], "val_tail_f1": s["val"].get("tail_f1"),
             "test_tail_f1": s["test"].get("tail_f1"), "device": s["device"], "train_seconds": s["seconds"],
-            "node_id": s.get("node_id"), "tta_metrics": s.get("tta"),
+            "node_id": s.get("node_id"), "tta_metrics": s.get("tta"), "predictions_packed": s.get("predictions_packed"),
         }
         for k, v in attrs.items():
             trial.set_user_attr(k, v)

@@ -1,15 +1,16 @@
-"""Trial outputs beyond metrics: class probabilities and the selected epoch's model.
+"""Trial outputs beyond metrics: class logits and the selected epoch's model.
 
-Probabilities (validation and test, at the selected epoch, plain and with TTA) are what
-ensembles average and bootstraps resample; the model is what teachers and ``fer-study
+Logits (validation and test, at the selected epoch, plain and with TTA) are what ensembles
+average, calibration is measured on and post-hoc methods adjust; the model is what teachers and ``fer-study
 export`` rebuild (its format and its weights-only loader: ``fer_core.checkpoint``). Neither
 travels in Tune's results (a result is kept per trial by the controller and would grow
 with every image): the worker writes them to a per-trial scratch directory under the
 runs directory, which every Ray node sees like Tune's own checkpoints, and the driver,
 the only process that writes the storage, then
 
-- uploads ``probabilities.npz`` (float16, ~26 KB per 1000 images) as an Optuna artifact
-  of the trial, beside ``predictions.json``;
+- uploads ``probabilities.npz`` (float32 logits, ~50 KB per 1000 images of 14 classes; its
+  name kept from when it held float16 probabilities, which flush tail classes to zero, and
+  which ``read_probabilities`` still reads) as an Optuna artifact, beside ``predictions.json``;
 - keeps ``model.pt`` as a checkpoint in ``<artifact store>/checkpoints/<study>/`` while the
   trial is among the study's best ``keep_checkpoints`` trials (best epoch only), and
   deletes checkpoints that fall out of the top, so disk use stays bounded.
@@ -17,6 +18,7 @@ the only process that writes the storage, then
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import tempfile
@@ -36,7 +38,7 @@ CHECKPOINTS = "checkpoints"
 
 # -- worker side ------------------------------------------------------------------------------
 def write_trial_outputs(out_dir: str | os.PathLike, result: dict[str, Any]) -> None:
-    """Probabilities (float16) and the selected epoch's model of a finished ``train_fer`` result."""
+    """Logits (float32) and the selected epoch's model of a finished ``train_fer`` result."""
     import torch
 
     from fer_core.checkpoint import model_payload
@@ -45,13 +47,14 @@ def write_trial_outputs(out_dir: str | os.PathLike, result: dict[str, Any]) -> N
     out.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
     for split, p in result["predictions"].items():
-        arrays[f"{split}_probs"] = np.asarray(p["probs"], dtype=np.float16)
+        arrays[f"{split}_logits"] = np.asarray(p["logits"], dtype=np.float32)
         arrays[f"{split}_labels"] = np.asarray(p["labels"], dtype=np.int16)
     tta = result.get("tta")
     if tta:
         arrays["tta"] = np.array(tta["name"])
-        for split, probs in tta["predictions"].items():
-            arrays[f"{split}_tta_probs"] = np.asarray(probs, dtype=np.float16)
+        for split, probs in tta["predictions"].items():  # log of the views' mean probabilities
+            arrays[f"{split}_tta_logits"] = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-30, None)) \
+                .astype(np.float32)
     np.savez_compressed(out / PROBABILITIES_NPZ, **arrays)
     torch.save(model_payload(result), out / MODEL_FILE)
 
@@ -104,8 +107,9 @@ def retain_checkpoint(store_path: str | os.PathLike | None, study: optuna.Study,
 
 
 def read_probabilities(store, storage, trial: optuna.trial.FrozenTrial) -> dict[str, np.ndarray] | None:
-    """A trial's stored probabilities as float32 arrays ({val,test}_probs, _labels, _tta_probs);
-    None if never stored or not in this store; a FerError if the file is corrupt."""
+    """A trial's stored outputs: {val,test}_logits and their softmax _probs (float32), _labels,
+    _tta_logits/_tta_probs with TTA; files of older trials hold float16 probabilities only (then
+    there are no logits). None if never stored or not in this store; a FerError if corrupt."""
     from optuna.artifacts import download_artifact, get_all_artifact_meta
     from optuna.artifacts.exceptions import ArtifactNotFound
 
@@ -122,10 +126,30 @@ def read_probabilities(store, storage, trial: optuna.trial.FrozenTrial) -> dict[
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                return {k: (z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k]) for k in z.files}
+                out = {k: (z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k]) for k in z.files}
         except (ValueError, OSError, KeyError) as err:
             raise FerError(f"trial {trial.number}: artifact {PROBABILITIES_NPZ} ({metas[-1].artifact_id}) is "
                            f"corrupt: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    for k in [k for k in out if k.endswith("_logits")]:
+        z = out[k].astype(np.float64)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        out[k[: -len("_logits")] + "_probs"] = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    return out
+
+
+def pack_classes(values: Any) -> str:
+    """Class indices as a short string for a trial user attr (base64 of uint8/uint16):
+    the held-out predictions every report interval needs, kept in the storage itself."""
+    a = np.asarray(values, dtype=np.int64)
+    kind = "u1" if a.size == 0 or a.max() < 256 else "u2"
+    return f"{kind}:" + base64.b64encode(a.astype("<" + kind).tobytes()).decode()
+
+
+def unpack_classes(text: str) -> np.ndarray:
+    kind, _, body = text.partition(":")
+    if kind not in ("u1", "u2"):
+        raise FerError(f"stored predictions: unknown encoding {kind!r}")
+    return np.frombuffer(base64.b64decode(body), dtype="<" + kind).astype(np.int64)
 
 
 # -- fer-study export -----------------------------------------------------------------------------

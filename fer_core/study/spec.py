@@ -32,7 +32,7 @@ DESIGNS = ("grid", "one_at_a_time", "search")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # no SQL/shell metacharacters, no paths
 SPEC_KEYS = {"name", "question", "extends", "data", "base", "design", "seeds", "objective", "optuna_sampler",
              "pruner", "scheduler", "budget", "resources", "max_failures", "profiles", "checkpoint_every",
-             "checkpoint_min_s", "keep_checkpoints", "cv", "teacher"}
+             "checkpoint_min_s", "keep_checkpoints", "cv", "teacher", "report"}
 EXTEND_MERGE = {"base", "data", "budget", "resources", "profiles"}
 DATA_KEYS = {"dataset", "data_path", "data_seed", "val_fraction", "test_fraction", "cache_dir"}
 
@@ -270,6 +270,16 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
         raise ConfigError(f"{src}: objective.metric {metric!r}; allowed: macro_f1, accuracy, balanced_accuracy, tail_f1")
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"{src}: objective.direction {direction!r}; allowed: maximize, minimize")
+    if metric != "macro_f1" and "select_metric" not in base:
+        base = {**base, "select_metric": metric}  # a trial's epoch is selected by the study's objective too
+    rep = _mapping(spec, "report", src)  # the report's class groups and estimability (fer_core/report/evidence.py)
+    for k, v in rep.items():
+        if k not in ("many_above", "few_below", "min_support"):
+            raise ConfigError(f"{src}: report: unknown key {k!r}; allowed: few_below, many_above, min_support")
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{src}: report.{k} must be an integer >= 1, got {v!r}")
+    if rep.get("few_below", 20) > rep.get("many_above", 100):
+        raise ConfigError(f"{src}: report.few_below must not exceed report.many_above")
     budget = _mapping(spec, "budget", src)
     bad = set(budget) - {"trials", "time_s", "max_concurrent"}
     if bad:

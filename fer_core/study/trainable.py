@@ -17,7 +17,7 @@ import torch
 
 from fer_core.checkpoint import load_training_state
 from fer_core.data.dataset import FerDataset
-from fer_core.study.outputs import write_trial_outputs
+from fer_core.study.outputs import pack_classes, write_trial_outputs
 from fer_core.train import train_fer
 
 CKPT_FILE = "trial.pt"
@@ -136,6 +136,10 @@ def _summary(result: dict) -> dict:
         "predictions": {split: {"labels": [int(v) for v in p["labels"]],
                                 "pred": [int(v) for v in p["probs"].argmax(1)]}
                         for split, p in result["predictions"].items()},
+        # the same predictions packed small enough for a user attr: the report's intervals over
+        # held-out images then need nothing but the storage (fer_core/report/evidence.py)
+        "predictions_packed": {split: {"labels": pack_classes(p["labels"]), "pred": pack_classes(p["probs"].argmax(1))}
+                               for split, p in result["predictions"].items()},
         "tta": {"name": tta["name"], "val": pick(tta["val"], "f1"), "test": pick(tta["test"], "f1")} if tta else None,
         "fingerprint": result["fingerprint"],
         "device": result["device"],
