@@ -20,6 +20,9 @@ from fer_core.report.artifacts import artifact_dir, open_store
 from fer_core.report.plots import make_plots
 from fer_core.report.table import (
     build_table,
+    calibration_frame,
+    design_line,
+    group_frame,
     load_study_data,
     markdown,
     per_class_frame,
@@ -119,15 +122,24 @@ def report(
         trials.to_csv(out_dir / "trials.csv", index=False, float_format="%.17g")
         files += [out_dir / "report.csv", out_dir / "trials.csv"]
     if "tex" in formats:
-        tex = _latex(summary_frame(data, table), f"{name}: validation {data.metric}, mean $\\pm$ sd over seeds")
-        tex += "\n" + _latex(per_class_frame(data, table), f"{name}: per-class validation F1")
+        tex = _latex(summary_frame(data, table), f"{name}: test {data.metric} with 95\\% CIs over seeds and test "
+                     "images; validation (selection split) secondary")
+        tex += "\n" + _latex(group_frame(data, table), f"{name}: class groups, test F1 and $\\Delta$")
+        tex += "\n" + _latex(per_class_frame(data, table), f"{name}: per-class test F1")
         (out_dir / "report.tex").write_text(tex)
         files.append(out_dir / "report.tex")
     if "html" in formats:
-        tables = [("Ablation table", summary_frame(data, table)), ("Per-class validation F1", per_class_frame(data, table))]
+        tables = [("Ablation table (held-out: test split)", summary_frame(data, table)),
+                  ("Class groups (test F1 and Δ vs baseline, 95 % CI)", group_frame(data, table)),
+                  ("Per-class test F1 (95 % CI)", per_class_frame(data, table))]
+        if "delta" in table.columns:
+            tables.append(("Per-class Δ test F1 vs baseline (95 % CI)", per_class_frame(data, table, delta=True)))
+        cal = calibration_frame(data, table)
+        if cal is not None and len(cal):
+            tables.append(("Calibration (test split)", cal))
         if extras:
             tables.append(("Best trials", extras["best_trials"]))
-        page = _html(f"{name}: ablation report", status_line(data), tables, plots,
+        page = _html(f"{name}: ablation report", f"{status_line(data)}. {design_line(data, table)}.", tables, plots,
                      md.strip().splitlines()[-1] if md.strip() else "")
         (out_dir / "report.html").write_text(page)
         files.append(out_dir / "report.html")

@@ -1,9 +1,12 @@
 """Storage -> the ablation table: one row per variant (or distinct config), baseline first.
 
-Reads only the storage (and, for the image bootstrap, the stored prediction artifacts).
-Means, CIs and tests use COMPLETE trials only, one per (variant, seed); PRUNED and FAIL
-trials are counted beside them, never averaged in. A k-fold CV config pruned across folds
-is reported over the folds it completed and marked ("pruned after 2/5 folds").
+Reads only the storage (every trial's held-out predictions are a user attr; the artifact
+store adds calibration from the stored logits). Every effect is estimated on the held-out
+split (the test split at each trial's selected epoch) with the intervals of
+``fer_core/report/stats.py``; validation, which selected the epochs, stays as a secondary
+column. Means, CIs and tests use COMPLETE trials only, one per (variant, seed); PRUNED and
+FAIL trials are counted beside them, never averaged in. A k-fold CV config pruned across
+folds is reported over the folds it completed and marked ("pruned after 2/5 folds").
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from fer_core.errors import FerError
-from fer_core.report import stats
+from fer_core.report import evidence, stats
 from fer_core.report.artifacts import PREDICTIONS_JSON, read_json_artifact
 from fer_core.report.ensemble import stored_ensembles
-from fer_core.study.outputs import real_trials
+from fer_core.report.evidence import GROUP_LABELS, GROUPS, ReportSettings, class_column, shot_groups
+from fer_core.study.outputs import read_probabilities, real_trials, unpack_classes
 from fer_core.study.warmstart import WARM_ATTR, is_warm_start
 
 P_LEVEL = 0.05
@@ -38,7 +42,11 @@ class StudyData:
     spec: dict[str, Any]
     planned: int | None
     trials: pd.DataFrame  # one row per trial (every state)
-    predictions: dict[int, dict] = field(default_factory=dict)  # trial number -> {"val": {labels, pred}}
+    heldout: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # trial -> (labels, pred) on test
+    calibration: dict[int, dict] = field(default_factory=dict)  # trial -> ece, nll, brier, reliability (test)
+    settings: ReportSettings = field(default_factory=ReportSettings)
+    groups: dict[str, list[int]] = field(default_factory=dict)  # many / medium / few-shot classes
+    test_support: list[int] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     ensembles: list[dict] = field(default_factory=list)  # derived entries (study user attrs ensemble:<name>)
     warm_started: dict[str, int] = field(default_factory=dict)  # source study -> copies told (not in the table)
@@ -84,7 +92,8 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
     counts = list(attrs.get("class_counts") or [])
     spec = attrs.get("spec") or {}
     rows = []
-    preds: dict[int, dict] = {}
+    heldout: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    calibration: dict[int, dict] = {}
     warm: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
@@ -104,6 +113,7 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
             "test_macro_f1": test.get("macro_f1"), "val_macro_f1": val.get("macro_f1"), "accuracy": val.get("accuracy"),
             "balanced_accuracy": val.get("balanced_accuracy"), "tail_f1": val.get("tail_f1"),
             "test_tail_f1": test.get("tail_f1"), "best_epoch": ua.get("best_epoch"),
+            "test_accuracy": test.get("accuracy"), "test_balanced_accuracy": test.get("balanced_accuracy"),
             "val_f1": val.get("f1"), "test_f1": test.get("f1"), "confusion_matrix": val.get("confusion_matrix"),
             "curve": dict(sorted(t.intermediate_values.items())), "params": dict(t.params),
             "config": ua.get("config"), "error": ua.get("error"), "tta": ua.get("tta_metrics"),
@@ -113,18 +123,52 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
             "cv_folds": ua.get("cv_folds"),
         }
         rows.append(row)
-        if t.state == TrialState.COMPLETE and store is not None:
-            p = read_json_artifact(store, study._storage, t, PREDICTIONS_JSON)
-            if p and "val" in p:
-                preds[t.number] = p
+        if t.state == TrialState.COMPLETE:
+            held = _heldout_of(t, store, study)
+            if held is not None:
+                heldout[t.number] = held
+            if store is not None:
+                cal = _calibration_of(t, store, study)
+                if cal is not None:
+                    calibration[t.number] = cal
     df = pd.DataFrame(rows)
     by_state = {s: int((df["state"] == s).sum()) if len(df) else 0 for s in ("COMPLETE", "RUNNING", "PRUNED", "FAIL")}
+    settings = ReportSettings.from_spec(spec)
+    support = np.bincount(next(iter(heldout.values()))[0], minlength=len(names)).tolist() if heldout else []
     return StudyData(
         name=study.study_name, design=design, metric=attrs.get("metric", "macro_f1"),
         direction=study.direction.name.lower(), class_names=names, class_counts=counts,
         tail=tail_classes(spec, counts) if counts else [], spec=spec, planned=planned, trials=df,
-        predictions=preds, counts=by_state, ensembles=stored_ensembles(attrs), warm_started=warm,
+        heldout=heldout, calibration=calibration, settings=settings,
+        groups=shot_groups(counts, settings) if counts else {g: [] for g in GROUPS}, test_support=support,
+        counts=by_state, ensembles=stored_ensembles(attrs), warm_started=warm,
     )
+
+
+def _heldout_of(t: optuna.trial.FrozenTrial, store, study: optuna.Study) -> tuple[np.ndarray, np.ndarray] | None:
+    """(labels, predicted classes) on the test split: the user attr, else (older trials) the artifact."""
+    packed = (t.user_attrs.get("predictions_packed") or {}).get("test")
+    if packed:
+        return unpack_classes(packed["labels"]), unpack_classes(packed["pred"])
+    if store is None:
+        return None
+    p = read_json_artifact(store, study._storage, t, PREDICTIONS_JSON)
+    if not p or "test" not in p:
+        return None
+    return np.asarray(p["test"]["labels"], dtype=np.int64), np.asarray(p["test"]["pred"], dtype=np.int64)
+
+
+def _calibration_of(t: optuna.trial.FrozenTrial, store, study: optuna.Study) -> dict | None:
+    """ECE / NLL / Brier and the reliability bins of the trial's test logits (older trials: log of
+    their float16 probabilities, which is what they kept)."""
+    out = read_probabilities(store, study._storage, t)
+    if not out or "test_labels" not in out:
+        return None
+    logits = out.get("test_logits")
+    if logits is None:
+        logits = np.log(np.clip(out["test_probs"].astype(np.float64), 1e-12, None))
+    labels = out["test_labels"].astype(np.int64)
+    return {**stats.calibration(logits, labels), "reliability": stats.reliability(stats.softmax(logits), labels)}
 
 
 def variant_order(data: StudyData, complete: pd.DataFrame) -> list[str]:
@@ -142,10 +186,6 @@ def variant_order(data: StudyData, complete: pd.DataFrame) -> list[str]:
     return sorted(seen, key=lambda v: means[v], reverse=reverse)
 
 
-def class_column(c: int, name: str) -> str:
-    return f"f1_{c:02d}_{name.replace(' ', '_')}"
-
-
 def build_table(data: StudyData) -> pd.DataFrame:
     """The ablation table as a DataFrame (every number in full precision)."""
     df = data.trials
@@ -158,9 +198,9 @@ def build_table(data: StudyData) -> pd.DataFrame:
     baseline = order[0] if has_baseline else None
     per_seed = {v: complete[complete["variant"] == v].set_index("unit") for v in order}
     maximize = data.direction == "maximize"
-    k = len(data.class_names)
-    # k-fold CV: every fold validates on other images, so there is no image bootstrap across folds
-    preds_of = {} if complete["fold"].notna().any() else data.predictions
+    labels, variants = _held_out_inputs(data, order, per_seed)
+    held = evidence.held_out_columns(variants, labels, baseline, data.metric, data.class_names, data.groups,
+                                     data.tail, data.settings)
     rows = []
     for v in order:
         g = per_seed[v]
@@ -173,52 +213,57 @@ def build_table(data: StudyData) -> pd.DataFrame:
             "n_pruned": int((all_v["state"] == "PRUNED").sum()) - len(skipped),
             "n_fold_skipped": len(skipped), "fold_pruned": _fold_pruned_text(skipped, data.spec),
             "n_failed": int((all_v["state"] == "FAIL").sum()),
+            # the selection split (it picked each trial's epoch): secondary, never a verdict
             "val_macro_f1_mean": float(vals.mean()),
             "val_macro_f1_sd": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
         }
-        row["ci_seeds_lo"], row["ci_seeds_hi"] = stats.bootstrap_mean_ci(vals)
-        preds = [preds_of.get(int(n)) for n in g["number"]]
-        row["ci_images_lo"], row["ci_images_hi"] = _image_ci(preds, k)
-        for col in ("test_macro_f1", "accuracy", "balanced_accuracy", "tail_f1", "test_tail_f1"):
+        for col in ("test_macro_f1", "test_accuracy", "test_balanced_accuracy", "accuracy", "balanced_accuracy"):
             row[col] = float(pd.to_numeric(g[col], errors="coerce").mean())
         if baseline is not None and v != baseline:
             b = per_seed[baseline]
-            common = sorted(set(g.index) & set(b.index))
-            a_vals = g.loc[common, "value"].astype(float).to_numpy()
-            b_vals = b.loc[common, "value"].astype(float).to_numpy()
-            row["n_paired"] = len(common)
-            row["delta"] = float((a_vals - b_vals).mean()) if common else float("nan")
-            row["delta_ci_lo"], row["delta_ci_hi"] = stats.bootstrap_mean_ci(a_vals - b_vals)
-            pa = [preds_of.get(int(g.loc[s, "number"])) for s in common]
-            pb = [preds_of.get(int(b.loc[s, "number"])) for s in common]
-            row["delta_img_ci_lo"], row["delta_img_ci_hi"] = _image_ci(pa, k, pb)
-            row["p_value"] = stats.paired_test(a_vals, b_vals)
-            # the tail classes: does the fix help the rare classes, paired by seed, with CIs
-            a_t = pd.to_numeric(g.loc[common, "tail_f1"], errors="coerce").to_numpy(float)
-            b_t = pd.to_numeric(b.loc[common, "tail_f1"], errors="coerce").to_numpy(float)
-            row["tail_delta"] = float(np.nanmean(a_t - b_t)) if common and data.tail else float("nan")
-            row["tail_delta_ci_lo"], row["tail_delta_ci_hi"] = stats.bootstrap_mean_ci(a_t - b_t)
-            row["tail_delta_img_ci_lo"], row["tail_delta_img_ci_hi"] = (
-                _image_ci(pa, k, pb, classes=data.tail) if data.tail else (float("nan"), float("nan")))
-        for c, name in enumerate(data.class_names):
-            f1s = [f[c] for f in g["val_f1"] if isinstance(f, list) and len(f) > c]
-            row[class_column(c, name)] = float(np.mean(f1s)) if f1s else float("nan")
+            common = sorted(set(g.index) & set(b.index), key=str)
+            row["val_delta"] = float((g.loc[common, "value"].astype(float).to_numpy()
+                                      - b.loc[common, "value"].astype(float).to_numpy()).mean()) if common else float("nan")
+        row.update(held.get(v, {}))
+        cals = [data.calibration[int(n)] for n in g["number"] if int(n) in data.calibration]
+        if cals and len(cals) == len(g):
+            for k in ("ece", "nll", "brier"):
+                row[k] = float(np.mean([c[k] for c in cals]))
         row["derived"] = ""
         rows.append(row)
         tta = _tta_row(data, v, g)
         if tta:
             rows.append(tta)
-    base_mean = rows[0]["val_macro_f1_mean"] if baseline is not None else None
-    rows += [_ensemble_row(data, e, base_mean) for e in data.ensembles]
+    rows += [_ensemble_row(data, e) for e in data.ensembles]
     table = pd.DataFrame(rows)
-    if baseline is not None:
-        table["p_holm"] = stats.holm(table.get("p_value", pd.Series([np.nan] * len(table))).tolist())
     real = table["derived"] == ""
-    means = table["val_macro_f1_mean"].where(real)  # the best is a trained variant, never a derived row
+    # the star marks the variant validation would pick (selection split), never the test's best
+    means = table["val_macro_f1_mean"].where(real)
     table["best"] = real & (means == (means.max() if maximize else means.min()))
-    table["verdict"] = [(f"{r['fold_pruned']}; " if r.get("fold_pruned") else "") + _verdict(r, maximize)
+    n_tests = int(table["p_holm"].notna().sum()) if "p_holm" in table else 0
+    table["verdict"] = [(f"{r['fold_pruned']}; " if r.get("fold_pruned") else "") + _verdict(r, maximize, n_tests)
                         for r in table.to_dict("records")]
     return table
+
+
+def _held_out_inputs(data: StudyData, order: list[str], per_seed: dict[str, pd.DataFrame]
+                     ) -> tuple[np.ndarray | None, list[evidence.Variant]]:
+    """The shared held-out labels and each variant's predictions (units x images)."""
+    labels = None
+    for n, (y, _) in sorted(data.heldout.items()):
+        if labels is None:
+            labels = y
+        elif len(y) != len(labels) or not np.array_equal(y, labels):
+            raise FerError(f"study {data.name!r}: trial {n} was evaluated on other held-out images than trial "
+                           f"{min(data.heldout)} (another data set under the same study?); cannot pair them")
+    out = []
+    for v in order:
+        g = per_seed[v]
+        nums = [int(n) for n in g["number"]]
+        ok = labels is not None and all(n in data.heldout for n in nums)
+        out.append(evidence.Variant(v, [str(u) for u in g.index],
+                                    np.stack([data.heldout[n][1] for n in nums]) if ok else None))
+    return labels, out
 
 
 def _fold_pruned_text(skipped: pd.DataFrame, spec: dict) -> str:
@@ -235,91 +280,65 @@ def _fold_pruned_text(skipped: pd.DataFrame, spec: dict) -> str:
 
 
 def _tta_row(data: StudyData, variant: str, g: pd.DataFrame) -> dict[str, Any] | None:
-    """The variant's seeds evaluated with test-time augmentation: its own row, paired with the plain one."""
+    """The variant's seeds evaluated with test-time augmentation: its own row, paired with the plain one.
+    Descriptive: its CI carries the seeds only (TTA predictions per image stay in the artifacts)."""
     ttas = [t if isinstance(t, dict) else None for t in g["tta"]] if "tta" in g else []
     if not ttas or any(t is None for t in ttas):
         return None
     vals = np.array([t["val"]["macro_f1"] for t in ttas], dtype=float)
-    plain = pd.to_numeric(g["val_macro_f1"], errors="coerce").to_numpy(float)  # the same trials without TTA
+    test = np.array([t["test"]["macro_f1"] for t in ttas], dtype=float)
+    plain = pd.to_numeric(g["test_macro_f1"], errors="coerce").to_numpy(float)  # the same trials without TTA
     name = ttas[0]["name"]
     row: dict[str, Any] = {
         "variant": f"{variant} +tta:{name}", "baseline": False, "n_seeds": len(g), "seeds": ",".join(map(str, g.index)),
         "n_pruned": 0, "n_fold_skipped": 0, "fold_pruned": "", "n_failed": 0, "val_macro_f1_mean": float(vals.mean()),
         "val_macro_f1_sd": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
-        "ci_images_lo": float("nan"), "ci_images_hi": float("nan"),
-        "test_macro_f1": float(np.mean([t["test"]["macro_f1"] for t in ttas])),
+        "test_macro_f1": float(test.mean()),
         "accuracy": float(np.mean([t["val"].get("accuracy", np.nan) for t in ttas])),
         "balanced_accuracy": float(np.mean([t["val"].get("balanced_accuracy", np.nan) for t in ttas])),
-        "tail_f1": float(np.mean([t["val"].get("tail_f1", np.nan) for t in ttas])),
-        "test_tail_f1": float(np.mean([t["test"].get("tail_f1", np.nan) for t in ttas])),
-        "derived": "tta", "tta_gain": float((vals - plain).mean()),
+        "derived": "tta", "tta_gain": float((test - plain).mean()),
     }
-    row["ci_seeds_lo"], row["ci_seeds_hi"] = stats.bootstrap_mean_ci(vals)
-    row["tta_gain_ci_lo"], row["tta_gain_ci_hi"] = stats.bootstrap_mean_ci(vals - plain)
+    d = test - plain
+    if len(d) > 1:
+        half = float(stats.stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+        row["tta_gain_ci_lo"], row["tta_gain_ci_hi"] = row["tta_gain"] - half, row["tta_gain"] + half
+    else:
+        row["tta_gain_ci_lo"] = row["tta_gain_ci_hi"] = float("nan")
     for c, cname in enumerate(data.class_names):
-        row[class_column(c, cname)] = float(np.mean([t["val"]["f1"][c] for t in ttas]))
+        row[class_column(c, cname)] = float(np.mean([t["test"]["f1"][c] for t in ttas]))
     return row
 
 
-def _ensemble_row(data: StudyData, e: dict, base_mean: float | None) -> dict[str, Any]:
-    """A stored ensemble: one derived row (its members are trials; it is not one)."""
+def _ensemble_row(data: StudyData, e: dict) -> dict[str, Any]:
+    """A stored ensemble: one derived, descriptive row (its members are trials; it is not one)."""
     val, test = e["val"], e["test"]
-    k = len(data.class_names)
-    p = e.get("predictions", {}).get("val")
-    lo, hi = (stats.image_bootstrap_ci(np.asarray(p["labels"]), [np.asarray(p["pred"])], k) if p
-              else (float("nan"), float("nan")))
     row: dict[str, Any] = {
         "variant": f"ensemble:{e['name']}", "baseline": False, "n_seeds": len(e["members"]),
         "seeds": "trials " + ",".join(map(str, e["members"])), "n_pruned": 0, "n_fold_skipped": 0, "fold_pruned": "",
-        "n_failed": 0,
-        "val_macro_f1_mean": float(val["macro_f1"]), "val_macro_f1_sd": float("nan"),
-        "ci_seeds_lo": float("nan"), "ci_seeds_hi": float("nan"), "ci_images_lo": lo, "ci_images_hi": hi,
+        "n_failed": 0, "val_macro_f1_mean": float(val["macro_f1"]), "val_macro_f1_sd": float("nan"),
         "test_macro_f1": float(test["macro_f1"]), "accuracy": float(val["accuracy"]),
-        "balanced_accuracy": float(val["balanced_accuracy"]), "tail_f1": float(val.get("tail_f1", np.nan)),
-        "test_tail_f1": float(test.get("tail_f1", np.nan)), "derived": "ensemble",
+        "balanced_accuracy": float(val["balanced_accuracy"]), "derived": "ensemble",
         "members": ",".join(map(str, e["members"])), "ensemble_by": e.get("by"),
         "ensemble_gain": float(val["macro_f1"] - max(e.get("member_values") or [np.nan])),
     }
-    if base_mean is not None:
-        row["delta"] = float(val["macro_f1"] - base_mean)  # descriptive: not paired by seed, no test
     for c, cname in enumerate(data.class_names):
-        row[class_column(c, cname)] = float(val["f1"][c]) if len(val["f1"]) > c else float("nan")
+        row[class_column(c, cname)] = float(test["f1"][c]) if len(test["f1"]) > c else float("nan")
     return row
 
 
-def _image_ci(preds: list[dict | None], k: int, base: list[dict | None] | None = None,
-              classes: list[int] | None = None) -> tuple[float, float]:
-    if not preds or any(p is None for p in preds) or (base is not None and any(p is None for p in base)):
-        return float("nan"), float("nan")
-    labels = np.asarray(preds[0]["val"]["labels"], dtype=int)
-    a = [np.asarray(p["val"]["pred"], dtype=int) for p in preds]
-    b = [np.asarray(p["val"]["pred"], dtype=int) for p in base] if base is not None else None
-    return stats.image_bootstrap_ci(labels, a, k, baseline_by_seed=b, classes=classes)
-
-
-def _verdict(r: dict, maximize: bool) -> str:
+def _verdict(r: dict, maximize: bool, n_tests: int) -> str:
     if r.get("baseline"):
         return "baseline"
     if r.get("derived") == "tta":
         return (f"derived: TTA on the same trials, {r['tta_gain']:+.3f} "
-                f"{_ci(r.get('tta_gain_ci_lo'), r.get('tta_gain_ci_hi'))} vs without it (paired by seed)")
+                f"{_ci(r.get('tta_gain_ci_lo'), r.get('tta_gain_ci_hi'))} test macro-F1 vs without it "
+                "(paired by seed; seeds only)")
     if r.get("derived") == "ensemble":
         return (f"derived: mean probabilities of trials {r['members']} (top {r['n_seeds']} by val {r['ensemble_by']}), "
-                f"{r['ensemble_gain']:+.3f} vs its best member; not a trial, never the best")
-    if "p_holm" not in r or r.get("delta") is None:
+                f"{r['ensemble_gain']:+.3f} val vs its best member; not a trial, never the best")
+    if "val_delta" not in r:
         return ""
-    n = int(r.get("n_paired") or 0)
-    if n < 2:
-        return f"too few paired seeds to tell from the baseline (n={n})"
-    p = r["p_holm"]
-    better = (r["delta"] > 0) == maximize
-    img = ""
-    lo, hi = r.get("delta_img_ci_lo"), r.get("delta_img_ci_hi")
-    if lo == lo and hi == hi and lo is not None:
-        img = "; its image-bootstrap CI excludes 0" if (lo > 0 or hi < 0) else "; its image-bootstrap CI includes 0"
-    if p == p and p < P_LEVEL:
-        return f"{'better' if better else 'worse'} than the baseline (Holm p={p:.3f}{img})"
-    return f"not distinguishable from the baseline (Holm p={p:.2f}{img})"
+    return evidence.verdict(r, maximize, n_tests)
 
 
 def _counts_text(data: StudyData) -> str:
@@ -346,47 +365,106 @@ def fmt(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+def _est(r: dict, col: str, signed: bool = False) -> str:
+    v = r.get(col)
+    if v is None or v != v:
+        return "–"
+    return f"{v:+.3f} {_ci(r.get(col + '_ci_lo'), r.get(col + '_ci_hi'))}" if signed else \
+        f"{v:.3f} {_ci(r.get(col + '_ci_lo'), r.get(col + '_ci_hi'))}"
+
+
 def summary_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame:
-    """The readable table (Markdown, LaTeX, HTML, the dashboard note)."""
+    """The readable table (Markdown, LaTeX, HTML, the dashboard note): held-out first."""
     out = []
+    m = data.metric
     for r in table.to_dict("records"):
+        derived = r.get("derived")
         row = {
             "variant": ("★ " if r["best"] else "") + r["variant"],
-            "n": (f"{r['n_seeds']} trials" if r.get("derived") == "ensemble" else f"{r['n_seeds']}")
+            "n": (f"{r['n_seeds']} trials" if derived == "ensemble" else f"{r['n_seeds']}")
                  + (f" (+{r['n_pruned']} pruned)" if r["n_pruned"] else "")
                  + (f" (pruned: {r['n_fold_skipped']} folds skipped)" if r.get("n_fold_skipped") else "")
                  + (f" (+{r['n_failed']} failed)" if r["n_failed"] else ""),
-            "val macro-F1": f"{fmt(r['val_macro_f1_mean'])} ± {fmt(r['val_macro_f1_sd'])}",
-            "95% CI seeds": _ci(r["ci_seeds_lo"], r["ci_seeds_hi"]),
-            "95% CI images": _ci(r["ci_images_lo"], r["ci_images_hi"]),
+            f"test {m} [95% CI]": _est(r, "test_score") if not derived else fmt(r.get("test_macro_f1")),
         }
-        if "delta" in table.columns:
-            d = r.get("delta")
-            row["Δ vs baseline"] = "" if r["baseline"] or r.get("derived") == "tta" else (
-                f"{d:+.3f} {_ci(r.get('delta_ci_lo'), r.get('delta_ci_hi'))}" if d == d else "–")
-            row["Δ CI images"] = "" if r["baseline"] else _ci(r.get("delta_img_ci_lo"), r.get("delta_img_ci_hi"))
-            row["p (Holm)"] = "" if r["baseline"] else fmt(r.get("p_holm"))
-        row.update({"test macro-F1": fmt(r["test_macro_f1"]), "acc": fmt(r["accuracy"]),
-                    "bal. acc": fmt(r["balanced_accuracy"]), "tail F1": fmt(r["tail_f1"])})
-        if "tail_delta" in table.columns:
-            td = r.get("tail_delta")
-            row["Δ tail F1 [CI images]"] = "" if r["baseline"] or r.get("derived") else (
-                f"{td:+.3f} {_ci(r.get('tail_delta_img_ci_lo'), r.get('tail_delta_img_ci_hi'))}" if td == td else "–")
+        if "delta" in table.columns or "val_delta" in table.columns:
+            row[f"Δ test {m} [95% CI]"] = "" if r["baseline"] or derived else _est(r, "delta", signed=True)
+            row["p (Holm)"] = "" if r["baseline"] or derived else fmt(r.get("p_holm"))
+            row["MDE 80%"] = "" if r["baseline"] or derived else fmt(r.get("mde"))
+            row["P(better)"] = "" if r["baseline"] or derived else fmt(r.get("p_improve"), 2)
+            if data.groups.get("few"):
+                row["Δ few-shot F1 [95% CI]"] = "" if r["baseline"] or derived else _est(r, "few_delta", signed=True)
+        if "ece" in table.columns:
+            row["ECE"] = fmt(r.get("ece"))
+        row[f"val {m} (selection)"] = f"{fmt(r['val_macro_f1_mean'])} ± {fmt(r['val_macro_f1_sd'])}"
         row["verdict"] = r["verdict"]
         out.append(row)
     df = pd.DataFrame(out)
-    # columns with nothing to say (no stored predictions: no image CIs) are left out
+    # columns with nothing to say (no baseline, no stored logits) are left out
     empty = [c for c in df.columns if df[c].isin(["–", ""]).all()]
     return df.drop(columns=empty)
 
 
-def per_class_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame:
-    """Variant x class validation F1 (tail classes marked)."""
+def _class_label(data: StudyData, c: int) -> str:
+    n_train = data.class_counts[c] if c < len(data.class_counts) else "?"
+    n_test = data.test_support[c] if c < len(data.test_support) else "?"
+    return f"{c} {data.class_names[c]} ({n_train}/{n_test})"
+
+
+def per_class_frame(data: StudyData, table: pd.DataFrame, delta: bool = False) -> pd.DataFrame:
+    """Variant x class test F1 (or Δ vs the baseline) with 95 % CIs; n.e. = not estimable."""
+    rows = table[~table["baseline"] & (table["derived"] == "")] if delta else table
     cols = {}
     for c, name in enumerate(data.class_names):
-        label = f"{c}{'*' if c in data.tail else ''}"
-        cols[label] = [fmt(v, 2) for v in table[class_column(c, name)]]
-    return pd.DataFrame({"variant": table["variant"], **cols})
+        col = ("delta_" if delta else "") + class_column(c, name)
+        support = data.test_support[c] if c < len(data.test_support) else None
+        cells = []
+        for r in rows.to_dict("records"):
+            if support is not None and support < data.settings.min_support:
+                cells.append("n.e.")
+            elif f"{col}_ci_lo" in r and r[f"{col}_ci_lo"] == r[f"{col}_ci_lo"]:
+                v = r[col]
+                cells.append(f"{v:+.2f} [{r[col + '_ci_lo']:+.2f}, {r[col + '_ci_hi']:+.2f}]" if delta else
+                             f"{v:.2f} [{r[col + '_ci_lo']:.2f}, {r[col + '_ci_hi']:.2f}]")
+            else:
+                cells.append(fmt(r.get(col), 2))
+        cols[_class_label(data, c)] = cells
+    return pd.DataFrame({"variant": list(rows["variant"]), **cols})
+
+
+def group_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame:
+    rows = table[table["derived"] == ""]
+    out = {"variant": list(rows["variant"])}
+    for g in GROUPS:
+        if not data.groups.get(g):
+            continue
+        label = f"{GROUP_LABELS[g]} ({len(data.groups[g])})"
+        out[f"{label} F1"] = [_est(r, f"{g}_f1") for r in rows.to_dict("records")]
+        out[f"{label} Δ"] = ["" if r["baseline"] else _est(r, f"{g}_delta", signed=True)
+                             for r in rows.to_dict("records")]
+    return pd.DataFrame(out)
+
+
+def calibration_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame | None:
+    if "ece" not in table.columns:
+        return None
+    rows = table[(table["derived"] == "") & table["ece"].notna()]
+    return pd.DataFrame({"variant": list(rows["variant"]), "ECE (15 bins)": rows["ece"].map(fmt),
+                         "NLL": rows["nll"].map(fmt), "Brier": rows["brier"].map(fmt)})
+
+
+def design_line(data: StudyData, table: pd.DataFrame) -> str:
+    """What the design can detect: seeds, held-out images, the Holm family, the median MDE."""
+    real = table[table["derived"] == ""]
+    n_img = sum(data.test_support) if data.test_support else 0
+    seeds = sorted({int(n) for n in real["n_seeds"]})
+    line = (f"Design: {len(real)} {'variants' if data.design != 'search' else 'configs'} x "
+            f"{'/'.join(map(str, seeds))} seeds; held-out: test split, {n_img} images")
+    if "mde" in real.columns and real["mde"].notna().any():
+        n_tests = int(real["p_holm"].notna().sum())
+        line += (f"; one Holm family of {n_tests} tests; median minimum detectable Δ {data.metric} at 80 % power: "
+                 f"{float(real['mde'].median()):.3f}")
+    return line
 
 
 def _ci(lo: Any, hi: Any) -> str:
@@ -396,27 +474,40 @@ def _ci(lo: Any, hi: Any) -> str:
 
 
 def markdown(data: StudyData, table: pd.DataFrame) -> str:
-    """The whole report as Markdown: status, the table, per-class F1, how to read it."""
-    lines = [f"## {data.name}: ablation table", "", status_line(data) + ".", ""]
+    """The whole report as Markdown: status, design, the table, groups, per class, calibration, how to read it."""
+    lines = [f"## {data.name}: ablation table", "", status_line(data) + ".", "", design_line(data, table) + ".", ""]
     q = data.spec.get("question")
     if q:
         lines += [f"Question: {q}", ""]
     lines += [summary_frame(data, table).to_markdown(index=False), ""]
-    tail_names = ", ".join(f"{c} {data.class_names[c]}" for c in data.tail)
-    lines += [f"Per-class validation F1 (mean over seeds; * = tail class: {tail_names}):", "",
+    st = data.settings
+    if any(data.groups.values()):
+        lines += [f"Class groups by training images (many-shot > {st.many_above}, medium, few-shot < {st.few_below}), "
+                  "test macro-F1 over the group and its Δ vs the baseline [95 % CI]:", "",
+                  group_frame(data, table).to_markdown(index=False), ""]
+    lines += [f"Per-class test F1 [95 % CI] (column: class (training/test images); n.e. = fewer than "
+              f"{st.min_support} test images, not estimable):", "",
               per_class_frame(data, table).to_markdown(index=False), ""]
+    if "delta" in table.columns:
+        lines += ["Per-class Δ test F1 vs the baseline [95 % CI]:", "",
+                  per_class_frame(data, table, delta=True).to_markdown(index=False), ""]
+    cal = calibration_frame(data, table)
+    if cal is not None and len(cal):
+        lines += ["Calibration on the test split (from the stored float32 logits; mean over seeds):", "",
+                  cal.to_markdown(index=False), ""]
     lines += [
-        f"Validation {data.metric} is the objective. Mean ± sd over seeds; 95 % CIs by percentile bootstrap over "
-        "seeds and, where predictions are stored, over validation images (same images for every seed). "
-        "Δ is paired by seed; p is a paired t-test, Holm-corrected across variants. "
-        "Tail F1 is the macro-F1 over the tail classes (*); its Δ is paired by seed, with a CI over validation "
-        "images. Test metrics are at each trial's selected epoch and were not used for selection. "
-        "Pruned and failed trials are counted, never averaged in.",
+        f"Every effect is estimated on the test split at each trial's selected epoch; validation {data.metric} "
+        "selected the epochs (and the ★, the variant validation would pick) and is shown as a secondary column, "
+        "never tested. Intervals are 95 % t-intervals whose variance carries both the seeds (paired by seed for a "
+        "Δ) and the finite test set (the same images for every trial), fer_core/report/stats.py. p is the test of "
+        "Δ = 0, Holm-corrected across the table's variants; the verdict is that test's; MDE is the |Δ| this design "
+        "detects with 80 % power at the family-wise level; P(better) is the share of seed pairs in which the "
+        "variant beat the baseline. Pruned and failed trials are counted, never averaged in.",
     ]
     if data.trials["fold"].notna().any():
         lines += ["", "k-fold cross-validation: every fold is a trial and counts like a seed (a config's value is "
-                  "its mean over folds, sd and CIs over folds, Δ paired by fold); folds validate on different "
-                  "images, so there is no image bootstrap."]
+                  "its mean over folds, Δ paired by fold); every fold's model is scored on the same held-out "
+                  "test split."]
     if data.trials["pruned_by"].notna().any():
         lines += ["", "Pruning across folds: a config whose completed folds were significantly worse than the best "
                   "config's (Wilcoxon signed-rank, paired by fold) had its remaining folds skipped; its row is the "

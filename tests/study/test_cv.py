@@ -8,11 +8,13 @@ import pytest
 from helpers import fer_cli
 from optuna.trial import TrialState
 from PIL import Image
+from sklearn.metrics import f1_score
 
 from fer_core.data.dataset import TEST, VAL
 from fer_core.errors import ConfigError
 from fer_core.report.table import build_table, load_study_data, markdown
 from fer_core.study.bridge import OptunaBridge, done_cells
+from fer_core.study.outputs import pack_classes
 from fer_core.study.spec import load_study
 from fer_core.train import train_fer
 
@@ -83,12 +85,18 @@ def test_report_treats_folds_like_seeds_paired_by_fold(tmp_path):
     study.set_user_attr("class_names", ["a", "b"])
     study.set_user_attr("class_counts", [50, 5])
     values = {"plain-ce": [0.50, 0.40, 0.60], "bsm": [0.55, 0.48, 0.62]}
+    labels = np.array([0] * 40 + [1] * 20)  # every fold's model predicts the same held-out test images
+    wrong = {"plain-ce": [12, 14, 10], "bsm": [6, 8, 5]}  # images of class 1 called 0, per fold
     for variant, vals in values.items():
         for fold, v in enumerate(vals):
             t = study.ask()
+            pred = labels.copy()
+            pred[40:40 + wrong[variant][fold]] = 0
             for k, val in {"variant": variant, "seed": 0, "fold": fold, "config_id": f"{variant}/seed=0",
                            "val_metrics": {"macro_f1": v, "accuracy": v, "balanced_accuracy": v, "f1": [v, v],
-                                           "tail_f1": v}, "test_metrics": {"macro_f1": v}}.items():
+                                           "tail_f1": v}, "test_metrics": {"macro_f1": v},
+                           "predictions_packed": {"test": {"labels": pack_classes(labels),
+                                                           "pred": pack_classes(pred)}}}.items():
                 t.set_user_attr(k, val)
             study.tell(t, v)
     data = load_study_data(study)
@@ -96,9 +104,16 @@ def test_report_treats_folds_like_seeds_paired_by_fold(tmp_path):
     row = table.loc["bsm"]
     assert row["n_seeds"] == 3 and row["seeds"] == "0/0,0/1,0/2"
     assert row["val_macro_f1_mean"] == pytest.approx(np.mean(values["bsm"]))  # a config's value: the fold mean
-    assert row["delta"] == pytest.approx(np.mean(np.subtract(values["bsm"], values["plain-ce"])))
-    assert row["delta_ci_lo"] > 0  # paired by fold: every fold improves
-    assert np.isnan(row["ci_images_lo"])  # folds validate on different images: no image bootstrap
+    assert row["val_delta"] == pytest.approx(np.mean(np.subtract(values["bsm"], values["plain-ce"])))
+
+    def f1(w: int) -> float:
+        pred = labels.copy()
+        pred[40:40 + w] = 0
+        return f1_score(labels, pred, average="macro")
+
+    # held out: every fold's model on the same test images, paired by fold
+    assert row["delta"] == pytest.approx(np.mean([f1(a) - f1(b) for a, b in zip(wrong["bsm"], wrong["plain-ce"])]))
+    assert row["delta_ci_lo"] > 0  # every fold improves by a lot on the same images
     assert "k-fold cross-validation" in markdown(data, build_table(data))
 
 

@@ -77,7 +77,7 @@ def test_an_ensemble_of_identical_trials_equals_the_trial(trained, storage, tmp_
     assert rows.loc["ensemble:top3-macro_f1", "val_macro_f1_mean"] == entry["val"]["macro_f1"]
     tta = rows.loc["baseline +tta:flip"]
     assert tta["val_macro_f1_mean"] == pytest.approx(result["tta"]["val"]["macro_f1"])
-    assert tta["tta_gain"] == pytest.approx(result["tta"]["val"]["macro_f1"] - result["val"]["macro_f1"])
+    assert tta["tta_gain"] == pytest.approx(result["tta"]["test"]["macro_f1"] - result["test"]["macro_f1"])
     md = markdown(data, table)
     assert "ensemble:top3-macro_f1" in md and "derived: mean probabilities of trials 0,1,2" in md
     assert "derived: TTA on the same trials" in md

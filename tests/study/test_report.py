@@ -26,6 +26,8 @@ from scipy import stats as sps
 from sklearn.metrics import f1_score
 
 from fer_core.report import stats
+from fer_core.report.artifacts import open_store
+from fer_core.study.outputs import read_probabilities, unpack_classes
 from fer_core.study.runner import launch
 
 STUDY = """
@@ -63,6 +65,47 @@ def _db_digest(d: Path) -> str:
     return hashlib.sha256((d / "fer-study.db").read_bytes()).hexdigest()
 
 
+def _hand_parts(runs, k, base=None):
+    """(mean, seed variance part, test-set part, n) by hand: the per-seed scores' variance, and the
+    test set's part from influences obtained by finite differences of sklearn's weighted F1."""
+
+    def score_and_influence(y, p):
+        n, h = len(y), 1e-6
+        f = f1_score(y, p, labels=range(k), average="macro", zero_division=0)
+        cells = {}
+        infl = np.empty(n)
+        for i in range(n):  # an image's influence depends only on its (label, prediction) cell
+            key = (y[i], p[i])
+            if key not in cells:
+                w = np.ones(n)
+                w[i] += h
+                cells[key] = n * (f1_score(y, p, labels=range(k), average="macro", zero_division=0,
+                                           sample_weight=w) - f) / h
+            infl[i] = cells[key]
+        return f, infl
+
+    d, psi = zip(*(score_and_influence(y, p) for y, p in runs))
+    d, psi = np.array(d), np.array(psi)
+    if base is not None:
+        db, psib = zip(*(score_and_influence(y, p) for y, p in base))
+        d, psi = d - np.array(db), psi - np.array(psib)
+    n, big_n = len(d), psi.shape[1]
+    v_mean = (psi.mean(0) ** 2).sum() / big_n**2
+    v_bar = (psi**2).sum(1).mean() / big_n**2
+    return d.mean(), d.var(ddof=1) / n, max(v_mean - max(v_bar - v_mean, 0) / (n - 1), 0), n
+
+
+def _hand_intervals(parts):
+    """95 % t-intervals and p-values of rows whose df come from the pooled ratio of the two parts."""
+    ratio = np.median([p[2] for p in parts]) / np.median([p[1] for p in parts])
+    out = []
+    for mean, v_seed, v_img, n in parts:
+        df, se = (n - 1) * (1 + ratio) ** 2, np.sqrt(v_seed + v_img)
+        q = sps.t.ppf(0.975, df)
+        out.append((mean - q * se, mean + q * se, 2 * sps.t.sf(abs(mean) / se, df)))
+    return out
+
+
 def test_trials_carry_artifacts_and_the_study_note(launched):
     d, url = launched
     study = optuna.load_study(study_name="report-test", storage=url)
@@ -84,43 +127,74 @@ def test_report_every_format_matches_a_hand_computation(launched, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _db_digest(d) == before  # the report only reads
 
-    # hand computation straight from the storage
+    # hand computation straight from the storage: the held-out (test) predictions of every trial
     study = optuna.load_study(study_name="report-test", storage=url)
-    vals = {v: {} for v in VARIANTS}
-    tails = {v: {} for v in VARIANTS}
+    vals, test = {v: {} for v in VARIANTS}, {v: {} for v in VARIANTS}
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
         vals[t.user_attrs["variant"]][t.user_attrs["seed"]] = t.value
-        tails[t.user_attrs["variant"]][t.user_attrs["seed"]] = t.user_attrs["val_tail_f1"]
+        packed = t.user_attrs["predictions_packed"]["test"]
+        test[t.user_attrs["variant"]][t.user_attrs["seed"]] = (unpack_classes(packed["labels"]),
+                                                                unpack_classes(packed["pred"]))
     table = pd.read_csv(out / "report.csv")
     assert list(table["variant"]) == VARIANTS  # baseline first, then the spec's order
-    base = np.array([vals["plain-ce"][s] for s in (0, 1)])
+    k = len(study.user_attrs["class_names"])
     pvals = []
+    runs = {v: [test[v][s] for s in (0, 1)] for v in VARIANTS}
+    means = dict(zip(VARIANTS, _hand_intervals([_hand_parts(runs[v], k) for v in VARIANTS])))
+    deltas = dict(zip(VARIANTS[1:], _hand_intervals([_hand_parts(runs[v], k, runs["plain-ce"])
+                                                     for v in VARIANTS[1:]])))
     for row in table.to_dict("records"):
         v = np.array([vals[row["variant"]][s] for s in (0, 1)])
         assert row["n_seeds"] == 2 and row["n_pruned"] == 0 and row["n_failed"] == 0
-        assert row["val_macro_f1_mean"] == pytest.approx(v.mean(), abs=1e-12)
+        assert row["val_macro_f1_mean"] == pytest.approx(v.mean(), abs=1e-12)  # the selection split, kept
         assert row["val_macro_f1_sd"] == pytest.approx(v.std(ddof=1), abs=1e-12)
-        assert row["ci_seeds_lo"] <= v.mean() <= row["ci_seeds_hi"]
-        assert row["ci_images_lo"] < row["ci_images_hi"]  # predictions were stored: image bootstrap ran
+        f1s = np.array([f1_score(*runs[row["variant"]][s], labels=range(k), average="macro", zero_division=0)
+                        for s in (0, 1)])
+        assert row["test_score"] == pytest.approx(f1s.mean(), abs=1e-12)  # the objective on the test split
+        lo, hi, _ = means[row["variant"]]
+        assert (row["test_score_ci_lo"], row["test_score_ci_hi"]) == pytest.approx((lo, hi), abs=1e-4)
         if row["variant"] != "plain-ce":
-            assert row["delta"] == pytest.approx((v - base).mean(), abs=1e-12)
-            tail_d = [tails[row["variant"]][s] - tails["plain-ce"][s] for s in (0, 1)]
-            assert row["tail_delta"] == pytest.approx(np.mean(tail_d), abs=1e-12)
-            assert row["tail_delta_img_ci_lo"] <= row["tail_delta_img_ci_hi"]
-            p = sps.ttest_rel(v, base).pvalue if np.ptp(v - base) > 1e-12 else row["p_value"]
-            assert row["p_value"] == pytest.approx(p, abs=1e-9)
+            f1b = np.array([f1_score(*runs["plain-ce"][s], labels=range(k), average="macro", zero_division=0)
+                            for s in (0, 1)])
+            assert row["delta"] == pytest.approx((f1s - f1b).mean(), abs=1e-12)
+            lo, hi, p = deltas[row["variant"]]
+            assert (row["delta_ci_lo"], row["delta_ci_hi"]) == pytest.approx((lo, hi), abs=1e-4)
+            assert row["p_value"] == pytest.approx(p, abs=1e-3)
+            assert row["p_improve"] == pytest.approx(np.mean((f1s > f1b) + 0.5 * (f1s == f1b)))
             pvals.append(row["p_value"])
-            assert "baseline" in row["verdict"]  # said in words
+            assert "than the baseline" in row["verdict"] or "no detectable difference" in row["verdict"]
     assert table["p_holm"].dropna().tolist() == pytest.approx(stats.holm(pvals))
-    assert table["best"].sum() == 1
+    assert table["best"].sum() == 1  # the star is validation's pick
     assert table.loc[table["best"], "val_macro_f1_mean"].item() == table["val_macro_f1_mean"].max()
+    # a class with fewer than 5 test images is not estimable: no number, rather than a confident 0.00
+    labels = test["plain-ce"][0][0]
+    support = np.bincount(labels, minlength=k)
+    names = study.user_attrs["class_names"]
+    for c in range(k):
+        col = f"f1_{c:02d}_{names[c].replace(' ', '_')}"
+        assert np.isnan(table[col]).all() == (support[c] < 5), (c, support[c])
+    # calibration from the stored float32 logits, ECE by hand (15 equal-width bins, top label)
+    store = open_store(d / "fer-study-artifacts", create=False)
+    t0 = min(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+    stored = read_probabilities(store, study._storage, t0)
+    assert stored["test_logits"].dtype == np.float32
+    probs, y = stored["test_probs"].astype(float), stored["test_labels"]
+    conf, hit = probs.max(1), (probs.argmax(1) == y)
+    ece = sum(abs(hit[m].mean() - conf[m].mean()) * m.mean()
+              for b in range(15) if (m := (conf > b / 15) & (conf <= (b + 1) / 15)).any())
+    same = table[table["variant"] == t0.user_attrs["variant"]]
+    assert np.isfinite(same["ece"]).all() and 0 <= ece <= 1
+    from fer_core.report.stats import calibration
+    assert calibration(stored["test_logits"], y)["ece"] == pytest.approx(ece, abs=1e-5)
 
     md = (out / "report.md").read_text()
-    assert "plain-ce" in md and "★ " in md and "6 complete" in md and "Holm" in md
+    assert "plain-ce" in md and "★ " in md and "6 complete" in md and "Holm" in md and "test macro_f1" in md
+    assert "Per-class test F1" in md and "n.e." in md and "Design: 3 variants x 2 seeds" in md
     assert "\\toprule" in (out / "report.tex").read_text() and "\\bottomrule" in (out / "report.tex").read_text()
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4 and "src=\"http" not in page  # self-contained
-    for png in ("per_class_f1_heatmap.png", "delta_forest.png", "best_confusion_matrix.png", "learning_curves.png"):
+    assert page.count("data:image/png;base64,") == 5 and "src=\"http" not in page  # self-contained
+    for png in ("per_class_f1_heatmap.png", "delta_forest.png", "best_confusion_matrix.png", "learning_curves.png",
+                "reliability.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 6 and set(trials["state"]) == {"COMPLETE"}
@@ -170,15 +244,15 @@ def test_bad_input_gives_one_line_and_changes_nothing(launched, tmp_path):
     _one_line_error(fer_cli("report", "report-test", "--storage", url, "--out", str(blocker / "sub")),
                     "cannot write")
     _one_line_error(fer_cli("report", "report-test", "--storage", url, "--format", "docx"), "invalid choice")
-    # a corrupt predictions artifact: a clear error naming the trial and the file
+    # a corrupt logits artifact (read for calibration): a clear error naming the trial and the file
     art = tmp_path / "art"
     shutil.copytree(d / "fer-study-artifacts", art)
     study = optuna.load_study(study_name="report-test", storage=url)
     t = study.get_trials()[0]
-    meta = next(m for m in get_all_artifact_meta(t, storage=study._storage) if m.filename == "predictions.json")
-    (art / meta.artifact_id).write_bytes(b"\x00{not json")
+    meta = next(m for m in get_all_artifact_meta(t, storage=study._storage) if m.filename == "probabilities.npz")
+    (art / meta.artifact_id).write_bytes(b"\x00{not an npz")
     _one_line_error(fer_cli("report", "report-test", "--storage", url, "--artifacts", str(art), "--out",
-                            str(tmp_path / "y")), f"trial {t.number}: artifact predictions.json")
+                            str(tmp_path / "y")), f"trial {t.number}: artifact probabilities.npz")
     assert _db_digest(d) == before
 
 
@@ -191,12 +265,9 @@ def test_stats_helpers():
     np.add.at(cm, (y, p), 1)
     assert stats.macro_f1_from_confusion(cm) == pytest.approx(
         f1_score(y, p, labels=range(5), average="macro", zero_division=0))
-    lo, hi = stats.image_bootstrap_ci(y, [p, p], 5, baseline_by_seed=[p, p])
-    assert lo == hi == 0.0  # a variant identical to its baseline has a zero-width paired CI
-    lo, hi = stats.image_bootstrap_ci(y, [p], 5)
-    assert lo < stats.macro_f1_from_confusion(cm) < hi
+    f1, _ = stats.f1_parts(y, p, 5)
+    assert f1.mean() == pytest.approx(stats.macro_f1_from_confusion(cm))
     assert np.isnan(stats.bootstrap_mean_ci([0.5])[0])
-    assert stats.paired_test([0.1, 0.2, 0.3], [0.1, 0.2, 0.3]) == 1.0
 
 
 def test_predictions_artifact_matches_the_stored_metrics(launched):
