@@ -11,10 +11,12 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from fer_core.data.cache import build_dataset, cache_root
 from fer_core.data.dataset import FerDataset
+from fer_core.data.digits import IMBALANCE_RATIO, digits_dir
 from fer_core.data.folder import read_folder
 from fer_core.data.manifest import read_manifest
 from fer_core.data.rafce import read_rafce
@@ -24,6 +26,7 @@ from fer_core.errors import ConfigError
 from fer_core.registry import Registry, lookup
 
 DATASETS = Registry("dataset", "dataset")
+GENERATED = ("synthetic", "digits")  # made in the cache on first use: no data_path
 
 
 def _standin_ready(target: Path) -> bool:
@@ -35,20 +38,26 @@ def _standin_ready(target: Path) -> bool:
 
 def synthetic_dir(root: Path, seed: int, img_size: int) -> Path:
     """The stand-in for (seed, size), generated on first use; same files as ``data synth`` writes."""
-    target = root / f"synthetic-rafce-seed{seed}-{img_size}px"
-    if _standin_ready(target):
+    return build_once(root / f"synthetic-rafce-seed{seed}-{img_size}px", _standin_ready,
+                      lambda tmp: synthesize_rafce(tmp, seed=seed, img_size=img_size))
+
+
+def build_once(target: Path, ready: Callable[[Path], bool], write: Callable[[Path], object]) -> Path:
+    """``target``, written by ``write(tmp_dir)`` unless ``ready(target)``; atomic and race-free."""
+    if ready(target):
         return target
+    root = target.parent
     root.mkdir(parents=True, exist_ok=True)
     # one process renders, the others wait for it and use its result: drivers launched together on a
     # cold cache must not each treat the winner's finished stand-in as stale and move it from under
     # a reader (seen with 4 concurrent `fer-study launch`: "image for key ... not found")
     with open(root / f".{target.name}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _standin_ready(target):
+        if ready(target):
             return target
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{target.name}-"))
         try:
-            synthesize_rafce(tmp, seed=seed, img_size=img_size)
+            write(tmp)
             if target.exists():  # stale generator version: move it aside, then swap the new one in
                 old = Path(tempfile.mkdtemp(dir=root, prefix=f".old-{target.name}-"))
                 os.replace(target, old / "x")
@@ -73,6 +82,16 @@ def _need_path(data_path: str | None, name: str) -> Path:
     if not data_path:
         raise ConfigError(f"data_path is required for dataset {name!r}")
     return Path(data_path).expanduser()
+
+
+@DATASETS.register("digits")
+def _digits(data_seed: int, cache: Path, **_: object) -> RawSource:
+    """scikit-learn's 1,797 real 8x8 digit scans cut long-tailed (fer_core/data/digits.py)."""
+    root = digits_dir(cache, data_seed)
+    raw = read_folder(root)
+    raw.kind = "digits"
+    raw.info.update(source="sklearn digits, long-tailed", seed=data_seed, imbalance_ratio=IMBALANCE_RATIO)
+    return raw
 
 
 @DATASETS.register("rafce")
