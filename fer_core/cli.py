@@ -12,16 +12,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
+from fer_core.console import console, err_console
 from fer_core.errors import FerError
 
-# Piped output (CI logs, files) gets wide lines instead of rich's 80-column default,
-# so per-class tables are not truncated.
-_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "140"))
-console = Console(width=_WIDTH)
-err_console = Console(stderr=True, width=_WIDTH)
 
 def _fmt(v: float) -> str:
     return "  -  " if v != v else f"{v:.3f}"  # NaN (class absent) shows as a dash
@@ -174,7 +169,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
-    from fer_core.study.runner import STATES
+    from fer_core.study.queries import STATES
     from fer_core.study.spec import search_dirs
     from fer_core.study.storage import open_storage, redact, storage_url
     from fer_core.study.warmstart import is_warm_start
@@ -207,7 +202,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from fer_core.study.runner import best_value, counts_by_state
+    from fer_core.study.queries import best_value, counts_by_state
     from fer_core.study.storage import load_stored_study, planned_trials, redact, storage_url
     from fer_core.study.warmstart import warm_started
 

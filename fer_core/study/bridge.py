@@ -105,16 +105,6 @@ def reconcile(study: optuna.Study) -> list[int]:
     return failed
 
 
-def done_cells(study: optuna.Study) -> set[str]:
-    """Cells that are finished for good: COMPLETE, or PRUNED (a pruner's or scheduler's verdict, or
-    skipped by pruning across folds). Re-running a pruned cell would train the same seed and config
-    to the same verdict, and store a second trial for one cell. (A driver stopped mid-trial leaves
-    its trial RUNNING, not PRUNED: reconcile fails it and the cell is re-queued.)"""
-    return {t.user_attrs["cell_id"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
-                                                                                      TrialState.PRUNED))
-            if "cell_id" in t.user_attrs}
-
-
 class OptunaBridge(Searcher):
     def __init__(
         self,

@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 
 import fer_core
+from fer_core.console import console
 from fer_core.data.dataset import FerDataset
 from fer_core.distill import resolve_teacher
 from fer_core.errors import ConfigError
@@ -28,13 +29,12 @@ from fer_core.study.bridge import (
     BridgeCallback,
     OptunaBridge,
     OptunaPrunerScheduler,
-    done_cells,
     driver_id,
     reconcile,
 )
 from fer_core.study.components import make_optuna_sampler, make_pruner, make_scheduler
-from fer_core.study.outputs import real_trials, top_trials
-from fer_core.study.spec import Cell, StudySpec, load_study
+from fer_core.study.queries import best_value, counts_by_state, left_to_run
+from fer_core.study.spec import StudySpec, load_study
 from fer_core.study.storage import (
     StorageError,
     claim_key,
@@ -51,7 +51,6 @@ from fer_core.study.warmstart import plan as plan_warm_start
 from fer_core.study.warmstart import tell as tell_warm_start
 
 log = logging.getLogger("fer_study")
-STATES = ("COMPLETE", "RUNNING", "PRUNED", "FAIL", "WAITING")
 
 
 def code_version() -> str:
@@ -61,20 +60,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         sha = ""
     return f"{fer_core.__version__}+{sha}" if sha else fer_core.__version__
-
-
-def counts_by_state(study: optuna.Study) -> dict[str, int]:
-    """Trials this study ran, by state: warm-start copies are prior evidence, not progress."""
-    out = dict.fromkeys(STATES, 0)
-    for t in real_trials(study, states=None):  # derived copies (warm start) left out
-        out[t.state.name] = out.get(t.state.name, 0) + 1
-    return out
-
-
-def best_value(study: optuna.Study) -> tuple[float | None, int | None]:
-    """The best trial this study ran (``study.best_trial`` would also rank warm-start copies)."""
-    best = top_trials(study, 1)
-    return (best[0].value, best[0].number) if best else (None, None)
 
 
 def open_study(spec: StudySpec, url: str, restart: bool = False, create: bool = True,
@@ -131,8 +116,6 @@ class Progress:
         if self.quiet or (not force and now - self.last < (2 if self.tty else 20)):
             return
         self.last = now
-        from fer_core.cli import console
-
         try:
             line = self.line()
         except Exception as err:  # a progress line is a convenience: an unreachable database only skips it
@@ -220,16 +203,6 @@ class RayStart:
             self.wait()
         except BaseException:  # the launch is stopping for another reason already
             pass
-
-
-def left_to_run(spec: StudySpec, study: optuna.Study) -> tuple[list[Cell], int]:
-    """The cells not yet COMPLETE, and how many trials (cells, or search slots) are left."""
-    if spec.design == "search":
-        c = counts_by_state(study)
-        return [], max(0, (spec.trials or 0) - c["COMPLETE"] - c["PRUNED"])
-    done = done_cells(study)
-    todo = [c for c in spec.cells() if c.cell_id not in done]
-    return todo, len(todo)
 
 
 def _probably_work(spec: StudySpec, storage: optuna.storages.BaseStorage, restart: bool) -> bool:

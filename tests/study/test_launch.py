@@ -93,7 +93,7 @@ def test_stopped_trials_are_pruned_with_all_their_epochs(stopper, study_env, ray
 def test_a_pruned_cell_is_final_a_failed_one_is_run_again(study_env):
     """A planned cell stopped by a pruner or scheduler is PRUNED for good: a relaunch (or a second
     driver) that trained it again would store a second trial for the cell and reach the same verdict."""
-    from fer_core.study.runner import left_to_run
+    from fer_core.study.queries import left_to_run
     from fer_core.study.spec import load_study
 
     spec = load_study("smoke", "smoke")

@@ -18,7 +18,8 @@ from fer_core.report.table import load_study_data, search_extras, status_line
 from fer_core.study.bridge import OptunaBridge
 from fer_core.study.components import make_optuna_sampler
 from fer_core.study.outputs import real_trials
-from fer_core.study.runner import best_value, counts_by_state, open_study
+from fer_core.study.queries import best_value, counts_by_state
+from fer_core.study.runner import open_study
 from fer_core.study.spec import StudySpec, load_study
 from fer_core.study.storage import spec_attrs, study_names
 from fer_core.study.warmstart import WarmStart, is_warm_start, map_trial, plan, tell
