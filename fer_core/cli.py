@@ -100,11 +100,13 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     return 0
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    from fer_core.report.export import refresh_note
     from fer_core.study.runner import launch
 
     summary = launch(args.study, storage=args.storage, address=args.address, profile=args.profile,
                      max_concurrent=args.max_concurrent, restart=args.restart, quiet=not args.verbose,
-                     runs_dir=args.runs_dir, artifacts=args.artifacts, warm_start=args.warm_start or ())
+                     runs_dir=args.runs_dir, artifacts=args.artifacts, warm_start=args.warm_start or (),
+                     note=refresh_note)
     for line in summary.get("warm_start", []):
         console.print(line, highlight=False, soft_wrap=True)
     if summary["reconciled"]:
@@ -134,7 +136,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
-    from fer_core.report.artifacts import artifact_dir, open_store
+    from fer_core.study.artifacts import artifact_dir, open_store
     from fer_core.study.storage import open_storage, redact, storage_url
 
     url = storage_url(args.storage)
@@ -229,10 +231,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from fer_core.report.artifacts import artifact_dir, open_store
     from fer_core.report.ensemble import build_ensemble, save_ensemble
     from fer_core.report.export import refresh_note
     from fer_core.report.table import study_groups
+    from fer_core.study.artifacts import artifact_dir, open_store
     from fer_core.study.storage import load_stored_study, planned_trials, storage_url
 
     url = storage_url(args.storage)
@@ -264,7 +266,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from fer_core.report.artifacts import artifact_dir
+    from fer_core.study.artifacts import artifact_dir
     from fer_core.study.outputs import export_trial
     from fer_core.study.storage import load_stored_study, storage_url
 

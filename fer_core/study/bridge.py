@@ -41,8 +41,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from fer_core.report.artifacts import upload_trial_artifacts
-from fer_core.report.export import refresh_note
+from fer_core.study.artifacts import upload_trial_artifacts
 from fer_core.study.foldprune import (
     fold_values,
     judge,
@@ -117,11 +116,15 @@ class OptunaBridge(Searcher):
         artifact_store=None,
         planned: int | None = None,
         outputs_dir: str | None = None,
+        note: Callable[[optuna.Study, int | None], None] | None = None,
     ) -> None:
         super().__init__(metric=spec.metric, mode="max" if spec.direction == "maximize" else "min")
         self.study, self.spec, self.todo, self.n_search = study, spec, list(todo), n_search
         self.trial_attrs, self.driver = trial_attrs, driver
         self.artifact_store, self.planned = artifact_store, planned
+        # refreshes the study's dashboard note (study, planned trials) after each finished trial: given
+        # by the caller (the CLI passes the report's table), so the study layer needs no report code
+        self.note = note
         self.outputs_dir = outputs_dir  # per-trial scratch dirs for probabilities and the model (shared runs dir)
         self.class_names = list(study.user_attrs.get("class_names") or [])
         self._writer: ThreadPoolExecutor | None = None  # made on first use: Tune pickles the searcher
@@ -358,8 +361,10 @@ class OptunaBridge(Searcher):
 
     def refresh_note(self) -> None:
         """The study's dashboard note shows the current ablation table, refreshed per finished trial."""
+        if self.note is None:
+            return
         try:
-            refresh_note(self.study, self.planned)
+            self.note(self.study, self.planned)
         except Exception as err:  # a note is a convenience: it must never stop a study
             log.warning("study note not refreshed: %s",
                         redact_text(str(err).splitlines()[0]) if str(err) else type(err).__name__)

@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from fer_core.console import console
 from fer_core.data.dataset import FerDataset
 from fer_core.distill import resolve_teacher
 from fer_core.errors import ConfigError
-from fer_core.report.artifacts import artifact_dir, open_store
+from fer_core.study.artifacts import artifact_dir, open_store
 from fer_core.study.bridge import (
     BridgeCallback,
     OptunaBridge,
@@ -229,10 +230,12 @@ def launch(
     show_progress: bool = True,
     artifacts: str | None = None,
     warm_start: tuple[str, ...] | list[str] = (),
+    note: Callable[[optuna.Study, int | None], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) a study to completion; returns a summary. Nothing runs when the spec,
     the storage or the cluster is not usable. ``warm_start``: studies in the same storage whose
-    finished trials are told to this (search) study first (``fer_core.study.warmstart``)."""
+    finished trials are told to this (search) study first (``fer_core.study.warmstart``). ``note``:
+    called with (study, planned trials) after each finished trial, to refresh the dashboard note."""
     if quiet:  # one progress line per update, not Optuna's per-trial INFO lines and experimental notices
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -247,7 +250,7 @@ def launch(
     ray_start = RayStart(address, quiet) if _probably_work(spec, rdb, restart) else None
     try:
         return _launch(spec, url, rdb, ray_start, warm, address, max_concurrent, restart, quiet, runs_dir,
-                       show_progress, artifacts)
+                       show_progress, artifacts, note)
     finally:
         if ray_start is not None and not ray_start.used:
             ray_start.cancel()  # stopped before Tune ran (bad data, refused spec, nothing left to run)
@@ -255,7 +258,8 @@ def launch(
 
 def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_start: RayStart | None,
             warm: list[WarmStart], address: str | None, max_concurrent: int | None, restart: bool, quiet: bool,
-            runs_dir: str | None, show_progress: bool, artifacts: str | None) -> dict[str, Any]:
+            runs_dir: str | None, show_progress: bool, artifacts: str | None,
+            note: Callable[[optuna.Study, int | None], None] | None) -> dict[str, Any]:
     # every planned cell's data before the study is created or changed: bad data (a corrupt image,
     # an empty class) stops here with its one line, and the storage holds nothing half-made
     planned_cfgs = [spec.trial_config(x.params) for x in spec.cells()] or [spec.trial_config({"seed": spec.seeds[0]})]
@@ -309,7 +313,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
     runs = Path(runs_dir or os.environ.get("FER_STUDY_RUNS") or Path.home() / ".cache" / "fer-study" / "runs")
     experiment = f"{spec.name}-{driver.replace(':', '-')}"
     bridge = OptunaBridge(study, spec, todo, n_search, trial_attrs, driver, artifact_store=store, planned=total,
-                          outputs_dir=str(runs.resolve() / experiment / "fer-outputs"))
+                          outputs_dir=str(runs.resolve() / experiment / "fer-outputs"), note=note)
     if spec.pruner["name"] != "none":
         scheduler = OptunaPrunerScheduler(bridge)
     else:

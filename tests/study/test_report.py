@@ -26,6 +26,7 @@ from scipy import stats as sps
 from sklearn.metrics import f1_score
 
 from fer_core.report import stats
+from fer_core.report.export import refresh_note
 from fer_core.study.runner import launch
 
 STUDY = """
@@ -54,7 +55,7 @@ def launched(tmp_path_factory, cache_dir, ray_local):
     (d / "report-test.yaml").write_text(STUDY)
     url = f"sqlite:///{d / 'fer-study.db'}"
     out = launch(str(d / "report-test.yaml"), storage=url, profile="smoke", show_progress=False,
-                 runs_dir=str(d / "runs"))
+                 runs_dir=str(d / "runs"), note=refresh_note)
     assert out["COMPLETE"] == 6
     return d, url
 
@@ -201,7 +202,7 @@ def test_stats_helpers():
 
 def test_predictions_artifact_matches_the_stored_metrics(launched):
     d, url = launched
-    from fer_core.report.artifacts import PREDICTIONS_JSON, open_store, read_json_artifact
+    from fer_core.study.artifacts import PREDICTIONS_JSON, open_store, read_json_artifact
 
     study = optuna.load_study(study_name="report-test", storage=url)
     store = open_store(d / "fer-study-artifacts", create=False)
@@ -313,7 +314,7 @@ def test_search_study_report_has_best_trials_importances_and_a_ready_config(stud
 
     url = f"sqlite:///{study_env / 'hpo.db'}"
     (study_env / "hpo.yaml").write_text(SEARCH)
-    launch(str(study_env / "hpo.yaml"), storage=url, profile="smoke", show_progress=False)
+    launch(str(study_env / "hpo.yaml"), storage=url, profile="smoke", show_progress=False, note=refresh_note)
     out = _report_study("search-test", url, tmp_path / "hpo")
     study = optuna.load_study(study_name="search-test", storage=url)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
@@ -338,7 +339,7 @@ def _report_study(name: str, url: str, out: Path, artifacts: str | None = None) 
 
 
 def test_unwritable_artifact_store_warns_and_the_trial_stands(tmp_path, caplog):
-    from fer_core.report.artifacts import open_store, upload_trial_artifacts
+    from fer_core.study.artifacts import open_store, upload_trial_artifacts
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}")
     trial = study.ask()
@@ -366,7 +367,7 @@ def test_probabilities_and_kept_checkpoints_reproduce_the_stored_predictions(lau
     import torch
 
     from fer_core.data.dataset import VAL
-    from fer_core.report.artifacts import PREDICTIONS_JSON, open_store, read_json_artifact
+    from fer_core.study.artifacts import PREDICTIONS_JSON, open_store, read_json_artifact
     from fer_core.study.outputs import load_model, read_probabilities
 
     d, url = launched

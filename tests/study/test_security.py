@@ -15,7 +15,7 @@ import pytest
 
 import fer_core
 from fer_core.errors import ConfigError, FerError
-from fer_core.report.artifacts import PER_CLASS_JSON, ArtifactPathError, open_store, read_json_artifact
+from fer_core.study.artifacts import PER_CLASS_JSON, ArtifactPathError, open_store, read_json_artifact
 from fer_core.study.components import make_optuna_sampler, restricted_loads
 
 
