@@ -101,12 +101,13 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 def cmd_launch(args: argparse.Namespace) -> int:
     from fer_core.report.export import refresh_note
-    from fer_core.study.runner import launch
+    from fer_core.study.runner import LaunchOptions, launch
 
-    summary = launch(args.study, storage=args.storage, address=args.address, profile=args.profile,
-                     max_concurrent=args.max_concurrent, restart=args.restart, quiet=not args.verbose,
-                     runs_dir=args.runs_dir, artifacts=args.artifacts, warm_start=args.warm_start or (),
-                     note=refresh_note)
+    opts = LaunchOptions(storage=args.storage, address=args.address, profile=args.profile,
+                         max_concurrent=args.max_concurrent, restart=args.restart,
+                         warm_start=tuple(args.warm_start or ()), artifacts=args.artifacts, runs_dir=args.runs_dir,
+                         quiet=not args.verbose, note=refresh_note)
+    summary = launch(args.study, opts)
     for line in summary.get("warm_start", []):
         console.print(line, highlight=False, soft_wrap=True)
     if summary["reconciled"]:

@@ -56,6 +56,8 @@ from fer_core.study.storage import StorageLost, claim_key, claim_lock, redact_te
 log = logging.getLogger("fer_study")
 DRIVER_ATTR = "driver_heartbeat:"  # study user attr prefix: driver id -> last seen (unix time)
 STALE_S = 120.0  # a driver silent this long is dead; its RUNNING trials are reconciled
+# refreshes a study's dashboard note: (study, planned trials), after each finished trial
+NoteFn = Callable[[optuna.Study, "int | None"], None]
 
 
 def stale_s() -> float:
@@ -116,7 +118,7 @@ class OptunaBridge(Searcher):
         artifact_store=None,
         planned: int | None = None,
         outputs_dir: str | None = None,
-        note: Callable[[optuna.Study, int | None], None] | None = None,
+        note: NoteFn | None = None,
     ) -> None:
         super().__init__(metric=spec.metric, mode="max" if spec.direction == "maximize" else "min")
         self.study, self.spec, self.todo, self.n_search = study, spec, list(todo), n_search

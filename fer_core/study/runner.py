@@ -13,7 +13,6 @@ import subprocess
 import threading
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from fer_core.errors import ConfigError
 from fer_core.study.artifacts import artifact_dir, open_store
 from fer_core.study.bridge import (
     BridgeCallback,
+    NoteFn,
     OptunaBridge,
     OptunaPrunerScheduler,
     driver_id,
@@ -218,53 +218,61 @@ def _probably_work(spec: StudySpec, storage: optuna.storages.BaseStorage, restar
     return left_to_run(spec, study)[1] > 0
 
 
-def launch(
-    name: str,
-    storage: str | None = None,
-    address: str | None = None,
-    profile: str | None = None,
-    max_concurrent: int | None = None,
-    restart: bool = False,
-    quiet: bool = True,
-    runs_dir: str | None = None,
-    show_progress: bool = True,
-    artifacts: str | None = None,
-    warm_start: tuple[str, ...] | list[str] = (),
-    note: Callable[[optuna.Study, int | None], None] | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How to run a study: everything ``launch`` takes besides the study's name. The CLI builds
+    one from the ``fer-study launch`` flags; a default is a plain local launch."""
+
+    storage: str | None = None  # SQLAlchemy URL (None: $FER_STUDY_STORAGE, else ./fer-study.db)
+    address: str | None = None  # Ray cluster (None: $RAY_ADDRESS, else a private local Ray)
+    profile: str | None = None  # budget profile (None: gpu if CUDA, else cpu)
+    max_concurrent: int | None = None  # trials at once (None: the study's budget)
+    restart: bool = False  # delete the stored study and start over (default: resume it)
+    # search designs: studies in the same storage whose finished trials are told first (study.warmstart)
+    warm_start: tuple[str, ...] = ()
+    artifacts: str | None = None  # artifact store directory (None: see study.artifacts.artifact_dir)
+    runs_dir: str | None = None  # Ray checkpoints (None: $FER_STUDY_RUNS, else ~/.cache/fer-study/runs)
+    quiet: bool = True  # no Ray logs, no Optuna INFO lines
+    show_progress: bool = True  # the live progress line
+    # called with (study, planned trials) after each finished trial to refresh the dashboard note;
+    # the CLI passes the report's ``refresh_note`` (the study layer imports no report code)
+    note: NoteFn | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "warm_start", tuple(self.warm_start))
+
+
+def launch(name: str, opts: LaunchOptions | None = None) -> dict[str, Any]:
     """Run (or continue) a study to completion; returns a summary. Nothing runs when the spec,
-    the storage or the cluster is not usable. ``warm_start``: studies in the same storage whose
-    finished trials are told to this (search) study first (``fer_core.study.warmstart``). ``note``:
-    called with (study, planned trials) after each finished trial, to refresh the dashboard note."""
-    if quiet:  # one progress line per update, not Optuna's per-trial INFO lines and experimental notices
+    the storage or the cluster is not usable."""
+    opts = opts or LaunchOptions()
+    if opts.quiet:  # one progress line per update, not Optuna's per-trial INFO lines and experimental notices
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # 1. resolve everything cheap before touching Ray: spec, storage, teacher
-    spec = load_study(name, profile)
-    url = storage_url(storage)
+    spec = load_study(name, opts.profile)
+    url = storage_url(opts.storage)
     rdb = open_storage(url)  # an unreachable database fails fast, before data is decoded
+    artifacts = opts.artifacts
     spec = resolve_teacher(spec, url, artifacts, rdb)  # teacher: {study, top} -> that study's kept checkpoints
     # warm-start sources are read and mapped before anything is written: an unknown source, another
     # objective or nothing that fits stops here with one line, and the storage gets no new study
-    warm: list[WarmStart] = [plan_warm_start(spec, url, s, rdb) for s in check_warm_start(spec, warm_start)]
-    ray_start = RayStart(address, quiet) if _probably_work(spec, rdb, restart) else None
+    warm: list[WarmStart] = [plan_warm_start(spec, url, s, rdb) for s in check_warm_start(spec, opts.warm_start)]
+    ray_start = RayStart(opts.address, opts.quiet) if _probably_work(spec, rdb, opts.restart) else None
     try:
-        return _launch(spec, url, rdb, ray_start, warm, address, max_concurrent, restart, quiet, runs_dir,
-                       show_progress, artifacts, note)
+        return _launch(spec, url, rdb, ray_start, warm, opts)
     finally:
         if ray_start is not None and not ray_start.used:
             ray_start.cancel()  # stopped before Tune ran (bad data, refused spec, nothing left to run)
 
 
 def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_start: RayStart | None,
-            warm: list[WarmStart], address: str | None, max_concurrent: int | None, restart: bool, quiet: bool,
-            runs_dir: str | None, show_progress: bool, artifacts: str | None,
-            note: Callable[[optuna.Study, int | None], None] | None) -> dict[str, Any]:
+            warm: list[WarmStart], opts: LaunchOptions) -> dict[str, Any]:
     # every planned cell's data before the study is created or changed: bad data (a corrupt image,
     # an empty class) stops here with its one line, and the storage holds nothing half-made
     planned_cfgs = [spec.trial_config(x.params) for x in spec.cells()] or [spec.trial_config({"seed": spec.seeds[0]})]
     datasets = _datasets(spec, planned_cfgs)
-    study = open_study(spec, url, restart=restart, storage=rdb)
+    study = open_study(spec, url, restart=opts.restart, storage=rdb)
 
     # 2. reconcile trials a dead driver left RUNNING, work out what is left to do
     reconciled = reconcile(study)
@@ -298,7 +306,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
         ray_start.used = True
         ray_start.wait()  # started in the background at step 1
     else:
-        init_ray(address, quiet)
+        init_ray(opts.address, opts.quiet)
     version = code_version()
     fps = {k: ds.fingerprint for k, ds in datasets.items()}
 
@@ -309,11 +317,11 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
 
     driver = driver_id()
     study.set_user_attr("driver_heartbeat:" + driver, time.time())
-    store = open_store(artifact_dir(url, artifacts))
-    runs = Path(runs_dir or os.environ.get("FER_STUDY_RUNS") or Path.home() / ".cache" / "fer-study" / "runs")
+    store = open_store(artifact_dir(url, opts.artifacts))
+    runs = Path(opts.runs_dir or os.environ.get("FER_STUDY_RUNS") or Path.home() / ".cache" / "fer-study" / "runs")
     experiment = f"{spec.name}-{driver.replace(':', '-')}"
     bridge = OptunaBridge(study, spec, todo, n_search, trial_attrs, driver, artifact_store=store, planned=total,
-                          outputs_dir=str(runs.resolve() / experiment / "fer-outputs"), note=note)
+                          outputs_dir=str(runs.resolve() / experiment / "fer-outputs"), note=opts.note)
     if spec.pruner["name"] != "none":
         scheduler = OptunaPrunerScheduler(bridge)
     else:
@@ -321,7 +329,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
         mode = "max" if spec.direction == "maximize" else "min"
         # max_t past the last epoch: the trial's own final report must not look like a stop
         scheduler = make_scheduler(spec.scheduler, spec.metric, mode, epochs + 2)
-    progress = Progress(study, total, c, quiet=not show_progress, tty=os.isatty(1))
+    progress = Progress(study, total, c, quiet=not opts.show_progress, tty=os.isatty(1))
     threads = max(1, int(spec.resources["cpu"]))
     if spec.resources["gpu"] == "auto":  # measured per backbone on the cluster's GPUs: small ones share a card
         from fer_core.study.gpu import AutoGpuResources
@@ -336,7 +344,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=bridge, scheduler=scheduler, num_samples=n_todo,
-            max_concurrent_trials=max_concurrent or spec.max_concurrent, reuse_actors=True,
+            max_concurrent_trials=opts.max_concurrent or spec.max_concurrent, reuse_actors=True,
             time_budget_s=spec.time_s,
         ),
         run_config=tune.RunConfig(

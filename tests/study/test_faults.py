@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from fer_core.cli import main
 from fer_core.errors import FerError
 from fer_core.report.export import report
-from fer_core.study.runner import launch
+from fer_core.study.runner import LaunchOptions, launch
 
 PASSWORD = "s3cret-Pa55word"
 
@@ -65,9 +65,9 @@ def test_killed_and_out_of_memory_trials_are_retried_and_no_password_leaks(pg_ur
     outputs += [rep["markdown"], rep["status"]] + [open(f, errors="replace").read() for f in rep["files"]]
     # exception messages: a refused relaunch, an unknown study, a database that does not exist
     with pytest.raises(FerError) as refused:
-        launch("smoke", storage=url, profile="cpu", show_progress=False)
+        launch("smoke", LaunchOptions(storage=url, profile="cpu", show_progress=False))
     with pytest.raises(FerError) as unknown:
-        launch("no-such-study", storage=url, profile="smoke", show_progress=False)
+        launch("no-such-study", LaunchOptions(storage=url, profile="smoke", show_progress=False))
     outputs += [str(refused.value), str(unknown.value)]
     assert main(["status", "smoke", "--storage", url.rsplit("/", 1)[0] + "/no_such_db"]) == 2
     assert main(["report", "nope", "--storage", url, "--out", str(study_env / "r2")]) == 2

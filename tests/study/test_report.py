@@ -27,7 +27,7 @@ from sklearn.metrics import f1_score
 
 from fer_core.report import stats
 from fer_core.report.export import refresh_note
-from fer_core.study.runner import launch
+from fer_core.study.runner import LaunchOptions, launch
 
 STUDY = """
 # report-test: a tiny one-at-a-time study with two seeds, so deltas can be paired.
@@ -54,8 +54,8 @@ def launched(tmp_path_factory, cache_dir, ray_local):
     d = tmp_path_factory.mktemp("report")
     (d / "report-test.yaml").write_text(STUDY)
     url = f"sqlite:///{d / 'fer-study.db'}"
-    out = launch(str(d / "report-test.yaml"), storage=url, profile="smoke", show_progress=False,
-                 runs_dir=str(d / "runs"), note=refresh_note)
+    out = launch(str(d / "report-test.yaml"), LaunchOptions(storage=url, profile="smoke", show_progress=False,
+                                                         runs_dir=str(d / "runs"), note=refresh_note))
     assert out["COMPLETE"] == 6
     return d, url
 
@@ -314,7 +314,8 @@ def test_search_study_report_has_best_trials_importances_and_a_ready_config(stud
 
     url = f"sqlite:///{study_env / 'hpo.db'}"
     (study_env / "hpo.yaml").write_text(SEARCH)
-    launch(str(study_env / "hpo.yaml"), storage=url, profile="smoke", show_progress=False, note=refresh_note)
+    launch(str(study_env / "hpo.yaml"), LaunchOptions(storage=url, profile="smoke", show_progress=False,
+                                                      note=refresh_note))
     out = _report_study("search-test", url, tmp_path / "hpo")
     study = optuna.load_study(study_name="search-test", storage=url)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
