@@ -25,14 +25,8 @@ from fer_core.data.dataset import FerDataset
 from fer_core.distill import resolve_teacher
 from fer_core.errors import ConfigError
 from fer_core.study.artifacts import artifact_dir, open_store
-from fer_core.study.bridge import (
-    BridgeCallback,
-    NoteFn,
-    OptunaBridge,
-    OptunaPrunerScheduler,
-    driver_id,
-    reconcile,
-)
+from fer_core.study.bridge import BridgeCallback, NoteFn, OptunaBridge, OptunaPrunerScheduler
+from fer_core.study.claims import DRIVER_ATTR, driver_id, reconcile
 from fer_core.study.components import make_optuna_sampler, make_pruner, make_scheduler
 from fer_core.study.queries import best_value, counts_by_state, left_to_run
 from fer_core.study.spec import StudySpec, load_study
@@ -316,7 +310,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
         return {"data_fingerprint": fps.get(data_key(config), "loaded-by-trial"), "code_version": version}
 
     driver = driver_id()
-    study.set_user_attr("driver_heartbeat:" + driver, time.time())
+    study.set_user_attr(DRIVER_ATTR + driver, time.time())
     store = open_store(artifact_dir(url, opts.artifacts))
     runs = Path(opts.runs_dir or os.environ.get("FER_STUDY_RUNS") or Path.home() / ".cache" / "fer-study" / "runs")
     experiment = f"{spec.name}-{driver.replace(':', '-')}"
@@ -367,5 +361,5 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
         raise bridge.lost
     progress(force=True)
     summary.update(counts_by_state(study))
-    summary.update({"ran": bridge.issued, "fold_skipped": len(bridge.fold_pruned), "seconds": time.time() - t0})
+    summary.update({"ran": bridge.issued, "fold_skipped": len(bridge.claims.fold_pruned), "seconds": time.time() - t0})
     return summary

@@ -147,7 +147,7 @@ def test_concurrent_claims_share_the_budget_and_the_cells(design, pg_url, study_
 def test_a_driver_waiting_out_the_database_is_not_declared_dead(monkeypatch):
     """A live driver writes no heartbeat while it waits for a restarted database (up to
     $FER_STUDY_DB_WAIT_S); a driver relaunched meanwhile must not fail its trials under it."""
-    from fer_core.study.bridge import DRIVER_ATTR, driver_is_dead
+    from fer_core.study.claims import DRIVER_ATTR, driver_is_dead
 
     study = optuna.create_study()
     other = "another-host:4242:0"  # not this host: judged by its heartbeat alone, not by its pid
