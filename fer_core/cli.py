@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.table import Table
 
 from fer_core.console import console, err_console
-from fer_core.errors import FerError
+from fer_core.errors import FerError, first_line
 
 
 def _fmt(v: float) -> str:
@@ -248,7 +248,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     try:  # the dashboard note shows the ensemble row too; a note is a convenience
         refresh_note(study, planned_trials(study))
     except Exception as err:
-        err_console.print(f"warning: study note not refreshed: {str(err).splitlines()[0] if str(err) else err!r}",
+        err_console.print(f"warning: study note not refreshed: {first_line(err, repr(err))}",
                           markup=False)
     names = study.user_attrs.get("class_names") or [str(c) for c in range(len(entry["val"]["f1"]))]
     table = Table(title=f"ensemble {entry['name']}: trials {entry['members']} (by val {entry['by']})")

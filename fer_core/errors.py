@@ -18,3 +18,12 @@ class ConfigError(FerError):
 
 class DataError(FerError):
     """A data source is missing, malformed or unusable (corrupt image, empty class...)."""
+
+
+def first_line(err: BaseException, default: str | None = None) -> str:
+    """The first line of an exception's message, for a one-line error, warning or stored reason;
+    ``default`` (else the exception's type name) when the message is empty."""
+    text = str(err).strip()
+    if text:
+        return text.splitlines()[0]
+    return type(err).__name__ if default is None else default

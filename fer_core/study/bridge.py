@@ -39,6 +39,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from fer_core.errors import first_line
 from fer_core.study.artifacts import upload_trial_artifacts
 from fer_core.study.claims import DRIVER_ATTR, Claims
 from fer_core.study.outputs import retain_checkpoint
@@ -205,8 +206,7 @@ class OptunaBridge(Searcher):
             if isinstance(err, StorageLost):
                 self.lost = self.lost or err
             if err is not None:
-                log.error("storing a finished trial failed: %s",
-                          redact_text(str(err).splitlines()[0]) if str(err) else type(err).__name__)
+                log.error("storing a finished trial failed: %s", redact_text(first_line(err)))
 
     # -- storage writes ------------------------------------------------------------------------
     def record(self, trial_id: str, result: dict) -> None:
@@ -230,8 +230,7 @@ class OptunaBridge(Searcher):
         try:
             self.note(self.study, self.planned)
         except Exception as err:  # a note is a convenience: it must never stop a study
-            log.warning("study note not refreshed: %s",
-                        redact_text(str(err).splitlines()[0]) if str(err) else type(err).__name__)
+            log.warning("study note not refreshed: %s", redact_text(first_line(err)))
 
     def should_prune(self, trial_id: str) -> bool:
         trial = self.trials.get(trial_id)

@@ -23,7 +23,7 @@ import fer_core
 from fer_core.console import console
 from fer_core.data.dataset import FerDataset
 from fer_core.distill import resolve_teacher
-from fer_core.errors import ConfigError
+from fer_core.errors import ConfigError, first_line
 from fer_core.study.artifacts import artifact_dir, open_store
 from fer_core.study.bridge import BridgeCallback, NoteFn, OptunaBridge, OptunaPrunerScheduler
 from fer_core.study.claims import DRIVER_ATTR, driver_id, reconcile
@@ -114,7 +114,7 @@ class Progress:
         try:
             line = self.line()
         except Exception as err:  # a progress line is a convenience: an unreachable database only skips it
-            line = f"progress unavailable: {redact_text(str(err).strip().splitlines()[0]) if str(err).strip() else err!r}"
+            line = f"progress unavailable: {redact_text(first_line(err, repr(err)))}"
         console.print(line, highlight=False)
 
 
@@ -145,7 +145,7 @@ def init_ray(address: str | None, quiet: bool = True) -> None:
         try:
             ray.init(address=address, **kw)
         except (ConnectionError, RuntimeError, ValueError) as err:
-            raise StorageError(f"cannot reach the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
+            raise StorageError(f"cannot reach the Ray cluster at {address}: {first_line(err)}") from None
     else:
         # "local": a private Ray for this driver, even when a `ray start` cluster runs on this machine
         ray.init(address="local", include_dashboard=False, **kw)
