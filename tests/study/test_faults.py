@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import optuna
 import pytest
-from helpers import fer_cli
+from helpers import fer_cli, fer_cli_cmd
 from optuna.trial import TrialState
 
 from fer_core.cli import main
@@ -80,8 +79,7 @@ def test_killed_and_out_of_memory_trials_are_retried_and_no_password_leaks(pg_ur
 
 def test_driver_killed_mid_study_relaunch_finishes_without_duplicates(study_env, cache_dir):
     url = f"sqlite:///{study_env / 'kill.db'}"
-    cmd = [sys.executable, "-m", "fer_core.cli", "launch", "smoke", "--profile", "smoke", "--storage", url,
-           "--max-concurrent", "1"]
+    cmd = fer_cli_cmd("launch", "smoke", "--profile", "smoke", "--storage", url, "--max-concurrent", "1")
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 300

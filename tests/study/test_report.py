@@ -8,9 +8,7 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -19,7 +17,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from helpers import fer_cli
+from helpers import fer_cli, fer_cli_cmd, free_port
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from scipy import stats as sps
@@ -217,17 +215,11 @@ def test_predictions_artifact_matches_the_stored_metrics(launched):
 
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def dashboard(launched):
     _d, url = launched
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "fer_core.cli", "dashboard", "--storage", url, "--port", str(port)],
+    port = free_port()
+    proc = subprocess.Popen(fer_cli_cmd("dashboard", "--storage", url, "--port", str(port)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
