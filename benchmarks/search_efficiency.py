@@ -148,7 +148,8 @@ def run_fer_study(args, rep: int) -> list:
     import optuna
     from optuna.trial import TrialState
 
-    from fer_core.study.runner import launch
+    from fer_core.report.export import refresh_note
+    from fer_core.study.runner import LaunchOptions, launch
 
     path = Path(args.tmp) / f"hpo-{rep}.yaml"
     path.write_text(yaml.safe_dump({
@@ -160,7 +161,8 @@ def run_fer_study(args, rep: int) -> list:
     }))
     url = f"sqlite:///{Path(args.tmp) / f'hpo-{rep}.db'}"
     start = time.time()
-    launch(str(path), storage=url, profile="cpu", show_progress=False, runs_dir=str(Path(args.tmp) / "runs"))
+    launch(str(path), LaunchOptions(storage=url, profile="cpu", show_progress=False,
+                                    runs_dir=str(Path(args.tmp) / "runs"), note=refresh_note))
     trials = optuna.load_study(study_name=f"efficiency-{rep}", storage=url).get_trials()
     trace: list = []
     for t in sorted((t for t in trials if t.datetime_complete), key=lambda t: t.datetime_complete):

@@ -12,16 +12,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
-from fer_core.errors import FerError
+from fer_core.console import console, err_console
+from fer_core.errors import FerError, first_line
 
-# Piped output (CI logs, files) gets wide lines instead of rich's 80-column default,
-# so per-class tables are not truncated.
-_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "140"))
-console = Console(width=_WIDTH)
-err_console = Console(stderr=True, width=_WIDTH)
 
 def _fmt(v: float) -> str:
     return "  -  " if v != v else f"{v:.3f}"  # NaN (class absent) shows as a dash
@@ -105,11 +100,14 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     return 0
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from fer_core.study.runner import launch
+    from fer_core.report.export import refresh_note
+    from fer_core.study.runner import LaunchOptions, launch
 
-    summary = launch(args.study, storage=args.storage, address=args.address, profile=args.profile,
-                     max_concurrent=args.max_concurrent, restart=args.restart, quiet=not args.verbose,
-                     runs_dir=args.runs_dir, artifacts=args.artifacts, warm_start=args.warm_start or ())
+    opts = LaunchOptions(storage=args.storage, address=args.address, profile=args.profile,
+                         max_concurrent=args.max_concurrent, restart=args.restart,
+                         warm_start=tuple(args.warm_start or ()), artifacts=args.artifacts, runs_dir=args.runs_dir,
+                         quiet=not args.verbose, note=refresh_note)
+    summary = launch(args.study, opts)
     for line in summary.get("warm_start", []):
         console.print(line, highlight=False, soft_wrap=True)
     if summary["reconciled"]:
@@ -139,7 +137,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
-    from fer_core.report.artifacts import artifact_dir, open_store
+    from fer_core.study.artifacts import artifact_dir, open_store
     from fer_core.study.storage import open_storage, redact, storage_url
 
     url = storage_url(args.storage)
@@ -174,7 +172,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
-    from fer_core.study.runner import STATES
+    from fer_core.study.queries import STATES
     from fer_core.study.spec import search_dirs
     from fer_core.study.storage import open_storage, redact, storage_url
     from fer_core.study.warmstart import is_warm_start
@@ -207,7 +205,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from fer_core.study.runner import best_value, counts_by_state
+    from fer_core.study.queries import best_value, counts_by_state
     from fer_core.study.storage import load_stored_study, planned_trials, redact, storage_url
     from fer_core.study.warmstart import warm_started
 
@@ -234,10 +232,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from fer_core.report.artifacts import artifact_dir, open_store
     from fer_core.report.ensemble import build_ensemble, save_ensemble
     from fer_core.report.export import refresh_note
     from fer_core.report.table import study_groups
+    from fer_core.study.artifacts import artifact_dir, open_store
     from fer_core.study.storage import load_stored_study, planned_trials, storage_url
 
     url = storage_url(args.storage)
@@ -250,7 +248,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     try:  # the dashboard note shows the ensemble row too; a note is a convenience
         refresh_note(study, planned_trials(study))
     except Exception as err:
-        err_console.print(f"warning: study note not refreshed: {str(err).splitlines()[0] if str(err) else err!r}",
+        err_console.print(f"warning: study note not refreshed: {first_line(err, repr(err))}",
                           markup=False)
     names = study.user_attrs.get("class_names") or [str(c) for c in range(len(entry["val"]["f1"]))]
     table = Table(title=f"ensemble {entry['name']}: trials {entry['members']} (by val {entry['by']})")
@@ -269,7 +267,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from fer_core.report.artifacts import artifact_dir
+    from fer_core.study.artifacts import artifact_dir
     from fer_core.study.outputs import export_trial
     from fer_core.study.storage import load_stored_study, storage_url
 

@@ -23,3 +23,12 @@ class DataError(FerError):
 class ModelFileError(FerError):
     """A model, checkpoint, teacher or training-state file is unreadable, or refused because loading it
     would need arbitrary unpickling (``fer_core.checkpoint``)."""
+
+
+def first_line(err: BaseException, default: str | None = None) -> str:
+    """The first line of an exception's message, for a one-line error, warning or stored reason;
+    ``default`` (else the exception's type name) when the message is empty."""
+    text = str(err).strip()
+    if text:
+        return text.splitlines()[0]
+    return type(err).__name__ if default is None else default

@@ -1,17 +1,9 @@
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
+from helpers import fer_cli
 
 from fer_core.cli import main
-
-
-def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fer_core.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
 
 
 def test_train_prints_per_class_table_and_test_metrics(standin, cache_dir, capsys, tmp_path):
@@ -38,7 +30,7 @@ def test_train_prints_per_class_table_and_test_metrics(standin, cache_dir, capsy
     ],
 )
 def test_bad_input_is_one_line_exit_2_no_traceback(args, needle):
-    proc = run_cli(*args)
+    proc = fer_cli(*args, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]

@@ -8,10 +8,13 @@ Cache dir: the ``cache_dir`` argument, else ``$FER_STUDY_CACHE``, else ``~/.cach
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
@@ -147,3 +150,29 @@ def build_dataset(raw: RawSource, img_size: int, cache_dir: str | Path | None = 
         keys=tuple(raw.keys),
         info=info,
     )
+
+
+def build_once(target: Path, ready: Callable[[Path], bool], write: Callable[[Path], object]) -> Path:
+    """``target``, written by ``write(tmp_dir)`` unless ``ready(target)``; atomic and race-free."""
+    if ready(target):
+        return target
+    root = target.parent
+    root.mkdir(parents=True, exist_ok=True)
+    # one process renders, the others wait for it and use its result: drivers launched together on a
+    # cold cache must not each treat the winner's finished stand-in as stale and move it from under
+    # a reader (seen with 4 concurrent `fer-study launch`: "image for key ... not found")
+    with open(root / f".{target.name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if ready(target):
+            return target
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{target.name}-"))
+        try:
+            write(tmp)
+            if target.exists():  # stale generator version: move it aside, then swap the new one in
+                old = Path(tempfile.mkdtemp(dir=root, prefix=f".old-{target.name}-"))
+                os.replace(target, old / "x")
+                shutil.rmtree(old, ignore_errors=True)
+            os.rename(tmp, target)  # atomic: readers never see a half-written stand-in
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_core.data.cache import build_once
+
 IMBALANCE_RATIO = 50
 N_MAX = 100
 PER_EVAL_SPLIT = 30
@@ -59,6 +61,4 @@ def write_digits(out: Path, seed: int) -> None:
 
 
 def digits_dir(root: Path, seed: int) -> Path:
-    from fer_core.data.sources import build_once
-
     return build_once(root / f"digits-lt-r{IMBALANCE_RATIO}-seed{seed}", _ready, lambda tmp: write_digits(tmp, seed))

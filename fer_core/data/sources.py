@@ -6,15 +6,10 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
-from fer_core.data.cache import build_dataset, cache_root
+from fer_core.data.cache import build_dataset, build_once, cache_root
 from fer_core.data.dataset import FerDataset
 from fer_core.data.digits import IMBALANCE_RATIO, digits_dir
 from fer_core.data.folder import read_folder
@@ -40,32 +35,6 @@ def synthetic_dir(root: Path, seed: int, img_size: int) -> Path:
     """The stand-in for (seed, size), generated on first use; same files as ``data synth`` writes."""
     return build_once(root / f"synthetic-rafce-seed{seed}-{img_size}px", _standin_ready,
                       lambda tmp: synthesize_rafce(tmp, seed=seed, img_size=img_size))
-
-
-def build_once(target: Path, ready: Callable[[Path], bool], write: Callable[[Path], object]) -> Path:
-    """``target``, written by ``write(tmp_dir)`` unless ``ready(target)``; atomic and race-free."""
-    if ready(target):
-        return target
-    root = target.parent
-    root.mkdir(parents=True, exist_ok=True)
-    # one process renders, the others wait for it and use its result: drivers launched together on a
-    # cold cache must not each treat the winner's finished stand-in as stale and move it from under
-    # a reader (seen with 4 concurrent `fer-study launch`: "image for key ... not found")
-    with open(root / f".{target.name}.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if ready(target):
-            return target
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{target.name}-"))
-        try:
-            write(tmp)
-            if target.exists():  # stale generator version: move it aside, then swap the new one in
-                old = Path(tempfile.mkdtemp(dir=root, prefix=f".old-{target.name}-"))
-                os.replace(target, old / "x")
-                shutil.rmtree(old, ignore_errors=True)
-            os.rename(tmp, target)  # atomic: readers never see a half-written stand-in
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 @DATASETS.register("synthetic")

@@ -16,7 +16,6 @@ import pandas as pd
 import yaml
 
 from fer_core.errors import FerError
-from fer_core.report.artifacts import artifact_dir, open_store
 from fer_core.report.plots import make_plots
 from fer_core.report.table import (
     build_table,
@@ -30,6 +29,7 @@ from fer_core.report.table import (
     status_line,
     summary_frame,
 )
+from fer_core.study.artifacts import artifact_dir, open_store
 from fer_core.study.storage import load_stored_study, planned_trials, storage_url
 
 FORMATS = ("md", "csv", "tex", "html")

@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from fer_core.report.artifacts import confusion_png
 from fer_core.report.table import StudyData, class_column
+from fer_core.study.artifacts import confusion_png
 
 
 def heatmap(data: StudyData, table: pd.DataFrame, path: Path) -> None:

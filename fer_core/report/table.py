@@ -21,9 +21,9 @@ from optuna.trial import TrialState
 
 from fer_core.errors import FerError
 from fer_core.report import evidence, stats
-from fer_core.report.artifacts import PREDICTIONS_JSON, read_json_artifact
 from fer_core.report.ensemble import stored_ensembles
 from fer_core.report.evidence import GROUP_LABELS, GROUPS, ReportSettings, class_column, shot_groups
+from fer_core.study.artifacts import PREDICTIONS_JSON, read_json_artifact
 from fer_core.study.outputs import read_probabilities, real_trials, unpack_classes
 from fer_core.study.warmstart import WARM_ATTR, is_warm_start
 

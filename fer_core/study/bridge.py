@@ -16,7 +16,8 @@ What Ray's stock ``OptunaSearch`` gets wrong, and this bridge does instead:
   pruned config's remaining fold cells are stored PRUNED, never trained, never re-run;
 - several drivers may run one study at once: a cell (or a search design's budget slot) is
   claimed under a study-wide lock by creating its RUNNING trial, params and owner included,
-  in one storage write, so no cell runs twice and the search budget is shared;
+  in one storage write, so no cell runs twice and the search budget is shared (claims and
+  driver liveness live in ``claims``, which needs no Ray);
 - every storage write waits out a lost database connection for a bounded time
   (``storage.retrying``), then stops the driver with one line.
 Only this driver-side code writes the storage.
@@ -27,92 +28,27 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime
 from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from fer_core.report.artifacts import upload_trial_artifacts
-from fer_core.report.export import refresh_note
-from fer_core.study.foldprune import (
-    fold_values,
-    judge,
-    make_fold_pruner,
-    pruned_trial,
-    verdict_attrs,
-)
-from fer_core.study.outputs import real_trials, retain_checkpoint
+from fer_core.errors import first_line
+from fer_core.study.artifacts import upload_trial_artifacts
+from fer_core.study.claims import DRIVER_ATTR, Claims
+from fer_core.study.outputs import retain_checkpoint
 from fer_core.study.spec import Cell, StudySpec
-from fer_core.study.storage import StorageLost, claim_key, claim_lock, redact_text, retrying, wait_budget
+from fer_core.study.storage import StorageLost, redact_text, retrying
 
 log = logging.getLogger("fer_study")
-DRIVER_ATTR = "driver_heartbeat:"  # study user attr prefix: driver id -> last seen (unix time)
-STALE_S = 120.0  # a driver silent this long is dead; its RUNNING trials are reconciled
-
-
-def stale_s() -> float:
-    """How long a driver may be silent before it counts as dead: never less than the database wait.
-    A live driver waiting out a database restart writes no heartbeat; a driver relaunched when the
-    server is back must not fail that driver's trials under it."""
-    return max(STALE_S, wait_budget() + 30.0)
-
-
-def driver_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def driver_is_dead(study: optuna.Study, driver: str | None, now: float | None = None) -> bool:
-    if not driver:
-        return True
-    host, pid, _ = [*driver.split(":"), "", "", ""][:3]
-    if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
-        return True
-    seen = study.user_attrs.get(DRIVER_ATTR + driver)
-    return seen is None or (now or time.time()) - float(seen) > stale_s()
-
-
-def reconcile(study: optuna.Study) -> list[int]:
-    """Fail the RUNNING trials whose driver is gone (crash, Ctrl-C, kill -9); return their numbers."""
-    failed = []
-    now = datetime.now()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        driver = t.user_attrs.get("driver")
-        if not driver and t.datetime_start and (now - t.datetime_start).total_seconds() < stale_s():
-            continue  # a search trial another live driver has just asked for and not yet labelled
-        if driver_is_dead(study, driver):
-            study._storage.set_trial_user_attr(t._trial_id, "error", "driver stopped while the trial ran; re-queued")
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            failed.append(t.number)
-    return failed
-
-
-def done_cells(study: optuna.Study) -> set[str]:
-    """Cells that are finished for good: COMPLETE, or PRUNED (a pruner's or scheduler's verdict, or
-    skipped by pruning across folds). Re-running a pruned cell would train the same seed and config
-    to the same verdict, and store a second trial for one cell. (A driver stopped mid-trial leaves
-    its trial RUNNING, not PRUNED: reconcile fails it and the cell is re-queued.)"""
-    return {t.user_attrs["cell_id"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
-                                                                                      TrialState.PRUNED))
-            if "cell_id" in t.user_attrs}
+# refreshes a study's dashboard note: (study, planned trials), after each finished trial
+NoteFn = Callable[[optuna.Study, int | None], None]
 
 
 class OptunaBridge(Searcher):
@@ -127,11 +63,15 @@ class OptunaBridge(Searcher):
         artifact_store=None,
         planned: int | None = None,
         outputs_dir: str | None = None,
+        note: NoteFn | None = None,
     ) -> None:
         super().__init__(metric=spec.metric, mode="max" if spec.direction == "maximize" else "min")
-        self.study, self.spec, self.todo, self.n_search = study, spec, list(todo), n_search
+        self.study, self.spec, self.n_search = study, spec, n_search
         self.trial_attrs, self.driver = trial_attrs, driver
         self.artifact_store, self.planned = artifact_store, planned
+        # refreshes the study's dashboard note (study, planned trials) after each finished trial: given
+        # by the caller (the CLI passes the report's table), so the study layer needs no report code
+        self.note = note
         self.outputs_dir = outputs_dir  # per-trial scratch dirs for probabilities and the model (shared runs dir)
         self.class_names = list(study.user_attrs.get("class_names") or [])
         self._writer: ThreadPoolExecutor | None = None  # made on first use: Tune pickles the searcher
@@ -142,89 +82,7 @@ class OptunaBridge(Searcher):
         self.failed_error: dict[str, str] = {}
         self.issued = 0
         self.lost: StorageLost | None = None  # set when the database stayed away too long: the driver stops
-        self.dists = {k: CategoricalDistribution(sorted(set(map(_hashable, vals)), key=repr))
-                      for k, vals in self._factor_values().items()}
-        self.fold_pruner = make_fold_pruner(spec.cv_prune, spec.source)
-        self.fold_pruned: list[str] = []  # cell ids this driver stored as skipped (the launch summary)
-
-    def _factor_values(self) -> dict[str, list]:
-        vals: dict[str, list] = {}
-        for c in self.spec.cells():
-            for k, v in c.params.items():
-                vals.setdefault(k, []).append(v)
-        return vals
-
-    # -- claims: several drivers on one study ----------------------------------------------------
-    def _lock_key(self) -> str:
-        return claim_key(self.study.study_name)
-
-    def _claim_cell(self) -> tuple[optuna.Trial, Cell] | None:
-        """Take the next planned cell no driver has finished or is running: check and create the
-        RUNNING trial under the study lock (another driver's claim is visible to the next holder).
-        With pruning across folds, a fold cell whose config the stored folds condemn is stored as
-        PRUNED instead (with the rest of that config's folds) and the next cell is looked at."""
-        with claim_lock(self.study._storage, self._lock_key()):
-            trials = self.study.get_trials(deepcopy=False)
-            taken = {t.user_attrs.get("cell_id") for t in trials if t.state in (
-                TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)}
-            values = fold_values(trials) if self.fold_pruner is not None else {}
-            for i, cell in enumerate(self.todo):
-                if cell.cell_id in taken:
-                    continue  # done, skipped or running in another driver
-                if values and self._prune_config(cell, values, taken):
-                    continue
-                meta = {**cell.attrs, "driver": self.driver}
-                trial = self._create_trial(cell.params, {k: self.dists[k] for k in cell.params}, meta)
-                del self.todo[:i + 1]  # only once the claim is stored: a retried claim sees the same list
-                return trial, cell
-            self.todo.clear()
-        return None
-
-    def _prune_config(self, cell: Cell, values: dict[str, dict[int, float]], taken: set) -> bool:
-        """Under the claim lock: judge ``cell``'s config on the stored fold values; when pruned, store
-        every fold cell of it that is not done or running as a PRUNED trial (``taken`` grows)."""
-        config_id = cell.meta.get("config_id")
-        if config_id is None or cell.variant == self.spec.baseline_variant:
-            return False  # the baseline is never pruned: every Δ in the report pairs against its folds
-        verdict = judge(values, config_id, self.fold_pruner, self.spec.direction, self.spec.cv_prune["name"])
-        if verdict is None:
-            return False
-        why = verdict_attrs(verdict, self.spec.cv_folds)
-        for c in self.spec.cells():
-            if c.meta.get("config_id") != config_id or c.cell_id in taken:
-                continue
-            config = json.loads(json.dumps(self.spec.trial_config(c.params), default=str))
-            attrs = {**c.attrs, "driver": self.driver, "config": config, **why}
-            self.study._storage.create_new_trial(self.study._study_id, template_trial=pruned_trial(
-                dict(c.params), {k: self.dists[k] for k in c.params}, attrs))
-            taken.add(c.cell_id)
-            self.fold_pruned.append(c.cell_id)
-        log.info("config %s: remaining folds skipped (%s, p=%.3g after %d folds)", config_id, verdict.reason,
-                 verdict.p_value, verdict.folds_done)
-        return True
-
-    def _claim_search_slot(self) -> optuna.Trial | None:
-        """A new search trial while the budget, counted over every driver, has room: finished, running
-        and queued trials count; failed attempts do not (their retry or a relaunch refills them)."""
-        with claim_lock(self.study._storage, self._lock_key()):
-            # warm-start copies are prior evidence told before the search, not slots of its budget
-            used = len(real_trials(self.study, states=(
-                TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)))
-            if self.spec.trials is not None and used >= self.spec.trials:
-                return None
-            trial = self.study.ask()
-            trial.set_user_attr("driver", self.driver)
-            return trial
-
-    def _create_trial(self, params: dict, dists: dict, user_attrs: dict) -> optuna.Trial:
-        """A RUNNING trial with its params and owner in one write (no WAITING queue another
-        driver's ask() could pop, no unlabelled moment a concurrent reconcile could misread)."""
-        template = FrozenTrial(
-            number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(), datetime_complete=None,
-            params=params, distributions=dists, user_attrs=user_attrs, system_attrs={}, intermediate_values={},
-            trial_id=-1)
-        trial_id = self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
-        return optuna.Trial(self.study, trial_id)
+        self.claims = Claims(study, spec, todo, driver)  # planned cells left, search slots, fold pruning
 
     # -- Searcher API ------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | str | None:
@@ -238,7 +96,7 @@ class OptunaBridge(Searcher):
         if self.spec.design == "search":
             if self.issued >= self.n_search:
                 return Searcher.FINISHED
-            trial = retrying("claiming a search trial", self._claim_search_slot)
+            trial = retrying("claiming a search trial", self.claims.claim_search_slot)
             if trial is None:
                 return Searcher.FINISHED
             seed = self.spec.seeds[self.issued % len(self.spec.seeds)]
@@ -246,9 +104,9 @@ class OptunaBridge(Searcher):
             params = {**retrying("sampling parameters", lambda: self.spec.space.sample(trial)), "seed": seed}
             meta = {"seed": seed}
         else:
-            if self.fold_pruner is not None:
+            if self.claims.fold_pruner is not None:
                 self._settle()
-            claimed = retrying("claiming a planned cell", self._claim_cell)
+            claimed = retrying("claiming a planned cell", self.claims.claim_cell)
             if claimed is None:
                 return Searcher.FINISHED
             trial, cell = claimed
@@ -348,8 +206,7 @@ class OptunaBridge(Searcher):
             if isinstance(err, StorageLost):
                 self.lost = self.lost or err
             if err is not None:
-                log.error("storing a finished trial failed: %s",
-                          redact_text(str(err).splitlines()[0]) if str(err) else type(err).__name__)
+                log.error("storing a finished trial failed: %s", redact_text(first_line(err)))
 
     # -- storage writes ------------------------------------------------------------------------
     def record(self, trial_id: str, result: dict) -> None:
@@ -368,11 +225,12 @@ class OptunaBridge(Searcher):
 
     def refresh_note(self) -> None:
         """The study's dashboard note shows the current ablation table, refreshed per finished trial."""
+        if self.note is None:
+            return
         try:
-            refresh_note(self.study, self.planned)
+            self.note(self.study, self.planned)
         except Exception as err:  # a note is a convenience: it must never stop a study
-            log.warning("study note not refreshed: %s",
-                        redact_text(str(err).splitlines()[0]) if str(err) else type(err).__name__)
+            log.warning("study note not refreshed: %s", redact_text(first_line(err)))
 
     def should_prune(self, trial_id: str) -> bool:
         trial = self.trials.get(trial_id)
@@ -396,8 +254,8 @@ class OptunaBridge(Searcher):
         attrs = {k: v for k, v in frozen.user_attrs.items() if k != "error"}
         attrs.update(retry_of=frozen.number, attempt=int(frozen.user_attrs.get("attempt", 1)) + 1)
         # the same cell, still owned by this driver: a new RUNNING trial, no claim needed
-        new = self._guard("opening a retry", lambda: self._create_trial(frozen.params, dict(frozen.distributions),
-                                                                        attrs))
+        new = self._guard("opening a retry", lambda: self.claims.create_trial(frozen.params,
+                                                                              dict(frozen.distributions), attrs))
         kept = {s: v for s, v in self.steps.get(trial_id, {}).items() if s <= resume_epoch}
         for s, v in sorted(kept.items()):
             self._guard("carrying an epoch over", lambda s=s, v=v: new.report(v, s))
@@ -414,10 +272,6 @@ class OptunaBridge(Searcher):
         }
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
-
-
-def _hashable(v: Any) -> Any:
-    return v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v)
 
 
 class BridgeCallback(Callback):

@@ -29,8 +29,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from fer_core.errors import ConfigError
+from fer_core.errors import ConfigError, first_line
 from fer_core.registry import Registry, lookup
+from fer_core.study.inmemory import quiet_memory_study
 
 FOLD_PRUNERS = Registry("fold pruner", "cv.prune")
 PRUNED_BY = "pruned_by"  # trial user attr that marks a fold skipped by pruning across folds (and says why)
@@ -85,7 +86,7 @@ def make_fold_pruner(part: Mapping[str, Any] | None, where: str = "study") -> op
     try:
         return factory(**part.get("options", {}))
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: cv.prune.options: {str(err).strip().splitlines()[0]}") from None
+        raise ConfigError(f"{where}: cv.prune.options: {first_line(err)}") from None
 
 
 @dataclass(frozen=True)
@@ -124,12 +125,7 @@ def judge(values: Mapping[str, Mapping[int, float]], config_id: str, pruner: opt
     others = {c: v for c, v in values.items() if c != config_id and v}
     if pruner is None or not mine or not others:
         return None
-    prev = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" per claim
-    try:
-        mirror = optuna.create_study(direction=direction)
-    finally:
-        optuna.logging.set_verbosity(prev)
+    mirror = quiet_memory_study(direction=direction)  # no "A new study created in memory" per claim
     for cid, vals in others.items():
         mirror.add_trial(optuna.trial.create_trial(
             state=TrialState.COMPLETE, value=sum(vals.values()) / len(vals),

@@ -20,20 +20,15 @@ from typing import Any
 import optuna
 
 import fer_core
+from fer_core.console import console
 from fer_core.data.dataset import FerDataset
-from fer_core.errors import ConfigError
-from fer_core.report.artifacts import artifact_dir, open_store
-from fer_core.study.bridge import (
-    BridgeCallback,
-    OptunaBridge,
-    OptunaPrunerScheduler,
-    done_cells,
-    driver_id,
-    reconcile,
-)
+from fer_core.errors import ConfigError, first_line
+from fer_core.study.artifacts import artifact_dir, open_store
+from fer_core.study.bridge import BridgeCallback, NoteFn, OptunaBridge, OptunaPrunerScheduler
+from fer_core.study.claims import DRIVER_ATTR, driver_id, reconcile
 from fer_core.study.components import make_optuna_sampler, make_pruner, make_scheduler
-from fer_core.study.outputs import real_trials, top_trials
-from fer_core.study.spec import Cell, StudySpec, load_study
+from fer_core.study.queries import best_value, counts_by_state, left_to_run
+from fer_core.study.spec import StudySpec, load_study
 from fer_core.study.storage import (
     StorageError,
     claim_key,
@@ -51,7 +46,6 @@ from fer_core.study.warmstart import plan as plan_warm_start
 from fer_core.study.warmstart import tell as tell_warm_start
 
 log = logging.getLogger("fer_study")
-STATES = ("COMPLETE", "RUNNING", "PRUNED", "FAIL", "WAITING")
 
 
 def code_version() -> str:
@@ -61,20 +55,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         sha = ""
     return f"{fer_core.__version__}+{sha}" if sha else fer_core.__version__
-
-
-def counts_by_state(study: optuna.Study) -> dict[str, int]:
-    """Trials this study ran, by state: warm-start copies are prior evidence, not progress."""
-    out = dict.fromkeys(STATES, 0)
-    for t in real_trials(study, states=None):  # derived copies (warm start) left out
-        out[t.state.name] = out.get(t.state.name, 0) + 1
-    return out
-
-
-def best_value(study: optuna.Study) -> tuple[float | None, int | None]:
-    """The best trial this study ran (``study.best_trial`` would also rank warm-start copies)."""
-    best = top_trials(study, 1)
-    return (best[0].value, best[0].number) if best else (None, None)
 
 
 def open_study(spec: StudySpec, url: str, restart: bool = False, create: bool = True,
@@ -131,12 +111,10 @@ class Progress:
         if self.quiet or (not force and now - self.last < (2 if self.tty else 20)):
             return
         self.last = now
-        from fer_core.cli import console
-
         try:
             line = self.line()
         except Exception as err:  # a progress line is a convenience: an unreachable database only skips it
-            line = f"progress unavailable: {redact_text(str(err).strip().splitlines()[0]) if str(err).strip() else err!r}"
+            line = f"progress unavailable: {redact_text(first_line(err, repr(err)))}"
         console.print(line, highlight=False)
 
 
@@ -167,7 +145,7 @@ def init_ray(address: str | None, quiet: bool = True) -> None:
         try:
             ray.init(address=address, **kw)
         except (ConnectionError, RuntimeError, ValueError) as err:
-            raise StorageError(f"cannot reach the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
+            raise StorageError(f"cannot reach the Ray cluster at {address}: {first_line(err)}") from None
     else:
         # "local": a private Ray for this driver, even when a `ray start` cluster runs on this machine
         ray.init(address="local", include_dashboard=False, **kw)
@@ -222,16 +200,6 @@ class RayStart:
             pass
 
 
-def left_to_run(spec: StudySpec, study: optuna.Study) -> tuple[list[Cell], int]:
-    """The cells not yet COMPLETE, and how many trials (cells, or search slots) are left."""
-    if spec.design == "search":
-        c = counts_by_state(study)
-        return [], max(0, (spec.trials or 0) - c["COMPLETE"] - c["PRUNED"])
-    done = done_cells(study)
-    todo = [c for c in spec.cells() if c.cell_id not in done]
-    return todo, len(todo)
-
-
 def _probably_work(spec: StudySpec, storage: optuna.storages.BaseStorage, restart: bool) -> bool:
     """A look before the data are decoded: is there anything to run? Only decides whether Ray
     starts early; a wrong guess costs a Ray start (or its shutdown), never a trial."""
@@ -244,50 +212,61 @@ def _probably_work(spec: StudySpec, storage: optuna.storages.BaseStorage, restar
     return left_to_run(spec, study)[1] > 0
 
 
-def launch(
-    name: str,
-    storage: str | None = None,
-    address: str | None = None,
-    profile: str | None = None,
-    max_concurrent: int | None = None,
-    restart: bool = False,
-    quiet: bool = True,
-    runs_dir: str | None = None,
-    show_progress: bool = True,
-    artifacts: str | None = None,
-    warm_start: tuple[str, ...] | list[str] = (),
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How to run a study: everything ``launch`` takes besides the study's name. The CLI builds
+    one from the ``fer-study launch`` flags; a default is a plain local launch."""
+
+    storage: str | None = None  # SQLAlchemy URL (None: $FER_STUDY_STORAGE, else ./fer-study.db)
+    address: str | None = None  # Ray cluster (None: $RAY_ADDRESS, else a private local Ray)
+    profile: str | None = None  # budget profile (None: gpu if CUDA, else cpu)
+    max_concurrent: int | None = None  # trials at once (None: the study's budget)
+    restart: bool = False  # delete the stored study and start over (default: resume it)
+    # search designs: studies in the same storage whose finished trials are told first (study.warmstart)
+    warm_start: tuple[str, ...] = ()
+    artifacts: str | None = None  # artifact store directory (None: see study.artifacts.artifact_dir)
+    runs_dir: str | None = None  # Ray checkpoints (None: $FER_STUDY_RUNS, else ~/.cache/fer-study/runs)
+    quiet: bool = True  # no Ray logs, no Optuna INFO lines
+    show_progress: bool = True  # the live progress line
+    # called with (study, planned trials) after each finished trial to refresh the dashboard note;
+    # the CLI passes the report's ``refresh_note`` (the study layer imports no report code)
+    note: NoteFn | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "warm_start", tuple(self.warm_start))
+
+
+def launch(name: str, opts: LaunchOptions | None = None) -> dict[str, Any]:
     """Run (or continue) a study to completion; returns a summary. Nothing runs when the spec,
-    the storage or the cluster is not usable. ``warm_start``: studies in the same storage whose
-    finished trials are told to this (search) study first (``fer_core.study.warmstart``)."""
-    if quiet:  # one progress line per update, not Optuna's per-trial INFO lines and experimental notices
+    the storage or the cluster is not usable."""
+    opts = opts or LaunchOptions()
+    if opts.quiet:  # one progress line per update, not Optuna's per-trial INFO lines and experimental notices
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # 1. resolve everything cheap before touching Ray: spec, storage, teacher
-    spec = load_study(name, profile)
-    url = storage_url(storage)
+    spec = load_study(name, opts.profile)
+    url = storage_url(opts.storage)
     rdb = open_storage(url)  # an unreachable database fails fast, before data is decoded
+    artifacts = opts.artifacts
     spec = resolve_teacher(spec, url, artifacts, rdb)  # teacher: {study, top} -> that study's kept checkpoints
     # warm-start sources are read and mapped before anything is written: an unknown source, another
     # objective or nothing that fits stops here with one line, and the storage gets no new study
-    warm: list[WarmStart] = [plan_warm_start(spec, url, s, rdb) for s in check_warm_start(spec, warm_start)]
-    ray_start = RayStart(address, quiet) if _probably_work(spec, rdb, restart) else None
+    warm: list[WarmStart] = [plan_warm_start(spec, url, s, rdb) for s in check_warm_start(spec, opts.warm_start)]
+    ray_start = RayStart(opts.address, opts.quiet) if _probably_work(spec, rdb, opts.restart) else None
     try:
-        return _launch(spec, url, rdb, ray_start, warm, address, max_concurrent, restart, quiet, runs_dir,
-                       show_progress, artifacts)
+        return _launch(spec, url, rdb, ray_start, warm, opts)
     finally:
         if ray_start is not None and not ray_start.used:
             ray_start.cancel()  # stopped before Tune ran (bad data, refused spec, nothing left to run)
 
 
 def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_start: RayStart | None,
-            warm: list[WarmStart], address: str | None, max_concurrent: int | None, restart: bool, quiet: bool,
-            runs_dir: str | None, show_progress: bool, artifacts: str | None) -> dict[str, Any]:
+            warm: list[WarmStart], opts: LaunchOptions) -> dict[str, Any]:
     # every planned cell's data before the study is created or changed: bad data (a corrupt image,
     # an empty class) stops here with its one line, and the storage holds nothing half-made
     planned_cfgs = [spec.trial_config(x.params) for x in spec.cells()] or [spec.trial_config({"seed": spec.seeds[0]})]
     datasets = _datasets(spec, planned_cfgs)
-    study = open_study(spec, url, restart=restart, storage=rdb)
+    study = open_study(spec, url, restart=opts.restart, storage=rdb)
 
     # 2. reconcile trials a dead driver left RUNNING, work out what is left to do
     reconciled = reconcile(study)
@@ -321,7 +300,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
         ray_start.used = True
         ray_start.wait()  # started in the background at step 1
     else:
-        init_ray(address, quiet)
+        init_ray(opts.address, opts.quiet)
     version = code_version()
     fps = {k: ds.fingerprint for k, ds in datasets.items()}
 
@@ -331,12 +310,12 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
         return {"data_fingerprint": fps.get(data_key(config), "loaded-by-trial"), "code_version": version}
 
     driver = driver_id()
-    study.set_user_attr("driver_heartbeat:" + driver, time.time())
-    store = open_store(artifact_dir(url, artifacts))
-    runs = Path(runs_dir or os.environ.get("FER_STUDY_RUNS") or Path.home() / ".cache" / "fer-study" / "runs")
+    study.set_user_attr(DRIVER_ATTR + driver, time.time())
+    store = open_store(artifact_dir(url, opts.artifacts))
+    runs = Path(opts.runs_dir or os.environ.get("FER_STUDY_RUNS") or Path.home() / ".cache" / "fer-study" / "runs")
     experiment = f"{spec.name}-{driver.replace(':', '-')}"
     bridge = OptunaBridge(study, spec, todo, n_search, trial_attrs, driver, artifact_store=store, planned=total,
-                          outputs_dir=str(runs.resolve() / experiment / "fer-outputs"))
+                          outputs_dir=str(runs.resolve() / experiment / "fer-outputs"), note=opts.note)
     if spec.pruner["name"] != "none":
         scheduler = OptunaPrunerScheduler(bridge)
     else:
@@ -344,7 +323,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
         mode = "max" if spec.direction == "maximize" else "min"
         # max_t past the last epoch: the trial's own final report must not look like a stop
         scheduler = make_scheduler(spec.scheduler, spec.metric, mode, epochs + 2)
-    progress = Progress(study, total, c, quiet=not show_progress, tty=os.isatty(1))
+    progress = Progress(study, total, c, quiet=not opts.show_progress, tty=os.isatty(1))
     threads = max(1, int(spec.resources["cpu"]))
     if spec.resources["gpu"] == "auto":  # measured per backbone on the cluster's GPUs: small ones share a card
         from fer_core.study.gpu import AutoGpuResources
@@ -359,7 +338,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=bridge, scheduler=scheduler, num_samples=n_todo,
-            max_concurrent_trials=max_concurrent or spec.max_concurrent, reuse_actors=True,
+            max_concurrent_trials=opts.max_concurrent or spec.max_concurrent, reuse_actors=True,
             time_budget_s=spec.time_s,
         ),
         run_config=tune.RunConfig(
@@ -382,5 +361,5 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
         raise bridge.lost
     progress(force=True)
     summary.update(counts_by_state(study))
-    summary.update({"ran": bridge.issued, "fold_skipped": len(bridge.fold_pruned), "seconds": time.time() - t0})
+    summary.update({"ran": bridge.issued, "fold_skipped": len(bridge.claims.fold_pruned), "seconds": time.time() - t0})
     return summary

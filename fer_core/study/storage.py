@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, InterfaceError, OperationalError, ProgrammingError
 
-from fer_core.errors import ConfigError, FerError
+from fer_core.errors import ConfigError, FerError, first_line
 
 DEFAULT_DB = "fer-study.db"
 ENV = "FER_STUDY_STORAGE"
@@ -93,7 +93,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             if attempt < 4 and isinstance(err, (IntegrityError, ProgrammingError)):
                 time.sleep(0.5 + attempt)
                 continue
-            first = redact_text(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+            first = redact_text(first_line(err))
             raise StorageError(f"cannot open storage {redact(url)}: {first}") from None
     raise AssertionError("unreachable")
 
@@ -168,7 +168,7 @@ def retrying(what: str, fn: Callable[[], T], wait_s: float | None = None) -> T:
         except Exception as err:
             if not _connection_lost(err):
                 raise
-            first = redact_text(str(err.__cause__ or err).strip().splitlines()[0] if str(err).strip() else "")
+            first = redact_text(first_line(err.__cause__ or err, ""))
             if time.monotonic() + delay > deadline:
                 raise StorageLost(f"lost the database for more than {budget:.0f} s while {what} ({first}); "
                                   "stopped: relaunch the same command to continue the study") from None

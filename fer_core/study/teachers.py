@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from fer_core.errors import ConfigError, FerError
-from fer_core.report.artifacts import artifact_dir  # where the store is (the runner imports it too)
+from fer_core.study.artifacts import artifact_dir  # where the store is (the runner imports it too)
 from fer_core.study.outputs import checkpoint_path, top_trials
 from fer_core.study.spec import StudySpec
 from fer_core.study.storage import load_stored_study

@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import free_port
 
 PG_ADMIN = os.environ.get("FER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -62,12 +62,6 @@ def study_env(tmp_path, cache_dir, monkeypatch):
     monkeypatch.setenv("FER_STUDY_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("FER_STUDY_CACHE", cache_dir)
     return tmp_path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -7,9 +7,7 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,15 +16,8 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
-from helpers import fer_cli
+from helpers import fer_cli, fer_cli_cmd, free_port
 from optuna.trial import TrialState
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 # Ray turns on token authentication for clusters on a machine that has a token file
 # (~/.ray/auth_token, written by any local ray.init()); every node and the driver must
@@ -70,7 +61,7 @@ def two_node_cluster():
     import ray
 
     ray.shutdown()  # no in-process Ray of an earlier module may linger
-    port = _free_port()
+    port = free_port()
     # a short private temp dir per node (Ray's unix sockets live under it): it marks this cluster's
     # processes, so teardown and the node-loss test kill exactly them
     root = tempfile.mkdtemp(prefix="fr", dir="/tmp")
@@ -129,8 +120,8 @@ def test_smoke_study_runs_on_both_nodes_with_postgres(two_node_cluster, pg_url, 
 
 def test_worker_node_lost_mid_study_its_trial_resumes_on_the_head(two_node_cluster, pg_url, longer_smoke):
     # the worker's trial is killed after its epoch-0 checkpoint and well before its end
-    cmd = [sys.executable, "-m", "fer_core.cli", "launch", longer_smoke, "--profile", "smoke",
-           "--storage", pg_url, "--address", two_node_cluster.address, "--max-concurrent", "2"]
+    cmd = fer_cli_cmd("launch", longer_smoke, "--profile", "smoke",
+                      "--storage", pg_url, "--address", two_node_cluster.address, "--max-concurrent", "2")
     driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, **AUTH})
     try:

@@ -13,8 +13,9 @@ from sklearn.metrics import f1_score
 from fer_core.data.dataset import TEST, VAL
 from fer_core.errors import ConfigError
 from fer_core.report.table import build_table, load_study_data, markdown
-from fer_core.study.bridge import OptunaBridge, done_cells
+from fer_core.study.bridge import OptunaBridge
 from fer_core.study.outputs import pack_classes
+from fer_core.study.queries import done_cells
 from fer_core.study.spec import load_study
 from fer_core.train import train_fer
 

@@ -11,9 +11,9 @@ import pytest
 
 from fer_core.errors import FerError
 from fer_core.metrics import classification_metrics
-from fer_core.report.artifacts import open_store, upload_trial_artifacts
 from fer_core.report.ensemble import build_ensemble, rank_trials, save_ensemble
 from fer_core.report.table import build_table, load_study_data, markdown
+from fer_core.study.artifacts import open_store, upload_trial_artifacts
 from fer_core.study.outputs import read_probabilities, write_trial_outputs
 from fer_core.study.trainable import _summary
 from fer_core.train import train_fer

@@ -9,18 +9,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import optuna
 import pytest
-from helpers import fer_cli
+from helpers import fer_cli, fer_cli_cmd
 from optuna.trial import TrialState
 
 from fer_core.cli import main
 from fer_core.errors import FerError
 from fer_core.report.export import report
-from fer_core.study.runner import launch
+from fer_core.study.runner import LaunchOptions, launch
 
 PASSWORD = "s3cret-Pa55word"
 
@@ -65,9 +64,9 @@ def test_killed_and_out_of_memory_trials_are_retried_and_no_password_leaks(pg_ur
     outputs += [rep["markdown"], rep["status"]] + [open(f, errors="replace").read() for f in rep["files"]]
     # exception messages: a refused relaunch, an unknown study, a database that does not exist
     with pytest.raises(FerError) as refused:
-        launch("smoke", storage=url, profile="cpu", show_progress=False)
+        launch("smoke", LaunchOptions(storage=url, profile="cpu", show_progress=False))
     with pytest.raises(FerError) as unknown:
-        launch("no-such-study", storage=url, profile="smoke", show_progress=False)
+        launch("no-such-study", LaunchOptions(storage=url, profile="smoke", show_progress=False))
     outputs += [str(refused.value), str(unknown.value)]
     assert main(["status", "smoke", "--storage", url.rsplit("/", 1)[0] + "/no_such_db"]) == 2
     assert main(["report", "nope", "--storage", url, "--out", str(study_env / "r2")]) == 2
@@ -80,8 +79,7 @@ def test_killed_and_out_of_memory_trials_are_retried_and_no_password_leaks(pg_ur
 
 def test_driver_killed_mid_study_relaunch_finishes_without_duplicates(study_env, cache_dir):
     url = f"sqlite:///{study_env / 'kill.db'}"
-    cmd = [sys.executable, "-m", "fer_core.cli", "launch", "smoke", "--profile", "smoke", "--storage", url,
-           "--max-concurrent", "1"]
+    cmd = fer_cli_cmd("launch", "smoke", "--profile", "smoke", "--storage", url, "--max-concurrent", "1")
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 300

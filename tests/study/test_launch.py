@@ -7,7 +7,7 @@ import pytest
 from optuna.trial import TrialState
 
 from fer_core.errors import ConfigError
-from fer_core.study.runner import launch
+from fer_core.study.runner import LaunchOptions, launch
 
 
 def _trials(url: str, name: str):
@@ -15,7 +15,7 @@ def _trials(url: str, name: str):
 
 
 def test_smoke_study_lands_in_storage_and_relaunch_continues(storage, study_env, ray_local):
-    out = launch("smoke", storage=storage, profile="smoke", show_progress=False)
+    out = launch("smoke", LaunchOptions(storage=storage, profile="smoke", show_progress=False))
     assert out["COMPLETE"] == 3 and out["ran"] == 3
     study = optuna.load_study(study_name="smoke", storage=storage)
     assert study.user_attrs["class_names"][12] == "Happily fearful"
@@ -37,16 +37,16 @@ def test_smoke_study_lands_in_storage_and_relaunch_continues(storage, study_env,
         variant = t.user_attrs["variant"]
         assert t.params["loss"] == ("balanced_softmax" if variant == "balanced_softmax" else "ce")
         assert t.params["sampler"] == ("sqrt" if variant == "sampler_sqrt" else "none")
-    again = launch("smoke", storage=storage, profile="smoke", show_progress=False)
+    again = launch("smoke", LaunchOptions(storage=storage, profile="smoke", show_progress=False))
     assert again["ran"] == 0 and len(_trials(storage, "smoke")) == 3  # nothing re-run, nothing duplicated
 
 
 def test_relaunch_with_another_spec_is_refused_and_nothing_changes(study_env, ray_local):
     url = f"sqlite:///{study_env / 'x.db'}"
-    launch("smoke", storage=url, profile="smoke", show_progress=False)
+    launch("smoke", LaunchOptions(storage=url, profile="smoke", show_progress=False))
     before = [(t.number, t.state, t.value) for t in _trials(url, "smoke")]
     with pytest.raises(ConfigError, match="different spec"):
-        launch("smoke", storage=url, profile="cpu", show_progress=False)
+        launch("smoke", LaunchOptions(storage=url, profile="cpu", show_progress=False))
     assert [(t.number, t.state, t.value) for t in _trials(url, "smoke")] == before
 
 
@@ -75,7 +75,7 @@ def test_stopped_trials_are_pruned_with_all_their_epochs(stopper, study_env, ray
     path = study_env / "prune.yaml"
     path.write_text(HPO.format(stopper=stopper))
     url = f"sqlite:///{study_env / 'p.db'}"
-    launch(str(path), storage=url, profile="smoke", show_progress=False)
+    launch(str(path), LaunchOptions(storage=url, profile="smoke", show_progress=False))
     trials = _trials(url, "prune-test")
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -93,7 +93,7 @@ def test_stopped_trials_are_pruned_with_all_their_epochs(stopper, study_env, ray
 def test_a_pruned_cell_is_final_a_failed_one_is_run_again(study_env):
     """A planned cell stopped by a pruner or scheduler is PRUNED for good: a relaunch (or a second
     driver) that trained it again would store a second trial for the cell and reach the same verdict."""
-    from fer_core.study.runner import left_to_run
+    from fer_core.study.queries import left_to_run
     from fer_core.study.spec import load_study
 
     spec = load_study("smoke", "smoke")

@@ -4,12 +4,12 @@ one study, a trial out of memory. Launches run as ``fer-study`` processes with t
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 
 import optuna
 import pytest
+from helpers import fer_cli_cmd
 from optuna.trial import TrialState
 
 from fer_core.study.bridge import OptunaBridge
@@ -22,7 +22,7 @@ SMOKE_CELLS = ["balanced_softmax/seed=0", "plain-ce/seed=0", "sampler_sqrt/seed=
 def _launch(url: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
     import os
 
-    cmd = [sys.executable, "-m", "fer_core.cli", "launch", "smoke", "--profile", "smoke", "--storage", url, *extra]
+    cmd = fer_cli_cmd("launch", "smoke", "--profile", "smoke", "--storage", url, *extra)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
 
@@ -147,7 +147,7 @@ def test_concurrent_claims_share_the_budget_and_the_cells(design, pg_url, study_
 def test_a_driver_waiting_out_the_database_is_not_declared_dead(monkeypatch):
     """A live driver writes no heartbeat while it waits for a restarted database (up to
     $FER_STUDY_DB_WAIT_S); a driver relaunched meanwhile must not fail its trials under it."""
-    from fer_core.study.bridge import DRIVER_ATTR, driver_is_dead
+    from fer_core.study.claims import DRIVER_ATTR, driver_is_dead
 
     study = optuna.create_study()
     other = "another-host:4242:0"  # not this host: judged by its heartbeat alone, not by its pid

@@ -8,9 +8,7 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -19,16 +17,17 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from helpers import fer_cli
+from helpers import fer_cli, fer_cli_cmd, free_port
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from scipy import stats as sps
 from sklearn.metrics import f1_score
 
 from fer_core.report import stats
-from fer_core.report.artifacts import open_store
+from fer_core.report.export import refresh_note
+from fer_core.study.artifacts import open_store
 from fer_core.study.outputs import read_probabilities, unpack_classes
-from fer_core.study.runner import launch
+from fer_core.study.runner import LaunchOptions, launch
 
 STUDY = """
 # report-test: a tiny one-at-a-time study with two seeds, so deltas can be paired.
@@ -55,8 +54,8 @@ def launched(tmp_path_factory, cache_dir, ray_local):
     d = tmp_path_factory.mktemp("report")
     (d / "report-test.yaml").write_text(STUDY)
     url = f"sqlite:///{d / 'fer-study.db'}"
-    out = launch(str(d / "report-test.yaml"), storage=url, profile="smoke", show_progress=False,
-                 runs_dir=str(d / "runs"))
+    out = launch(str(d / "report-test.yaml"), LaunchOptions(storage=url, profile="smoke", show_progress=False,
+                                                         runs_dir=str(d / "runs"), note=refresh_note))
     assert out["COMPLETE"] == 6
     return d, url
 
@@ -272,7 +271,7 @@ def test_stats_helpers():
 
 def test_predictions_artifact_matches_the_stored_metrics(launched):
     d, url = launched
-    from fer_core.report.artifacts import PREDICTIONS_JSON, open_store, read_json_artifact
+    from fer_core.study.artifacts import PREDICTIONS_JSON, open_store, read_json_artifact
 
     study = optuna.load_study(study_name="report-test", storage=url)
     store = open_store(d / "fer-study-artifacts", create=False)
@@ -287,17 +286,11 @@ def test_predictions_artifact_matches_the_stored_metrics(launched):
 
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def dashboard(launched):
     _d, url = launched
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "fer_core.cli", "dashboard", "--storage", url, "--port", str(port)],
+    port = free_port()
+    proc = subprocess.Popen(fer_cli_cmd("dashboard", "--storage", url, "--port", str(port)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -384,7 +377,8 @@ def test_search_study_report_has_best_trials_importances_and_a_ready_config(stud
 
     url = f"sqlite:///{study_env / 'hpo.db'}"
     (study_env / "hpo.yaml").write_text(SEARCH)
-    launch(str(study_env / "hpo.yaml"), storage=url, profile="smoke", show_progress=False)
+    launch(str(study_env / "hpo.yaml"), LaunchOptions(storage=url, profile="smoke", show_progress=False,
+                                                      note=refresh_note))
     out = _report_study("search-test", url, tmp_path / "hpo")
     study = optuna.load_study(study_name="search-test", storage=url)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
@@ -409,7 +403,7 @@ def _report_study(name: str, url: str, out: Path, artifacts: str | None = None) 
 
 
 def test_unwritable_artifact_store_warns_and_the_trial_stands(tmp_path, caplog):
-    from fer_core.report.artifacts import open_store, upload_trial_artifacts
+    from fer_core.study.artifacts import open_store, upload_trial_artifacts
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}")
     trial = study.ask()
@@ -438,7 +432,7 @@ def test_probabilities_and_kept_checkpoints_reproduce_the_stored_predictions(lau
 
     from fer_core.checkpoint import load_model
     from fer_core.data.dataset import VAL
-    from fer_core.report.artifacts import PREDICTIONS_JSON, open_store, read_json_artifact
+    from fer_core.study.artifacts import PREDICTIONS_JSON, open_store, read_json_artifact
     from fer_core.study.outputs import read_probabilities
 
     d, url = launched

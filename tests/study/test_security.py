@@ -15,7 +15,7 @@ import pytest
 
 import fer_core
 from fer_core.errors import ConfigError, FerError
-from fer_core.report.artifacts import PER_CLASS_JSON, ArtifactPathError, open_store, read_json_artifact
+from fer_core.study.artifacts import PER_CLASS_JSON, ArtifactPathError, open_store, read_json_artifact
 from fer_core.study.components import make_optuna_sampler, restricted_loads
 
 
@@ -129,7 +129,7 @@ def test_a_planted_pickle_payload_is_refused_with_one_line_and_never_runs(kind, 
     elif kind == "kept_checkpoint":  # `fer-study export` of a kept checkpoint in the artifact store
         from helpers import fer_cli
 
-        from fer_core.report.artifacts import artifact_dir
+        from fer_core.study.artifacts import artifact_dir
         from fer_core.study.outputs import checkpoint_path
 
         monkeypatch.chdir(tmp_path)

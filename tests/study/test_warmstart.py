@@ -18,7 +18,8 @@ from fer_core.report.table import load_study_data, search_extras, status_line
 from fer_core.study.bridge import OptunaBridge
 from fer_core.study.components import make_optuna_sampler
 from fer_core.study.outputs import real_trials
-from fer_core.study.runner import best_value, counts_by_state, open_study
+from fer_core.study.queries import best_value, counts_by_state
+from fer_core.study.runner import open_study
 from fer_core.study.spec import StudySpec, load_study
 from fer_core.study.storage import spec_attrs, study_names
 from fer_core.study.warmstart import WarmStart, is_warm_start, map_trial, plan, tell
@@ -128,7 +129,7 @@ def test_warm_start_tells_the_fitting_trials_in_the_search_space_and_skips_the_r
     # prior evidence, not trials of this study: no budget used, no progress, never the best, not in the table
     assert counts_by_state(study)["COMPLETE"] == 0 and best_value(study) == (None, None)
     bridge = _bridge(study, spec, n_search=10)
-    claimed = [bridge._claim_search_slot() for _ in range(5)]
+    claimed = [bridge.claims.claim_search_slot() for _ in range(5)]
     assert sum(t is not None for t in claimed) == spec.trials == 3
     data = load_study_data(study)
     assert list(data.trials["state"]) == ["RUNNING"] * 3  # the three claims, no copy

@@ -1,4 +1,5 @@
-"""Per-trial artifacts in Optuna's artifact store: confusion matrix PNG, per-class JSON, predictions.
+"""What the driver uploads after a trial, in Optuna's artifact store: confusion matrix PNG,
+per-class JSON, predictions, class probabilities; and how readers find and read them.
 
 The store is a directory (Optuna's ``FileSystemArtifactStore``): beside the SQLite file
 by default (``fer-study.db`` -> ``fer-study-artifacts/``), ``./fer-study-artifacts`` for
@@ -22,7 +23,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all
 from optuna.artifacts.exceptions import ArtifactNotFound
 from sqlalchemy.engine import make_url
 
-from fer_core.errors import FerError
+from fer_core.errors import FerError, first_line
 from fer_core.study.outputs import PROBABILITIES_NPZ
 
 log = logging.getLogger("fer_study")
@@ -166,7 +167,7 @@ def upload_trial_artifacts(
                 warnings.append(f"{name}: {err.strerror or err}")
                 log.warning("trial %d: artifact %s not stored: %s", trial.number, name, err.strerror or err)
             except Exception as err:  # a plotting/serialising bug must not cost a finished trial either
-                warnings.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+                warnings.append(f"{name}: {type(err).__name__}: {first_line(err, '')}")
                 log.warning("trial %d: artifact %s not stored: %r", trial.number, name, err)
     return warnings
 
@@ -192,4 +193,4 @@ def read_json_artifact(
             return json.loads(Path(path).read_text())
         except (ValueError, UnicodeDecodeError) as err:
             raise FerError(f"trial {trial.number}: artifact {filename} ({meta.artifact_id}) is corrupt: "
-                           f"{str(err).splitlines()[0]}") from None
+                           f"{first_line(err)}") from None
