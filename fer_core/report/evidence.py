@@ -86,8 +86,14 @@ class Variant:
     preds: np.ndarray | None  # None when some trial's held-out predictions are not stored
 
 
-def _est_cols(prefix: str, e: stats.Estimate) -> dict[str, float]:
+def _bounded_ci(e: stats.Estimate, delta: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The t-interval cut to the range a score (0..1) or a Δ of scores (-1..1) can take."""
     lo, hi = e.ci()
+    return np.clip(lo, -1.0 if delta else 0.0, 1.0), np.clip(hi, -1.0 if delta else 0.0, 1.0)
+
+
+def _est_cols(prefix: str, e: stats.Estimate, delta: bool = False) -> dict[str, float]:
+    lo, hi = _bounded_ci(e, delta)
     return {prefix: float(e.mean), f"{prefix}_ci_lo": float(lo), f"{prefix}_ci_hi": float(hi),
             f"{prefix}_se_seeds": float(e.se_seeds), f"{prefix}_se_images": float(e.se_images)}
 
@@ -161,11 +167,11 @@ def held_out_columns(variants: list[Variant], labels: np.ndarray | None, baselin
         row["test_score_sd"] = float(m.sd)
         for gi, g in enumerate(GROUPS):
             e = grp_means[v.name]
-            lo, hi = e.ci()
+            lo, hi = _bounded_ci(e, False)
             row[f"{g}_f1"], row[f"{g}_f1_ci_lo"], row[f"{g}_f1_ci_hi"] = (
                 float(np.asarray(e.mean)[gi]), float(np.asarray(lo)[gi]), float(np.asarray(hi)[gi]))
         e = cls_means[v.name]
-        lo, hi = e.ci()
+        lo, hi = _bounded_ci(e, False)
         for c, cname in enumerate(class_names):
             col = class_column(c, cname)
             ok = bool(estimable[c])
@@ -174,17 +180,17 @@ def held_out_columns(variants: list[Variant], labels: np.ndarray | None, baselin
             row[f"{col}_ci_hi"] = float(np.asarray(hi)[c]) if ok else float("nan")
         if v.name in deltas:
             d = deltas[v.name]
-            row.update(_est_cols("delta", d))
+            row.update(_est_cols("delta", d, delta=True))
             row.update({"delta_df": float(d.df), "n_paired": d.n, "p_value": float(d.p_value),
                         "p_holm": p_holm.get(v.name, float("nan")),
                         "mde": float(d.mde(alpha=alpha_fw)), "p_improve": float(d.p_improve)})
             e = grp_deltas[v.name]
-            lo, hi = e.ci()
+            lo, hi = _bounded_ci(e, True)
             for gi, g in enumerate(GROUPS):
                 row[f"{g}_delta"], row[f"{g}_delta_ci_lo"], row[f"{g}_delta_ci_hi"] = (
                     float(np.asarray(e.mean)[gi]), float(np.asarray(lo)[gi]), float(np.asarray(hi)[gi]))
             e = cls_deltas[v.name]
-            lo, hi = e.ci()
+            lo, hi = _bounded_ci(e, True)
             for c, cname in enumerate(class_names):
                 col = "delta_" + class_column(c, cname)
                 ok = bool(estimable[c])
@@ -209,8 +215,7 @@ def verdict(row: dict[str, Any], maximize: bool, n_tests: int) -> str:
     p, mde = row["p_holm"], row["mde"]
     better = (row["delta"] > 0) == maximize
     pi = row.get("p_improve")
-    tail = f"P(better) over seed pairs {pi:.2f}" if pi == pi else ""
+    tail = f"; P(better) {pi:.2f}" if pi == pi else ""
     if p == p and p < stats.ALPHA:
-        return f"{'better' if better else 'worse'} than the baseline (Holm p={p:.3g} over {n_tests}; {tail})"
-    return (f"no detectable difference (Holm p={p:.2f} over {n_tests}; detectable: |Δ| ≥ {mde:.3f} "
-            f"at 80 % power; {tail})")
+        return f"{'better' if better else 'worse'} than the baseline (Holm p={p:.3g} of {n_tests} tests{tail})"
+    return f"no detectable difference (Holm p={p:.2f} of {n_tests} tests; MDE {mde:.3f}{tail})"

@@ -33,7 +33,9 @@ gives the minimum detectable effect at 80 % power for the family-wise level (Bon
 alpha/m, the first Holm step) and P(variant > baseline) over seed pairs.
 ``tests/report/test_stats_simulation.py`` proves the construction on simulated studies with a
 known truth: family-wise error under the null, coverage of Δ and of per-class Δ for 3, 5 and
-10 seeds, and failure when the correction or either variance part is removed.
+10 seeds, and failure when the correction or either variance part is removed. Measured there
+(1000 null studies of 18 variants): any decisive verdict in 4.9 % of studies with 3 seeds and
+4.0 % with 5; 95 % intervals covered the true Δ in 94-96 % (300 studies per setting).
 """
 
 from __future__ import annotations
@@ -145,7 +147,8 @@ def pool_df(estimates: list[Estimate]) -> list[Estimate]:
 
     Per row, df = (n-1) (1 + v_images / v_seeds)² uses that row's own S² (2 df at 3 seeds): a
     by-chance small S² then shrinks the interval *and* inflates its df, and the family-wise error
-    at Holm's small levels rises above 5 % (measured: 17 % with 3 seeds, 18 variants). The rows of
+    at Holm's small levels rises above 5 % (measured in an early version of the simulation with a
+    strong seed part: 17 % with 3 seeds, 18 variants). The rows of
     one table share their seeds and held-out images, so the ratio is pooled over them (medians of
     both parts, elementwise for per-class arrays); each row keeps its own standard error."""
     if not estimates:

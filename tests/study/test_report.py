@@ -150,14 +150,14 @@ def test_report_every_format_matches_a_hand_computation(launched, tmp_path):
         f1s = np.array([f1_score(*runs[row["variant"]][s], labels=range(k), average="macro", zero_division=0)
                         for s in (0, 1)])
         assert row["test_score"] == pytest.approx(f1s.mean(), abs=1e-12)  # the objective on the test split
-        lo, hi, _ = means[row["variant"]]
-        assert (row["test_score_ci_lo"], row["test_score_ci_hi"]) == pytest.approx((lo, hi), abs=1e-4)
+        lo, hi, _ = means[row["variant"]]  # a score's interval stops at the range a score can take
+        assert (row["test_score_ci_lo"], row["test_score_ci_hi"]) == pytest.approx((max(lo, 0), min(hi, 1)), abs=1e-4)
         if row["variant"] != "plain-ce":
             f1b = np.array([f1_score(*runs["plain-ce"][s], labels=range(k), average="macro", zero_division=0)
                             for s in (0, 1)])
             assert row["delta"] == pytest.approx((f1s - f1b).mean(), abs=1e-12)
             lo, hi, p = deltas[row["variant"]]
-            assert (row["delta_ci_lo"], row["delta_ci_hi"]) == pytest.approx((lo, hi), abs=1e-4)
+            assert (row["delta_ci_lo"], row["delta_ci_hi"]) == pytest.approx((max(lo, -1), min(hi, 1)), abs=1e-4)
             assert row["p_value"] == pytest.approx(p, abs=1e-3)
             assert row["p_improve"] == pytest.approx(np.mean((f1s > f1b) + 0.5 * (f1s == f1b)))
             pvals.append(row["p_value"])
@@ -491,3 +491,25 @@ def test_ensemble_command_stores_a_derived_entry_the_report_shows(launched, tmp_
     assert "ensemble:top3-macro_f1-diverse" in optuna_dashboard.get_note(study)
     _one_line_error(fer_cli("ensemble", "report-test", "--top", "0", "--storage", url2, "--artifacts", art),
                     "--top: must be >= 1")
+
+
+def test_confirm_retrains_the_best_variant_on_fresh_seeds_and_reports_it_held_out(launched, tmp_path):
+    d, _ = launched
+    shutil.copy(d / "fer-study.db", tmp_path / "fer-study.db")  # the shared study stays as it is
+    url = f"sqlite:///{tmp_path / 'fer-study.db'}"
+    proc = fer_cli("confirm", "report-test", "--top", "1", "--seeds", "2", "--storage", url, "--profile", "smoke",
+                   "--out", str(tmp_path / "confirm"), "--runs-dir", str(tmp_path / "runs"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="report-test", storage=url)
+    means = {}
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        means.setdefault(t.user_attrs["variant"], []).append(t.value)
+    best = max((v for v in means if v != "plain-ce"), key=lambda v: np.mean(means[v]))  # chosen on validation
+    confirm = optuna.load_study(study_name="report-test-confirm", storage=url)
+    trials = confirm.get_trials(states=(TrialState.COMPLETE,))
+    assert sorted((t.user_attrs["variant"], t.user_attrs["seed"]) for t in trials) == sorted(
+        [("plain-ce", 2), ("plain-ce", 3), (f"top1-{best}", 2), (f"top1-{best}", 3)])  # seeds 0, 1 were used
+    out = tmp_path / "rep"
+    assert fer_cli("report", "report-test-confirm", "--storage", url, "--out", str(out)).returncode == 0
+    row = pd.read_csv(out / "report.csv").set_index("variant").loc[f"top1-{best}"]
+    assert row["n_paired"] == 2 and row["delta_ci_lo"] <= row["delta"] <= row["delta_ci_hi"]
