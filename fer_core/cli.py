@@ -122,6 +122,21 @@ def cmd_launch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from fer_core.study.confirm import write_confirm_study
+    from fer_core.study.storage import load_stored_study, storage_url
+
+    study = load_stored_study(args.study, storage_url(args.storage))
+    path = write_confirm_study(study, args.top, args.seeds, args.out)
+    console.print(f"{path}: the top {args.top} configs of {args.study} by validation, on {args.seeds} fresh seeds",
+                  highlight=False)
+    if args.no_launch:
+        return 0
+    args.study, args.address, args.max_concurrent, args.restart, args.warm_start = str(path), None, None, False, None
+    args.profile = args.profile or (study.user_attrs.get("spec") or {}).get("profile")
+    return cmd_launch(args)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from fer_core.report.export import FORMATS, report
 
@@ -321,6 +336,20 @@ def build_parser() -> argparse.ArgumentParser:
                          "their source and its epochs in user attrs, use no trial budget, never rank as best, "
                          "and a relaunch never tells them twice")
     la.set_defaults(func=cmd_launch)
+
+    co = sub.add_parser("confirm", help="re-train a study's top configs (chosen on validation) on fresh seeds as "
+                                        "a new study STUDY-confirm, judged on held-out data against the baseline")
+    co.add_argument("study", help="a stored study (usually a search)")
+    co.add_argument("--top", type=int, default=3, help="how many configs, best validation value first (default 3)")
+    co.add_argument("--seeds", type=int, default=5, help="fresh seeds per config, none used by the study (default 5)")
+    co.add_argument("--out", help="where the confirmation study file goes (default: ./confirm)")
+    co.add_argument("--no-launch", action="store_true", help="only write the study file")
+    co.add_argument("--storage", help=storage_help)
+    co.add_argument("--profile", choices=["smoke", "cpu", "gpu"], help="budget profile (default: the study's)")
+    co.add_argument("--runs-dir", help="Ray checkpoints (default: $FER_STUDY_RUNS, else ~/.cache/fer-study/runs)")
+    co.add_argument("--artifacts", help=artifacts_help)
+    co.add_argument("--verbose", action="store_true", help="show Ray's own logs")
+    co.set_defaults(func=cmd_confirm)
 
     va = sub.add_parser("validate", help="resolve a study file and every planned config; train nothing")
     va.add_argument("study")

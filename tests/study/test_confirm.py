@@ -1,0 +1,57 @@
+"""`fer-study confirm`: a search's top configs by validation, re-trained on fresh seeds as a new
+one-at-a-time study judged on the held-out split."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+from fer_core.errors import ConfigError, FerError
+from fer_core.study.confirm import confirm_spec, write_confirm_study
+from fer_core.study.spec import load_study
+
+
+def _stored_search(tmp_path) -> optuna.Study:
+    """A stored search study with four complete trials (no training: only what confirm reads)."""
+    spec = load_study("imbalance-hpo", "smoke")
+    study = optuna.create_study(study_name="hpo-x", storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
+    study.set_user_attr("spec", spec.resolved)
+    dists = {"loss": CategoricalDistribution(["ce", "balanced_softmax", "focal"]),
+             "aug_strength": FloatDistribution(0.0, 1.0), "seed": CategoricalDistribution([0, 3])}
+    for loss, aug, seed, value in (("ce", 0.1, 0, 0.30), ("balanced_softmax", 0.4, 0, 0.52),
+                                   ("focal", 0.2, 3, 0.41), ("balanced_softmax", 0.9, 0, 0.47)):
+        study.add_trial(optuna.trial.create_trial(params={"loss": loss, "aug_strength": aug, "seed": seed},
+                                                  distributions=dists, value=value))
+    return study
+
+
+def test_confirm_takes_the_top_configs_by_validation_on_fresh_seeds(tmp_path):
+    study = _stored_search(tmp_path)
+    data = confirm_spec(study, top=2, seeds=3)
+    assert data["name"] == "hpo-x-confirm" and data["design"]["kind"] == "one_at_a_time"
+    assert data["design"]["baseline"] == "base-config"
+    # best validation values first (0.52, then 0.47); the seed is not part of a config
+    assert list(data["design"]["variants"].values()) == [{"aug_strength": 0.4, "loss": "balanced_softmax"},
+                                                         {"aug_strength": 0.9, "loss": "balanced_softmax"}]
+    assert list(data["design"]["variants"]) == ["top1-trial1", "top2-trial3"]
+    assert data["seeds"] == [1, 2, 4]  # none the search used (0 and 3)
+    path = write_confirm_study(study, 2, 3, tmp_path / "confirm")
+    text = path.read_text()
+    assert text.startswith("# hpo-x-confirm") and f"fer-study launch {path}" in text
+    spec = load_study(str(path), "smoke")  # a valid study file: every name and config resolves
+    assert len(spec.cells()) == 3 * 3 and spec.base["epochs"] == load_study("imbalance-hpo", "smoke").base["epochs"]
+    assert yaml.safe_load(text)["seeds"] == [1, 2, 4]
+
+
+def test_confirm_refuses_bad_counts_and_an_empty_study(tmp_path):
+    study = _stored_search(tmp_path)
+    with pytest.raises(ConfigError, match="--top"):
+        confirm_spec(study, top=0, seeds=3)
+    with pytest.raises(ConfigError, match="--seeds"):
+        confirm_spec(study, top=1, seeds=1)
+    empty = optuna.create_study(study_name="e", storage=f"sqlite:///{tmp_path / 'e.db'}")
+    empty.set_user_attr("spec", study.user_attrs["spec"])
+    with pytest.raises(FerError, match="no complete trial"):
+        confirm_spec(empty, top=1, seeds=2)
