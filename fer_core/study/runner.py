@@ -24,7 +24,13 @@ from fer_core.console import console
 from fer_core.data.dataset import FerDataset
 from fer_core.errors import ConfigError, first_line
 from fer_core.study.artifacts import artifact_dir, open_store
-from fer_core.study.bridge import BridgeCallback, NoteFn, OptunaBridge, OptunaPrunerScheduler
+from fer_core.study.bridge import (
+    BridgeCallback,
+    InputErrorStopper,
+    NoteFn,
+    OptunaBridge,
+    OptunaPrunerScheduler,
+)
 from fer_core.study.claims import DRIVER_ATTR, driver_id, reconcile
 from fer_core.study.components import make_optuna_sampler, make_pruner, make_scheduler
 from fer_core.study.queries import best_value, counts_by_state, left_to_run
@@ -342,7 +348,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
             time_budget_s=spec.time_s,
         ),
         run_config=tune.RunConfig(
-            name=experiment, storage_path=str(runs.resolve()), verbose=0,
+            name=experiment, storage_path=str(runs.resolve()), verbose=0, stop=InputErrorStopper(bridge),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[BridgeCallback(bridge, progress)],
@@ -359,6 +365,8 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
     bridge.flush()  # finished trials' storage writes run in the background; none may be lost
     if bridge.lost is not None:
         raise bridge.lost
+    if bridge.input_error is not None:  # a trial's DataError/ConfigError: one line, exit 2, not retried
+        raise bridge.input_error
     progress(force=True)
     summary.update(counts_by_state(study))
     summary.update({"ran": bridge.issued, "fold_skipped": len(bridge.claims.fold_pruned), "seconds": time.time() - t0})

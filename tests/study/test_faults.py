@@ -123,3 +123,19 @@ def test_unreachable_database_fails_before_any_trial(study_env):
     assert PASSWORD not in proc.stderr and "postgres:***@127.0.0.1:1" in proc.stderr
     assert not (study_env / "runs").exists()  # no trial started
     assert time.time() - t0 < 60
+
+
+def test_an_input_error_in_a_trial_fails_it_once_and_stops_the_launch(study_env, cache_dir):
+    """A DataError raised inside the worker fails the same way on every attempt: stored FAIL once with its
+    line, never retried, no other cell started, exit 2 with one ``error:`` line."""
+    url = f"sqlite:///{study_env / 'input.db'}"
+    proc = fer_cli("launch", "smoke", "--profile", "smoke", "--storage", url, "--max-concurrent", "1",
+                   env={"FER_STUDY_DATAERROR_AT": "plain-ce/seed=0@0"})  # raised on every attempt
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith("error: trial 0 (plain-ce/seed=0) failed: DataError: injected input error"), lines
+    assert "not retried" in lines[0] and "Traceback" not in proc.stderr
+    trials = optuna.load_study(study_name="smoke", storage=url).get_trials()
+    assert [(t.user_attrs["cell_id"], t.state) for t in trials] == [("plain-ce/seed=0", TrialState.FAIL)]
+    assert trials[0].user_attrs["error"] == "DataError: injected input error at epoch 0 (FER_STUDY_DATAERROR_AT)"
+    assert "retry_of" not in trials[0].user_attrs
