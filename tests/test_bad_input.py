@@ -7,10 +7,13 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import os
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
@@ -292,3 +295,42 @@ def test_yaml_python_tags_are_refused_with_one_line(tmp_path, capsys):
     with pytest.raises(FerError):
         parse_override("lr=!!python/name:os.system")
     assert not (tmp_path / "pwned").exists()
+
+
+def _make_unwritable(path: Path) -> bool:
+    """Make ``path`` unwritable even for root (CI runs as root, which file modes do not stop):
+    ``chattr +i``; False where neither works."""
+    if os.geteuid() != 0:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+        return True
+    try:
+        return subprocess.run(["chattr", "+i", str(path)], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _make_writable(path: Path) -> None:
+    subprocess.run(["chattr", "-i", str(path)], capture_output=True, timeout=30)
+    path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_a_storage_that_cannot_be_written_stops_the_launch_with_one_line(what, tmp_path, capsys):
+    (tmp_path / "db").mkdir()
+    db = tmp_path / "db" / "s.db"
+    optuna.create_study(study_name="other", storage=f"sqlite:///{db}")  # tables exist: opening works, writing not
+    target = db if what == "file" else db.parent
+    if not _make_unwritable(target):
+        pytest.skip("cannot make a file unwritable here (root, and no chattr +i on this file system)")
+    try:
+        rc, err = _run_cli(capsys, "launch", "smoke", "--profile", "smoke", "--storage", f"sqlite:///{db}")
+    finally:
+        _make_writable(target)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"error: storage sqlite:///{db} cannot be written ("), lines[0]
+    assert ("readonly database" if what == "file" else "unable to open database file") in lines[0]
+    assert _stored_studies(db) == ["other"]
+    import ray
+
+    assert not ray.is_initialized()  # the Ray the launch started in the background is shut down again

@@ -22,7 +22,7 @@ import optuna
 import fer_core
 from fer_core.console import console
 from fer_core.data.dataset import FerDataset
-from fer_core.errors import ConfigError, first_line
+from fer_core.errors import ConfigError, FerError, first_line
 from fer_core.study.artifacts import artifact_dir, open_store
 from fer_core.study.bridge import (
     BridgeCallback,
@@ -37,6 +37,7 @@ from fer_core.study.queries import best_value, counts_by_state, left_to_run
 from fer_core.study.spec import StudySpec, load_study
 from fer_core.study.storage import (
     StorageError,
+    StorageUnwritable,
     claim_key,
     claim_lock,
     open_storage,
@@ -44,6 +45,7 @@ from fer_core.study.storage import (
     redact_text,
     spec_attrs,
     storage_url,
+    write_refused,
 )
 from fer_core.study.teachers import resolve_teacher
 from fer_core.study.warmstart import WarmStart
@@ -261,6 +263,16 @@ def launch(name: str, opts: LaunchOptions | None = None) -> dict[str, Any]:
     ray_start = RayStart(opts.address, opts.quiet) if _probably_work(spec, rdb, opts.restart) else None
     try:
         return _launch(spec, url, rdb, ray_start, warm, opts)
+    except FerError:
+        raise
+    except Exception as err:
+        # a read-only SQLite file or directory, a full disk: the first write (creating the study)
+        # fails deep in Optuna with a misleading "exceeding max length"; the user needs one line
+        refused = write_refused(err)
+        if refused is None:
+            raise
+        raise StorageUnwritable(f"storage {redact(url)} cannot be written ({refused}); make it writable "
+                                "and relaunch") from None
     finally:
         if ray_start is not None and not ray_start.used:
             ray_start.cancel()  # stopped before Tune ran (bad data, refused spec, nothing left to run)

@@ -43,6 +43,30 @@ class StorageLost(StorageError):
     """The database went away mid-study for longer than the driver waits for it."""
 
 
+class StorageUnwritable(StorageLost):
+    """The database refuses writes (read-only file or directory, full disk): waiting will not help,
+    so the driver stops at once; a relaunch once it is writable continues the study."""
+
+
+# what SQLite and PostgreSQL say when a write cannot land (lower case); the errors they raise are
+# OperationalErrors, which would otherwise read as a lost connection and be waited out
+_REFUSED_WRITE = ("readonly database", "read-only", "database or disk is full", "no space left",
+                  "unable to open database file", "disk i/o error", "could not extend file")
+_REFUSED_PG = ("DiskFull", "ReadOnlySqlTransaction", "InsufficientPrivilege")
+
+
+def write_refused(err: BaseException | None) -> str | None:
+    """The database's own line when ``err`` (or what it wraps: Optuna hides SQLite's reason behind a
+    StorageInternalError about "exceeding max length") is a refused write, else None."""
+    seen = 0
+    while err is not None and seen < 8:
+        text = first_line(err, "")
+        if type(err).__name__ in _REFUSED_PG or any(k in text.lower() for k in _REFUSED_WRITE):
+            return redact_text(text)
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
 def storage_url(arg: str | None = None) -> str:
     """``--storage`` > ``$FER_STUDY_STORAGE`` > a SQLite file in the working directory."""
     url = arg or os.environ.get(ENV) or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
@@ -205,6 +229,10 @@ def retrying(what: str, fn: Callable[[], T], wait_s: float | None = None) -> T:
         try:
             return fn()
         except Exception as err:
+            refused = write_refused(err)
+            if refused is not None:
+                raise StorageUnwritable(f"the storage refused a write while {what} ({refused}); stopped: make it "
+                                        "writable and relaunch the same command to continue the study") from None
             if not _connection_lost(err):
                 raise
             first = redact_text(first_line(err.__cause__ or err, ""))
