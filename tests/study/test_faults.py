@@ -75,6 +75,11 @@ def test_killed_and_out_of_memory_trials_are_retried_and_no_password_leaks(pg_ur
     assert "no_such_db" in printed.err and "nope" in printed.err  # the error lines were really produced
     assert not [text for text in outputs if PASSWORD in text]
     assert "postgres:***@" in status.stdout and "postgres:***@" in str(refused.value)
+    # every file the service wrote (runs dir with Tune's pickles, artifact store, report), as bytes
+    written = [p for p in study_env.rglob("*") if p.is_file()]
+    assert "tuner.pkl" in {p.name for p in written}, sorted(p.name for p in written)  # the scan sees the pickles
+    assert any((study_env / "fer-study-artifacts").rglob("*")) and any((study_env / "report").rglob("*"))
+    assert [str(p) for p in written if PASSWORD.encode() in p.read_bytes()] == []
 
 
 def test_driver_killed_mid_study_relaunch_finishes_without_duplicates(study_env, cache_dir):
