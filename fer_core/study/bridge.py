@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -88,6 +89,8 @@ class OptunaBridge(Searcher):
         # burn its time on the same error, so no new trial starts and ``launch`` stops with this line
         self.input_error: FerError | None = None
         self.input_errors: dict[str, str] = {}  # ray trial id -> "<Type>: <message>" reported by the trial
+        self.interrupted: int | None = None  # the signal (SIGINT/SIGTERM) that asked the launch to stop
+        self.kept = 0  # trials this driver finished (complete or pruned) and handed to storage
         self.claims = Claims(study, spec, todo, driver)  # planned cells left, search slots, fold pruning
 
     # -- Searcher API ------------------------------------------------------------------------
@@ -99,7 +102,7 @@ class OptunaBridge(Searcher):
             raise
 
     def _suggest(self, trial_id: str) -> dict | str | None:
-        if self.input_error is not None:
+        if self.stopping() is not None:
             return Searcher.FINISHED
         if self.spec.design == "search":
             if self.issued >= self.n_search:
@@ -158,16 +161,18 @@ class OptunaBridge(Searcher):
                 self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fer-storage")
             self._pending.append(self._writer.submit(self._finish, trial, json.loads(fer_result["fer_result"]), value,
                                                      self._out_dir(trial_id)))
-        elif self.input_error is not None:
-            # stopped because another trial hit an input error: not a pruning verdict; FAIL re-queues
-            # the cell for the relaunch that follows the fix
-            self.fail(trial_id, f"stopped: the launch stopped on an input error ({first_line(self.input_error)})")
+            self.kept += 1
+        elif self.stopping() is not None:
+            # stopped with the launch (a signal, another trial's input error): not a pruning verdict;
+            # FAIL re-queues the cell for the relaunch
+            self.fail(trial_id, self.stopping() or "stopped")
             return
         else:
             by = self.spec.scheduler["name"] if self.spec.scheduler["name"] != "none" else self.spec.pruner["name"]
             self._guard("storing a pruned trial", lambda: (trial.set_user_attr("stopped_by", by),
                                                            self.study.tell(trial, state=TrialState.PRUNED,
                                                                            skip_if_finished=True)))
+            self.kept += 1
         self.trials.pop(trial_id, None)
 
     def __getstate__(self) -> dict:
@@ -175,6 +180,24 @@ class OptunaBridge(Searcher):
         state = dict(self.__dict__)
         state.update(_writer=None, _pending=[])
         return state
+
+    def stopping(self) -> str | None:
+        """Why the launch is stopping before its work is done (the FAIL reason of the trials it stops),
+        or None while it runs on."""
+        if self.interrupted is not None:
+            return f"interrupted by {signal.Signals(self.interrupted).name}: re-queued, a relaunch runs it"
+        if self.input_error is not None:
+            return f"stopped: the launch stopped on an input error ({first_line(self.input_error)}); re-queued"
+        return None
+
+    def abandon(self) -> None:
+        """After Tune stopped: the trials it stopped with the launch (Tune tells the searcher nothing
+        about those) are stored FAIL with the reason, so a relaunch re-runs their cells."""
+        reason = self.stopping()
+        if reason is None:
+            return
+        for trial_id in list(self.trials):
+            self.fail(trial_id, reason)
 
     def _out_dir(self, trial_id: str) -> str | None:
         return os.path.join(self.outputs_dir, trial_id) if self.outputs_dir else None
@@ -345,10 +368,10 @@ def _error_text(trial) -> str:
     return "trial failed (worker died)"
 
 
-class InputErrorStopper(Stopper):
+class LaunchStopper(Stopper):
     """Stops a trial that reported an input error at once (its result never reaches a scheduler, which
-    would read its NaN metric) and, after the first one, the whole launch: no trial may burn time on
-    an error that fails every attempt the same way."""
+    would read its NaN metric) and the whole launch after the first one (no trial may burn time on an
+    error that fails every attempt the same way) or after SIGINT/SIGTERM."""
 
     def __init__(self, bridge: OptunaBridge) -> None:
         self.bridge = bridge
@@ -357,7 +380,7 @@ class InputErrorStopper(Stopper):
         return bool(result.get(INPUT_ERROR))
 
     def stop_all(self) -> bool:
-        return self.bridge.input_error is not None
+        return self.bridge.stopping() is not None
 
 
 class OptunaPrunerScheduler(FIFOScheduler):
