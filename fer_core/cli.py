@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.table import Table
 
 from fer_core.console import console, err_console
-from fer_core.errors import FerError, first_line
+from fer_core.errors import FerError, LaunchInterrupted, first_line
 
 
 def _fmt(v: float) -> str:
@@ -427,6 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FerError as err:
         err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
         return 2
+    except LaunchInterrupted as err:  # finished trials are stored, the interrupted ones re-queued
+        err_console.print(str(err), markup=False, highlight=False, soft_wrap=True)
+        return err.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted", markup=False)
         return 130

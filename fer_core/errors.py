@@ -25,6 +25,15 @@ class ModelFileError(FerError):
     would need arbitrary unpickling (``fer_core.checkpoint``)."""
 
 
+class LaunchInterrupted(Exception):
+    """SIGINT or SIGTERM stopped a launch after its finished trials were stored. Not a FerError: the CLI
+    prints the one-line message and exits 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 def first_line(err: BaseException, default: str | None = None) -> str:
     """The first line of an exception's message, for a one-line error, warning or stored reason;
     ``default`` (else the exception's type name) when the message is empty."""

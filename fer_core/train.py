@@ -59,7 +59,9 @@ def seed_everything(seed: int) -> None:
 
 
 def dataset_for(cfg: TrainConfig) -> FerDataset:
-    return load_dataset(
+    """The decoded data set a config trains on; one that cannot be trained on (one class, no
+    validation image) is refused here, before ``train`` trains or ``launch`` stores anything."""
+    ds = load_dataset(
         dataset=cfg.dataset,
         data_path=cfg.data_path,
         img_size=cfg.img_size,
@@ -68,6 +70,8 @@ def dataset_for(cfg: TrainConfig) -> FerDataset:
         test_fraction=cfg.test_fraction,
         cache_dir=cfg.cache_dir,
     )
+    ds.check_trainable(cfg.data_path or cfg.dataset)
+    return ds
 
 
 def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:

@@ -7,10 +7,13 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import os
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
@@ -202,9 +205,8 @@ design: {{kind: one_at_a_time, baseline: plain, variants: {{focal: {{loss: focal
 """
 
 
-@pytest.mark.parametrize("problem", ["corrupt", "truncated", "empty_class", "unknown_label"])
-def test_bad_data_stops_the_launch_with_one_line_and_stores_nothing(problem, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("FER_STUDY_CACHE", str(tmp_path / "cache"))
+def _bad_manifest(problem: str, tmp_path: Path) -> Path:
+    """A two-class manifest (train/val/test images of a and b), spoilt as ``problem`` says."""
     rows = []
     for i, (label, split) in enumerate([("a", "train"), ("b", "train"), ("a", "val"), ("b", "val"), ("a", "test"),
                                         ("b", "test")]):
@@ -219,23 +221,54 @@ def test_bad_data_stops_the_launch_with_one_line_and_stores_nothing(problem, tmp
     elif problem == "empty_class":
         rows[1][1] = "a"  # class b keeps val/test images but no training image
         (tmp_path / "classes.txt").write_text("a\nb\n")
+    elif problem == "one_class":  # every image is an a: a classifier would score 1.0 on it
+        for r in rows:
+            r[1] = "a"
+    elif problem == "no_val":  # nothing to select an epoch on
+        rows[2][3] = rows[3][3] = "train"
     else:
         (tmp_path / "classes.txt").write_text("a\nb\n")
         rows[2][1] = "c"
     (tmp_path / "m.csv").write_text("path,label,aus,split\n" + "".join(",".join(r) + "\n" for r in rows))
-    (tmp_path / "bad.yaml").write_text(BAD_DATA_STUDY.format(csv=tmp_path / "m.csv"))
+    return tmp_path / "m.csv"
+
+
+BAD_DATA_NEEDLE = {"corrupt": "0.png: cannot decode image", "truncated": "0.png: cannot decode image",
+                   "empty_class": "class 'b' has no training images", "unknown_label": "m.csv:4: unknown class 'c'",
+                   "one_class": "m.csv: only class 'a' has training images; training needs at least 2 classes",
+                   "no_val": "m.csv: no validation images; training needs at least 2 classes with training images "
+                             "and at least one validation image"}
+
+
+@pytest.mark.parametrize("problem", ["corrupt", "truncated", "empty_class", "unknown_label", "one_class", "no_val"])
+def test_bad_data_stops_the_launch_with_one_line_and_stores_nothing(problem, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FER_STUDY_CACHE", str(tmp_path / "cache"))
+    csv_path = _bad_manifest(problem, tmp_path)
+    (tmp_path / "bad.yaml").write_text(BAD_DATA_STUDY.format(csv=csv_path))
     db = tmp_path / "s.db"
     rc, err = _run_cli(capsys, "launch", str(tmp_path / "bad.yaml"), "--profile", "smoke", "--storage", f"sqlite:///{db}")
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
-    needle = {"corrupt": "0.png: cannot decode image", "truncated": "0.png: cannot decode image",
-              "empty_class": "class 'b' has no training images", "unknown_label": "m.csv:4: unknown class 'c'"}[problem]
-    assert needle in lines[0], lines[0]  # the data problem itself, not some earlier config error
+    assert BAD_DATA_NEEDLE[problem] in lines[0], lines[0]  # the data problem itself, not some earlier config error
     assert "Traceback" not in err
     assert _stored_studies(db) == []  # no empty or half-described study left behind
     import ray
 
     assert not ray.is_initialized()  # the Ray the launch started in the background is shut down again
+
+
+@pytest.mark.parametrize("problem", ["one_class", "no_val"])
+def test_train_refuses_data_it_cannot_train_on_before_training(problem, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FER_STUDY_CACHE", str(tmp_path / "cache"))
+    csv_path = _bad_manifest(problem, tmp_path)
+    sets = ["dataset=manifest", f"data_path={csv_path}", "img_size=32", "backbone=test_resnet", "epochs=1",
+            "warmup_epochs=0"]
+    rc = main(["train", *[a for kv in sets for a in ("--set", kv)], "--save", str(tmp_path / "model.pt")])
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert BAD_DATA_NEEDLE[problem] in lines[0] and "Traceback" not in err
+    assert "data:" not in out and not (tmp_path / "model.pt").exists()  # refused before training
 
 
 @pytest.mark.parametrize("name", ["x'; DROP TABLE studies; --", "$(touch pwned)", "a b", "../etc/x", "`id`", "a;b|c&d"])
@@ -262,3 +295,42 @@ def test_yaml_python_tags_are_refused_with_one_line(tmp_path, capsys):
     with pytest.raises(FerError):
         parse_override("lr=!!python/name:os.system")
     assert not (tmp_path / "pwned").exists()
+
+
+def _make_unwritable(path: Path) -> bool:
+    """Make ``path`` unwritable even for root (CI runs as root, which file modes do not stop):
+    ``chattr +i``; False where neither works."""
+    if os.geteuid() != 0:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+        return True
+    try:
+        return subprocess.run(["chattr", "+i", str(path)], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _make_writable(path: Path) -> None:
+    subprocess.run(["chattr", "-i", str(path)], capture_output=True, timeout=30)
+    path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_a_storage_that_cannot_be_written_stops_the_launch_with_one_line(what, tmp_path, capsys):
+    (tmp_path / "db").mkdir()
+    db = tmp_path / "db" / "s.db"
+    optuna.create_study(study_name="other", storage=f"sqlite:///{db}")  # tables exist: opening works, writing not
+    target = db if what == "file" else db.parent
+    if not _make_unwritable(target):
+        pytest.skip("cannot make a file unwritable here (root, and no chattr +i on this file system)")
+    try:
+        rc, err = _run_cli(capsys, "launch", "smoke", "--profile", "smoke", "--storage", f"sqlite:///{db}")
+    finally:
+        _make_writable(target)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"error: storage sqlite:///{db} cannot be written ("), lines[0]
+    assert ("readonly database" if what == "file" else "unable to open database file") in lines[0]
+    assert _stored_studies(db) == ["other"]
+    import ray
+
+    assert not ray.is_initialized()  # the Ray the launch started in the background is shut down again

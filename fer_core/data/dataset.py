@@ -14,6 +14,8 @@ from importlib import resources
 
 import torch
 
+from fer_core.errors import DataError
+
 SPLITS = ("train", "val", "test")
 TRAIN, VAL, TEST = 0, 1, 2
 
@@ -62,6 +64,19 @@ class FerDataset:
             has_aus=self.has_aus, keys=tuple(self.keys[i] for i in k.tolist()) if self.keys else (),
             info=dict(self.info),
         )
+
+    def check_trainable(self, source: str) -> None:
+        """Refuse, with one line, a data set no classifier can be trained and selected on: fewer than
+        two classes with training images (the model would score 1.0 on one class), or no validation
+        image (no epoch could be selected). Checked before anything is trained or stored."""
+        present = [name for name, n in zip(self.class_names, self.class_counts(TRAIN)) if n > 0]
+        if len(present) < 2:
+            have = f"only class {present[0]!r} has" if present else "no class has"
+            raise DataError(f"{source}: {have} training images; training needs at least 2 classes with "
+                            "training images and at least one validation image")
+        if len(self.indices(VAL)) == 0:
+            raise DataError(f"{source}: no validation images; training needs at least 2 classes with "
+                            "training images and at least one validation image")
 
     def class_counts(self, split: int = TRAIN) -> list[int]:
         y = self.labels[self.split == split]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,13 +39,15 @@ from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
+from ray.tune.stopper import Stopper
 
-from fer_core.errors import first_line
+from fer_core.errors import ConfigError, DataError, FerError, first_line
 from fer_core.study.artifacts import upload_trial_artifacts
 from fer_core.study.claims import DRIVER_ATTR, Claims
 from fer_core.study.outputs import retain_checkpoint
 from fer_core.study.spec import Cell, StudySpec
 from fer_core.study.storage import StorageLost, redact_text, retrying
+from fer_core.study.trainable import INPUT_ERROR
 
 log = logging.getLogger("fer_study")
 # refreshes a study's dashboard note: (study, planned trials), after each finished trial
@@ -82,6 +85,12 @@ class OptunaBridge(Searcher):
         self.failed_error: dict[str, str] = {}
         self.issued = 0
         self.lost: StorageLost | None = None  # set when the database stayed away too long: the driver stops
+        # set when a trial hit an input error (DataError/ConfigError in the worker): every cell would
+        # burn its time on the same error, so no new trial starts and ``launch`` stops with this line
+        self.input_error: FerError | None = None
+        self.input_errors: dict[str, str] = {}  # ray trial id -> "<Type>: <message>" reported by the trial
+        self.interrupted: int | None = None  # the signal (SIGINT/SIGTERM) that asked the launch to stop
+        self.kept = 0  # trials this driver finished (complete or pruned) and handed to storage
         self.claims = Claims(study, spec, todo, driver)  # planned cells left, search slots, fold pruning
 
     # -- Searcher API ------------------------------------------------------------------------
@@ -93,6 +102,8 @@ class OptunaBridge(Searcher):
             raise
 
     def _suggest(self, trial_id: str) -> dict | str | None:
+        if self.stopping() is not None:
+            return Searcher.FINISHED
         if self.spec.design == "search":
             if self.issued >= self.n_search:
                 return Searcher.FINISHED
@@ -120,7 +131,7 @@ class OptunaBridge(Searcher):
             retrying("labelling a trial", lambda k=k, v=v: trial.set_user_attr(k, v))
         self.trials[trial_id] = trial
         self.steps[trial_id] = {}
-        return {"train": config, "meta": {**meta, "optuna_number": trial.number},
+        return {"train": config, "meta": {**meta, "optuna_number": trial.number}, "metric": self.spec.metric,
                 "checkpoint_every": self.spec.checkpoint_every,
                 "checkpoint_min_s": self.spec.checkpoint_min_s, "out_dir": self._out_dir(trial_id)}
 
@@ -137,6 +148,9 @@ class OptunaBridge(Searcher):
             # the error text arrives in BridgeCallback.on_trial_error right after this call
             self.failed_error[trial_id] = "pending"
             return
+        if trial_id in self.input_errors:  # failed once, never retried (the same input fails the same way)
+            self.fail(trial_id, self.input_errors[trial_id])
+            return
         fer_result = self.final.get(trial_id)
         if fer_result is not None:
             # the finished trial's writes (attrs, artifacts, tell, note: ~1 s of PNG rendering and
@@ -147,11 +161,18 @@ class OptunaBridge(Searcher):
                 self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fer-storage")
             self._pending.append(self._writer.submit(self._finish, trial, json.loads(fer_result["fer_result"]), value,
                                                      self._out_dir(trial_id)))
+            self.kept += 1
+        elif self.stopping() is not None:
+            # stopped with the launch (a signal, another trial's input error): not a pruning verdict;
+            # FAIL re-queues the cell for the relaunch
+            self.fail(trial_id, self.stopping() or "stopped")
+            return
         else:
             by = self.spec.scheduler["name"] if self.spec.scheduler["name"] != "none" else self.spec.pruner["name"]
             self._guard("storing a pruned trial", lambda: (trial.set_user_attr("stopped_by", by),
                                                            self.study.tell(trial, state=TrialState.PRUNED,
                                                                            skip_if_finished=True)))
+            self.kept += 1
         self.trials.pop(trial_id, None)
 
     def __getstate__(self) -> dict:
@@ -159,6 +180,24 @@ class OptunaBridge(Searcher):
         state = dict(self.__dict__)
         state.update(_writer=None, _pending=[])
         return state
+
+    def stopping(self) -> str | None:
+        """Why the launch is stopping before its work is done (the FAIL reason of the trials it stops),
+        or None while it runs on."""
+        if self.interrupted is not None:
+            return f"interrupted by {signal.Signals(self.interrupted).name}: re-queued, a relaunch runs it"
+        if self.input_error is not None:
+            return f"stopped: the launch stopped on an input error ({first_line(self.input_error)}); re-queued"
+        return None
+
+    def abandon(self) -> None:
+        """After Tune stopped: the trials it stopped with the launch (Tune tells the searcher nothing
+        about those) are stored FAIL with the reason, so a relaunch re-runs their cells."""
+        reason = self.stopping()
+        if reason is None:
+            return
+        for trial_id in list(self.trials):
+            self.fail(trial_id, reason)
 
     def _out_dir(self, trial_id: str) -> str | None:
         return os.path.join(self.outputs_dir, trial_id) if self.outputs_dir else None
@@ -212,7 +251,12 @@ class OptunaBridge(Searcher):
     def record(self, trial_id: str, result: dict) -> None:
         """Every epoch's metric becomes an intermediate value, once (idempotent by epoch)."""
         trial = self.trials.get(trial_id)
-        if trial is None or "epoch" not in result:
+        if trial is None:
+            return
+        if result.get(INPUT_ERROR):
+            self._input_error(trial_id, trial, str(result[INPUT_ERROR]))
+            return
+        if "epoch" not in result:
             return
         if result.get("final"):
             self.final[trial_id] = result
@@ -222,6 +266,18 @@ class OptunaBridge(Searcher):
             return
         self._guard("storing an epoch", lambda: trial.report(float(value), step))  # idempotent by step
         self.steps[trial_id][step] = float(value)
+
+    def _input_error(self, trial_id: str, trial: optuna.Trial, message: str) -> None:
+        """A trial's input error: stored as its FAIL reason once it stops; the first one stops the launch."""
+        message = redact_text(message)
+        self.input_errors[trial_id] = message
+        if self.input_error is None:
+            kind = message.partition(": ")[0]
+            cls = {"DataError": DataError, "ConfigError": ConfigError}.get(kind, FerError)
+            cell = trial.user_attrs.get("cell_id")
+            where = f"trial {trial.number}" + (f" ({cell})" if cell else "")
+            self.input_error = cls(f"{where} failed: {message}; the launch stopped (an input error is not "
+                                   "retried): fix it and relaunch to run the rest")
 
     def refresh_note(self) -> None:
         """The study's dashboard note shows the current ablation table, refreshed per finished trial."""
@@ -310,6 +366,21 @@ def _error_text(trial) -> str:
     except OSError:
         pass
     return "trial failed (worker died)"
+
+
+class LaunchStopper(Stopper):
+    """Stops a trial that reported an input error at once (its result never reaches a scheduler, which
+    would read its NaN metric) and the whole launch after the first one (no trial may burn time on an
+    error that fails every attempt the same way) or after SIGINT/SIGTERM."""
+
+    def __init__(self, bridge: OptunaBridge) -> None:
+        self.bridge = bridge
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return bool(result.get(INPUT_ERROR))
+
+    def stop_all(self) -> bool:
+        return self.bridge.stopping() is not None
 
 
 class OptunaPrunerScheduler(FIFOScheduler):

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,15 +25,22 @@ import optuna
 import fer_core
 from fer_core.console import console
 from fer_core.data.dataset import FerDataset
-from fer_core.errors import ConfigError, first_line
+from fer_core.errors import ConfigError, FerError, LaunchInterrupted, first_line
 from fer_core.study.artifacts import artifact_dir, open_store
-from fer_core.study.bridge import BridgeCallback, NoteFn, OptunaBridge, OptunaPrunerScheduler
+from fer_core.study.bridge import (
+    BridgeCallback,
+    LaunchStopper,
+    NoteFn,
+    OptunaBridge,
+    OptunaPrunerScheduler,
+)
 from fer_core.study.claims import DRIVER_ATTR, driver_id, reconcile
 from fer_core.study.components import make_optuna_sampler, make_pruner, make_scheduler
 from fer_core.study.queries import best_value, counts_by_state, left_to_run
 from fer_core.study.spec import StudySpec, load_study
 from fer_core.study.storage import (
     StorageError,
+    StorageUnwritable,
     claim_key,
     claim_lock,
     open_storage,
@@ -38,6 +48,7 @@ from fer_core.study.storage import (
     redact_text,
     spec_attrs,
     storage_url,
+    write_refused,
 )
 from fer_core.study.teachers import resolve_teacher
 from fer_core.study.warmstart import WarmStart
@@ -200,6 +211,37 @@ class RayStart:
             pass
 
 
+@contextmanager
+def _stop_on_signals(bridge: OptunaBridge) -> Iterator[None]:
+    """While Tune runs: the first SIGINT (Ctrl-C) or SIGTERM asks it to stop (``LaunchStopper``) instead
+    of leaving trials RUNNING behind a normal-looking summary; ``launch`` then stores what finished and
+    re-queues what was stopped. A second signal acts at once, as it did before."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set on the main thread
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def stop(signum: int, frame: Any) -> None:
+        if bridge.interrupted is None:
+            bridge.interrupted = signum
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+    tune_handler = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune's own SIGINT handler would replace ours
+    for s in previous:
+        signal.signal(s, stop)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if tune_handler is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_handler
+
+
 def _probably_work(spec: StudySpec, storage: optuna.storages.BaseStorage, restart: bool) -> bool:
     """A look before the data are decoded: is there anything to run? Only decides whether Ray
     starts early; a wrong guess costs a Ray start (or its shutdown), never a trial."""
@@ -255,6 +297,16 @@ def launch(name: str, opts: LaunchOptions | None = None) -> dict[str, Any]:
     ray_start = RayStart(opts.address, opts.quiet) if _probably_work(spec, rdb, opts.restart) else None
     try:
         return _launch(spec, url, rdb, ray_start, warm, opts)
+    except FerError:
+        raise
+    except Exception as err:
+        # a read-only SQLite file or directory, a full disk: the first write (creating the study)
+        # fails deep in Optuna with a misleading "exceeding max length"; the user needs one line
+        refused = write_refused(err)
+        if refused is None:
+            raise
+        raise StorageUnwritable(f"storage {redact(url)} cannot be written ({refused}); make it writable "
+                                "and relaunch") from None
     finally:
         if ray_start is not None and not ray_start.used:
             ray_start.cancel()  # stopped before Tune ran (bad data, refused spec, nothing left to run)
@@ -342,7 +394,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
             time_budget_s=spec.time_s,
         ),
         run_config=tune.RunConfig(
-            name=experiment, storage_path=str(runs.resolve()), verbose=0,
+            name=experiment, storage_path=str(runs.resolve()), verbose=0, stop=LaunchStopper(bridge),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[BridgeCallback(bridge, progress)],
@@ -350,7 +402,8 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
     )
     t0 = time.time()
     try:
-        tuner.fit()
+        with _stop_on_signals(bridge):
+            tuner.fit()
     except Exception:
         bridge.flush()
         if bridge.lost is not None:  # the database stayed away: one line, exit 2, relaunch continues
@@ -359,6 +412,12 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
     bridge.flush()  # finished trials' storage writes run in the background; none may be lost
     if bridge.lost is not None:
         raise bridge.lost
+    bridge.abandon()  # trials Tune stopped with the launch: FAIL, so a relaunch re-runs their cells
+    if bridge.input_error is not None:  # a trial's DataError/ConfigError: one line, exit 2, not retried
+        raise bridge.input_error
+    if bridge.interrupted is not None:
+        raise LaunchInterrupted(f"interrupted: {bridge.kept} finished trials kept; relaunch to continue",
+                                bridge.interrupted)
     progress(force=True)
     summary.update(counts_by_state(study))
     summary.update({"ran": bridge.issued, "fold_skipped": len(bridge.claims.fold_pruned), "seconds": time.time() - t0})

@@ -13,6 +13,8 @@ import logging
 import os
 import re
 import time
+import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +41,30 @@ class StorageError(FerError):
 
 class StorageLost(StorageError):
     """The database went away mid-study for longer than the driver waits for it."""
+
+
+class StorageUnwritable(StorageLost):
+    """The database refuses writes (read-only file or directory, full disk): waiting will not help,
+    so the driver stops at once; a relaunch once it is writable continues the study."""
+
+
+# what SQLite and PostgreSQL say when a write cannot land (lower case); the errors they raise are
+# OperationalErrors, which would otherwise read as a lost connection and be waited out
+_REFUSED_WRITE = ("readonly database", "read-only", "database or disk is full", "no space left",
+                  "unable to open database file", "disk i/o error", "could not extend file")
+_REFUSED_PG = ("DiskFull", "ReadOnlySqlTransaction", "InsufficientPrivilege")
+
+
+def write_refused(err: BaseException | None) -> str | None:
+    """The database's own line when ``err`` (or what it wraps: Optuna hides SQLite's reason behind a
+    StorageInternalError about "exceeding max length") is a refused write, else None."""
+    seen = 0
+    while err is not None and seen < 8:
+        text = first_line(err, "")
+        if type(err).__name__ in _REFUSED_PG or any(k in text.lower() for k in _REFUSED_WRITE):
+            return redact_text(text)
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
 
 
 def storage_url(arg: str | None = None) -> str:
@@ -71,8 +97,45 @@ def redact_text(text: str) -> str:
     return _PW.sub(r"\1***@", str(text))
 
 
+class DriverStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage that never pickles its URL.
+
+    Ray Tune pickles the searcher, the scheduler and the callbacks (``tuner.pkl`` and the experiment
+    state in the runs directory, a path every node mounts), and with them the study and its storage;
+    Optuna's own pickle keeps the URL, password included. This one pickles as a reference (a process-
+    local token and the redacted URL): unpickled in the driver that opened it (Tune's deep copies),
+    it is the same live storage; elsewhere it is reopened from ``$FER_STUDY_STORAGE`` when that names
+    the same database, else refused with one line.
+    """
+
+    def __init__(self, url: str, **kw: Any) -> None:
+        super().__init__(url, **kw)
+        self._fer_token = uuid.uuid4().hex
+        _OPEN[self._fer_token] = self
+
+    def __reduce__(self) -> tuple:
+        return _reattach, (self._fer_token, redact(self.url))
+
+
+# token -> storage this process opened; weak, so a closed study's engine is not kept alive by it
+_OPEN: weakref.WeakValueDictionary[str, DriverStorage] = weakref.WeakValueDictionary()
+
+
+def _reattach(token: str, shown: str) -> DriverStorage:
+    """Unpickle a ``DriverStorage``: the live one of this process, or the URL the environment holds."""
+    live = _OPEN.get(token)
+    if live is not None:
+        return live
+    env = os.environ.get(ENV)
+    if env and redact(storage_url(env)) == shown:
+        return open_storage(storage_url(env))
+    raise StorageError(f"storage {shown}: its URL is not saved with the runs (no credential is written to "
+                       f"disk); set ${ENV} to it")
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """RDB storage with pool_pre_ping (a restarted server's dead connections are replaced)."""
+    """RDB storage with pool_pre_ping (a restarted server's dead connections are replaced); it pickles
+    without its URL (``DriverStorage``)."""
     backend = make_url(url).get_backend_name()
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if backend == "sqlite":
@@ -86,7 +149,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            return DriverStorage(url, engine_kwargs=engine_kwargs)
         except Exception as err:  # sqlalchemy/psycopg raise many kinds; the user needs one line
             # drivers started together on a fresh database race to create Optuna's tables (a
             # duplicate-key or already-exists error for the loser): the tables now exist, so look again
@@ -166,6 +229,10 @@ def retrying(what: str, fn: Callable[[], T], wait_s: float | None = None) -> T:
         try:
             return fn()
         except Exception as err:
+            refused = write_refused(err)
+            if refused is not None:
+                raise StorageUnwritable(f"the storage refused a write while {what} ({refused}); stopped: make it "
+                                        "writable and relaunch the same command to continue the study") from None
             if not _connection_lost(err):
                 raise
             first = redact_text(first_line(err.__cause__ or err, ""))

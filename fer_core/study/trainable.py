@@ -17,10 +17,13 @@ import torch
 
 from fer_core.checkpoint import load_training_state
 from fer_core.data.dataset import FerDataset
+from fer_core.errors import ConfigError, DataError, first_line
 from fer_core.study.outputs import pack_classes, write_trial_outputs
 from fer_core.train import train_fer
 
 CKPT_FILE = "trial.pt"
+# the result key of a trial that hit an input error (DataError/ConfigError): "<Type>: <first line>"
+INPUT_ERROR = "fer_input_error"
 DATA_KEYS = ("dataset", "data_path", "img_size", "data_seed", "val_fraction", "test_fraction", "cache_dir")
 
 
@@ -40,6 +43,8 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
     checkpoint_min_s = float(config.get("checkpoint_min_s", 0.0))
     fail_at = os.environ.get("FER_STUDY_FAIL_AT")  # fault injection for tests: "<cell_id>@<epoch>"
     oom_at = os.environ.get("FER_STUDY_OOM_AT")  # fault injection for tests: "<cell_id>@<epoch>"
+    # fault injection for tests: "<cell_id>@<epoch>", an input error raised on every attempt
+    data_error_at = os.environ.get("FER_STUDY_DATAERROR_AT")
     ds = (datasets or {}).get(data_key(train_cfg))  # shared from the object store; else loaded (disk cache)
 
     state = None
@@ -56,6 +61,8 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
             os._exit(17)  # a hard crash of the worker process (only on the first attempt)
         if oom_at and oom_at == f"{config['meta'].get('cell_id')}@{epoch}" and state is None:
             _allocate_past_memory_limit()  # a real allocation failure (only on the first attempt)
+        if data_error_at and data_error_at == f"{config['meta'].get('cell_id')}@{epoch}":
+            raise DataError(f"injected input error at epoch {epoch} (FER_STUDY_DATAERROR_AT)")
         if (checkpoint is not None and (epoch + 1) % checkpoint_every == 0
                 and time.monotonic() - last_save[0] >= checkpoint_min_s):
             last_ckpt[0] = epoch
@@ -69,6 +76,13 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
 
     try:
         result = train_fer(train_cfg, report, dataset=ds, checkpoint=state)
+    except (DataError, ConfigError) as err:
+        # an input error fails the same way on every attempt: reported as the trial's last result,
+        # not raised, so Tune does not retry it like a crashed worker; the driver's bridge fails the
+        # trial once and stops the launch (the metric is there only because Tune checks every result)
+        tune.report({config.get("metric") or "macro_f1": float("nan"), "final": 1, "checkpoint_epoch": last_ckpt[0],
+                     INPUT_ERROR: f"{type(err).__name__}: {first_line(err)}"})
+        return
     except (MemoryError, torch.OutOfMemoryError, RuntimeError) as err:
         # the stored FAIL reason must say "out of memory" whichever allocator ran out
         # (CPU allocations fail with a RuntimeError, CUDA ones with OutOfMemoryError)

@@ -75,6 +75,11 @@ def test_killed_and_out_of_memory_trials_are_retried_and_no_password_leaks(pg_ur
     assert "no_such_db" in printed.err and "nope" in printed.err  # the error lines were really produced
     assert not [text for text in outputs if PASSWORD in text]
     assert "postgres:***@" in status.stdout and "postgres:***@" in str(refused.value)
+    # every file the service wrote (runs dir with Tune's pickles, artifact store, report), as bytes
+    written = [p for p in study_env.rglob("*") if p.is_file()]
+    assert "tuner.pkl" in {p.name for p in written}, sorted(p.name for p in written)  # the scan sees the pickles
+    assert any((study_env / "fer-study-artifacts").rglob("*")) and any((study_env / "report").rglob("*"))
+    assert [str(p) for p in written if PASSWORD.encode() in p.read_bytes()] == []
 
 
 def test_driver_killed_mid_study_relaunch_finishes_without_duplicates(study_env, cache_dir):
@@ -123,3 +128,61 @@ def test_unreachable_database_fails_before_any_trial(study_env):
     assert PASSWORD not in proc.stderr and "postgres:***@127.0.0.1:1" in proc.stderr
     assert not (study_env / "runs").exists()  # no trial started
     assert time.time() - t0 < 60
+
+
+def test_an_input_error_in_a_trial_fails_it_once_and_stops_the_launch(study_env, cache_dir):
+    """A DataError raised inside the worker fails the same way on every attempt: stored FAIL once with its
+    line, never retried, no other cell started, exit 2 with one ``error:`` line."""
+    url = f"sqlite:///{study_env / 'input.db'}"
+    proc = fer_cli("launch", "smoke", "--profile", "smoke", "--storage", url, "--max-concurrent", "1",
+                   env={"FER_STUDY_DATAERROR_AT": "plain-ce/seed=0@0"})  # raised on every attempt
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith("error: trial 0 (plain-ce/seed=0) failed: DataError: injected input error"), lines
+    assert "not retried" in lines[0] and "Traceback" not in proc.stderr
+    trials = optuna.load_study(study_name="smoke", storage=url).get_trials()
+    assert [(t.user_attrs["cell_id"], t.state) for t in trials] == [("plain-ce/seed=0", TrialState.FAIL)]
+    assert trials[0].user_attrs["error"] == "DataError: injected input error at epoch 0 (FER_STUDY_DATAERROR_AT)"
+    assert "retry_of" not in trials[0].user_attrs
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_launch_keeps_finished_trials_and_a_relaunch_runs_the_rest(sig, study_env, cache_dir):
+    url = f"sqlite:///{study_env / 'signal.db'}"
+    cmd = fer_cli_cmd("launch", "smoke", "--profile", "smoke", "--storage", url, "--max-concurrent", "1")
+    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:  # wait until one trial finished and the next one runs
+            time.sleep(1)
+            try:
+                states = [t.state for t in optuna.load_study(study_name="smoke", storage=url).get_trials()]
+            except KeyError:
+                continue
+            if TrialState.COMPLETE in states and TrialState.RUNNING in states:
+                break
+        else:
+            raise AssertionError("the first trial never completed")
+        driver.send_signal(sig)  # to the driver only, as `kill` sends it
+        out, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    assert driver.returncode == 128 + sig, (driver.returncode, err[-3000:])
+    trials = optuna.load_study(study_name="smoke", storage=url).get_trials()
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines == [f"interrupted: {len(finished)} finished trials kept; relaunch to continue"], err[-3000:]
+    assert "Traceback" not in err and " run now" not in out  # not the normal summary
+    assert len(finished) >= 1 and not [t for t in trials if t.state == TrialState.RUNNING]
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(stopped) == 1 and stopped[0].user_attrs["error"].startswith(f"interrupted by {sig.name}: re-queued")
+    if sig == signal.SIGTERM:
+        return  # the relaunch is the same for both signals: checked once
+    proc = fer_cli("launch", "smoke", "--profile", "smoke", "--storage", url)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "reconciled" not in proc.stdout  # nothing was left RUNNING to repair
+    complete = [t.user_attrs["cell_id"] for t in optuna.load_study(study_name="smoke", storage=url).get_trials()
+                if t.state == TrialState.COMPLETE]
+    assert sorted(complete) == ["balanced_softmax/seed=0", "plain-ce/seed=0", "sampler_sqrt/seed=0"]

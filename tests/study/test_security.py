@@ -172,3 +172,36 @@ def test_nothing_in_the_package_loads_a_torch_file_with_arbitrary_unpickling():
             if "weights_only=False" in line or ("torch.load(" in line and "weights_only=True" not in line):
                 hits.append(f"{path.name}:{n}: {line.strip()}")
     assert hits == []
+
+
+def test_a_pickled_storage_holds_no_password_and_reattaches_only_where_the_url_is_known(pg_url):
+    """Ray Tune pickles the searcher, scheduler and callbacks into the runs directory (``tuner.pkl``),
+    and with them the study's storage: the pickle names the database, never its password."""
+    import subprocess
+    import sys
+
+    from ray import cloudpickle
+
+    from fer_core.study.storage import StorageError, open_storage
+
+    password = "pickle-Pa55word"
+    url = pg_url.replace("postgres@", f"postgres:{password}@")
+    storage = open_storage(url)
+    study = optuna.create_study(study_name="pickled", storage=storage)
+    blob = cloudpickle.dumps({"study": study, "storage": storage})
+    assert password.encode() not in blob and b"postgres:***@" in blob
+    back = pickle.loads(blob)  # in the driver that opened it: the same live storage, usable
+    assert back["storage"] is storage and back["study"]._storage._backend is storage
+    assert back["study"].study_name == "pickled" and back["study"].trials == []
+    # another process: refused with one line, unless the environment names the same database
+    code = ("import pickle, sys; from fer_core.study.storage import StorageError\n"
+            "try:\n  s = pickle.load(sys.stdin.buffer)['study']; print('ok', s.study_name)\n"
+            "except StorageError as e:\n  print('refused', e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "FER_STUDY_STORAGE"}
+    refused = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, env=env, timeout=120)
+    assert refused.stdout.decode().startswith("refused storage postgresql+psycopg://postgres:***@"), refused
+    assert "FER_STUDY_STORAGE" in refused.stdout.decode() and password.encode() not in refused.stdout
+    env["FER_STUDY_STORAGE"] = url
+    reopened = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, env=env, timeout=120)
+    assert reopened.stdout.decode().strip() == "ok pickled", reopened
+    assert issubclass(StorageError, FerError)
