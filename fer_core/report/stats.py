@@ -35,7 +35,7 @@ alpha/m, the first Holm step) and P(variant > baseline) over seed pairs.
 known truth: family-wise error under the null, coverage of Δ and of per-class Δ for 3, 5 and
 10 seeds, and failure when the correction or either variance part is removed. Measured there
 (1000 null studies of 18 variants): any decisive verdict in 4.9 % of studies with 3 seeds and
-4.0 % with 5; 95 % intervals covered the true Δ in 94-96 % (300 studies per setting).
+4.0 % with 5; 95 % intervals covered the true Δ in 94-95 % (300 studies per setting).
 """
 
 from __future__ import annotations
