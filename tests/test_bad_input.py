@@ -334,3 +334,14 @@ def test_a_storage_that_cannot_be_written_stops_the_launch_with_one_line(what, t
     import ray
 
     assert not ray.is_initialized()  # the Ray the launch started in the background is shut down again
+
+
+def test_seeds_are_checked_in_every_profile_not_only_the_selected_one(tmp_path):
+    doc = {**SMOKE, "seeds": "abc", "profiles": {**(SMOKE.get("profiles") or {}), "smoke": {"seeds": [0]}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(FerError, match=r"s.yaml: seeds must be a non-empty list of non-negative integers, got 'abc'"):
+        load_study(str(tmp_path / "s.yaml"), "smoke")
+    doc = {**SMOKE, "profiles": {"smoke": {"seeds": [0]}, "gpu": {"seeds": [-1]}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(FerError, match=r"profiles.gpu.seeds must be"):
+        load_study(str(tmp_path / "s.yaml"), "smoke")
