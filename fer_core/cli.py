@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from fer_core.argtypes import host, int_range, out_dir, out_file, port
 from fer_core.console import console, err_console
 from fer_core.errors import FerError, LaunchInterrupted, first_line
 
@@ -76,7 +77,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         from fer_core.checkpoint import model_payload
 
-        torch.save(model_payload(result), args.save)  # the format fer_core.checkpoint.load_model reads
+        try:  # --save was probed before training; this catches a disk that filled up or vanished since
+            Path(args.save).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model_payload(result), Path(args.save).expanduser())  # what checkpoint.load_model reads
+        except OSError as err:
+            raise FerError(f"--save {args.save}: cannot write ({err.strerror or err})") from None
         console.print(f"model saved to {args.save}")
     return 0
 
@@ -294,12 +299,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _printable(text: str) -> str:
+    """``text`` with lone surrogates (what undecodable argv bytes become) as ``\\udcff`` escapes: a strict
+    stderr (a capture, PYTHONIOENCODING=utf-8:strict) must not turn the one error line into a traceback."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (``error: ...``, exit 2) like every other bad input."""
 
     def error(self, message: str):  # type: ignore[override]
-        err_console.print(f"error: {self.prog}: {message} (see {self.prog} --help)", markup=False, highlight=False,
-                          soft_wrap=True)
+        err_console.print(_printable(f"error: {self.prog}: {message} (see {self.prog} --help)"), markup=False,
+                          highlight=False, soft_wrap=True)
         raise SystemExit(2)
 
 
@@ -310,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="run one training trial and print per-class metrics")
     t.add_argument("--config", help="flat YAML config (keys: see fer_core/config.py); defaults are embedded")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    t.add_argument("--save", help="write the selected epoch's model, config and class names to this file")
+    # checked before training: a directory or an unwritable path would lose the trained model
+    t.add_argument("--save", type=out_file,
+                   help="write the selected epoch's model, config and class names to this file")
     t.set_defaults(func=cmd_train)
 
     artifacts_help = ("artifact store directory (default: $FER_STUDY_ARTIFACTS, else beside the SQLite file, "
@@ -321,11 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--storage", help=storage_help)
     la.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     la.add_argument("--profile", choices=["smoke", "cpu", "gpu"], help="budget profile (default: gpu if CUDA, else cpu)")
-    la.add_argument("--max-concurrent", type=int, help="trials at once (default: the study's budget)")
+    la.add_argument("--max-concurrent", type=int_range(1, 10_000), help="trials at once, 1..10000 (default: the "
+                                                                          "study's budget)")
     g = la.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", default=True, help="continue a stored study (default)")
     g.add_argument("--restart", action="store_true", help="delete the stored study and start over")
-    la.add_argument("--runs-dir", help="Ray checkpoints (default: $FER_STUDY_RUNS, else ~/.cache/fer-study/runs)")
+    runs_help = "Ray checkpoints (default: $FER_STUDY_RUNS, else ~/.cache/fer-study/runs)"
+    la.add_argument("--runs-dir", type=out_dir, help=runs_help)
     la.add_argument("--verbose", action="store_true", help="show Ray's own logs")
     la.add_argument("--artifacts", help=artifacts_help)
     la.add_argument("--warm-start", action="append", metavar="OTHER_STUDY",
@@ -342,11 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("study", help="a stored study (usually a search)")
     co.add_argument("--top", type=int, default=3, help="how many configs, best validation value first (default 3)")
     co.add_argument("--seeds", type=int, default=5, help="fresh seeds per config, none used by the study (default 5)")
-    co.add_argument("--out", help="where the confirmation study file goes (default: ./confirm)")
+    co.add_argument("--out", type=out_dir, help="where the confirmation study file goes (default: ./confirm)")
     co.add_argument("--no-launch", action="store_true", help="only write the study file")
     co.add_argument("--storage", help=storage_help)
     co.add_argument("--profile", choices=["smoke", "cpu", "gpu"], help="budget profile (default: the study's)")
-    co.add_argument("--runs-dir", help="Ray checkpoints (default: $FER_STUDY_RUNS, else ~/.cache/fer-study/runs)")
+    co.add_argument("--runs-dir", type=out_dir, help=runs_help)
     co.add_argument("--artifacts", help=artifacts_help)
     co.add_argument("--verbose", action="store_true", help="show Ray's own logs")
     co.set_defaults(func=cmd_confirm)
@@ -369,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("study")
     rp.add_argument("--storage", help=storage_help)
     rp.add_argument("--format", nargs="+", default=["all"], choices=["md", "csv", "tex", "html", "all"])
-    rp.add_argument("--out", help="output directory (default: reports/STUDY)")
+    rp.add_argument("--out", type=out_dir, help="output directory (default: reports/STUDY)")
     rp.add_argument("--artifacts", help=artifacts_help)
     rp.add_argument("--quiet", action="store_true", help="do not print the Markdown table")
     rp.set_defaults(func=cmd_report)
@@ -377,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     en = sub.add_parser("ensemble", help="average the stored probabilities of a study's best trials; store it as "
                                          "a derived entry")
     en.add_argument("study")
-    en.add_argument("--top", type=int, default=5, help="members: the best K complete trials (default 5)")
+    en.add_argument("--top", type=int_range(1, 1000), default=5,
+                    help="members: the best K complete trials, 1..1000 (default 5)")
     en.add_argument("--by", default="macro_f1", choices=["macro_f1", "accuracy", "balanced_accuracy", "tail_f1"],
                     help="validation metric that ranks the trials (default macro_f1)")
     en.add_argument("--diverse", action="store_true", help="at most one trial per config (differ in recipe, "
@@ -391,31 +407,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="write a kept trial's model with its config and class names, for inference")
     ex.add_argument("study")
-    ex.add_argument("--trial", type=int, required=True, help="trial number (its checkpoint must be kept)")
-    ex.add_argument("--out", help="output file (default: STUDY-trial-N.pt)")
+    ex.add_argument("--trial", type=int_range(0, 10**9), required=True,
+                    help="trial number (its checkpoint must be kept)")
+    ex.add_argument("--out", type=out_file, help="output file (default: STUDY-trial-N.pt)")
     ex.add_argument("--storage", help=storage_help)
     ex.add_argument("--artifacts", help=artifacts_help)
     ex.set_defaults(func=cmd_export)
 
     db = sub.add_parser("dashboard", help="optuna-dashboard on the storage, with the artifact store")
     db.add_argument("--storage", help=storage_help)
-    db.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    db.add_argument("--port", type=int, default=8080)
+    db.add_argument("--host", type=host, default="127.0.0.1",
+                    help="bind address (default 127.0.0.1: this machine only)")
+    db.add_argument("--port", type=port, default=8080, help="1..65535 (default 8080)")
     db.add_argument("--artifacts", help=artifacts_help)
     db.set_defaults(func=cmd_dashboard)
 
     d = sub.add_parser("data", help="data set tools")
     dsub = d.add_subparsers(dest="data_command", required=True)
     s = dsub.add_parser("synth", help="render the synthetic RAF-CE stand-in in the RAF-CE on-disk format")
-    s.add_argument("--out", required=True)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--img-size", type=int, default=64)
+    s.add_argument("--out", type=out_dir, required=True, help="directory (made if missing)")
+    s.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="0..4294967295 (default 0)")
+    s.add_argument("--img-size", type=int_range(48, 224), default=64, help="48..224 (default 64)")
     s.set_defaults(func=cmd_data_synth)
     i = dsub.add_parser("inspect", help="per-split class counts, AU frequencies and AU-label quirks")
     i.add_argument("path")
     i.add_argument("--kind", choices=["rafce", "manifest", "folder"], help="source kind (detected if omitted)")
-    i.add_argument("--img-size", type=int, default=64)
-    i.add_argument("--cache-dir")
+    i.add_argument("--img-size", type=int_range(32, 512), default=64, help="32..512 (default 64)")
+    i.add_argument("--cache-dir", type=out_dir)
     i.set_defaults(func=cmd_data_inspect)
     return p
 
@@ -425,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except FerError as err:
-        err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(_printable(f"error: {err}"), markup=False, highlight=False, soft_wrap=True)
         return 2
     except LaunchInterrupted as err:  # finished trials are stored, the interrupted ones re-queued
         err_console.print(str(err), markup=False, highlight=False, soft_wrap=True)

@@ -195,9 +195,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a flat YAML config; errors name the file."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{p}: cannot read config file ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: config file is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    except ValueError:  # a NUL in the name: no file can have it
+        raise ConfigError(f"--config {str(path)!r}: not a valid file name") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -10,6 +10,7 @@ import io
 import os
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -334,3 +335,201 @@ def test_a_storage_that_cannot_be_written_stops_the_launch_with_one_line(what, t
     import ray
 
     assert not ray.is_initialized()  # the Ray the launch started in the background is shut down again
+
+
+# -- every subcommand's options, fuzzed in-process: exit 0 or 2, one line on 2, no traceback, nothing written on 2 --
+
+# values a careless or hostile user types: in and out of range, negative, huge, empty, not numbers,
+# a lone surrogate (what undecodable argv bytes become), NUL
+INTS = st.one_of(st.integers(-3, 12).map(str), st.integers(-(10**30), 10**30).map(str),
+                 st.sampled_from(["", "abc", "1.5", " 7", "0x10", "1e3", "\udcff", "٣", "65536",
+                                  "99999999999999999999", "9" * 5000]))  # past int()'s 4300-digit limit
+TEXT = st.one_of(st.text(max_size=8), st.sampled_from(["", "\udcff", "s", "smoke", "x;y", "a\x00b", "$(touch pwned)"]))
+# relative to the per-example working directory: a file, a directory, missing parents, non-UTF-8, /proc
+PATHS = st.sampled_from(["f.txt", "d", "d/new", "d/new.pt", "missing/sub/x", "/proc/x", "/proc/x/y.pt", "", "bad.yaml",
+                         "\udcff", "a\x00b", "store.db"])
+STUDIES = st.one_of(st.sampled_from(["s", "smoke", "bad.yaml", "f.txt", "d", "missing", "", "../etc/x"]), TEXT)
+STORAGES = st.sampled_from(["sqlite:///store.db", "postgresql://u:SECRET@h:abc/db",
+                            "postgresql://u:SECRET@127.0.0.1:1/db", "mysql://x", "", "not a url",
+                            "sqlite:///missing/dir/x.db", "sqlite:///d"])
+PROFILES = st.sampled_from(["smoke", "cpu", "gpu", "huge", ""])
+FLAG = st.just(None)  # an option without a value
+
+# subcommand -> (positional strategies, {option: value strategy}, poison options). A command that would do real
+# work (train, launch Ray, serve, render a data set) always ends with one poison option: the last value of an
+# option wins, so a poison placed last cannot be overridden, and each is refused while the arguments are parsed.
+STORAGE_OPTS = {"--storage": STORAGES}
+COMMANDS: dict[str, tuple[list, dict, list[list[str]]]] = {
+    "launch": ([STUDIES], {**STORAGE_OPTS, "--address": TEXT, "--profile": PROFILES, "--max-concurrent": INTS,
+                           "--resume": FLAG, "--restart": FLAG, "--runs-dir": PATHS, "--verbose": FLAG,
+                           "--artifacts": PATHS, "--warm-start": TEXT},
+              [["--max-concurrent", "0"], ["--max-concurrent", "-1"], ["--runs-dir", "f.txt"], ["--profile", "huge"],
+               ["--runs-dir", "/proc/x"]]),
+    "confirm": ([STUDIES], {**STORAGE_OPTS, "--top": INTS, "--seeds": INTS, "--out": PATHS, "--profile": PROFILES,
+                            "--runs-dir": PATHS, "--artifacts": PATHS, "--verbose": FLAG},
+                [["--out", "f.txt"], ["--runs-dir", "f.txt"], ["--profile", "huge"], ["--out", "/proc/x"]]),
+    "confirm --no-launch": ([STUDIES], {**STORAGE_OPTS, "--top": INTS, "--seeds": INTS, "--out": PATHS,
+                                        "--artifacts": PATHS}, []),
+    "validate": ([STUDIES], {"--profile": PROFILES}, []),
+    "studies": ([], STORAGE_OPTS, []),
+    "status": ([STUDIES], STORAGE_OPTS, []),
+    "report": ([STUDIES], {**STORAGE_OPTS, "--format": st.sampled_from(["md", "csv", "all", "pdf", ""]),
+                           "--out": PATHS, "--artifacts": PATHS, "--quiet": FLAG}, []),
+    "ensemble": ([STUDIES], {**STORAGE_OPTS, "--top": INTS, "--by": st.sampled_from(["macro_f1", "tail_f1", "loss"]),
+                             "--diverse": FLAG, "--tta": FLAG, "--name": TEXT, "--artifacts": PATHS}, []),
+    "export": ([STUDIES], {**STORAGE_OPTS, "--trial": INTS, "--out": PATHS, "--artifacts": PATHS}, []),
+    "dashboard": ([], {**STORAGE_OPTS, "--host": TEXT, "--port": INTS, "--artifacts": PATHS},
+                  [["--port", "0"], ["--port", "99999"], ["--port", "-1"], ["--host", ""], ["--port", "http"]]),
+    "train": ([], {"--config": PATHS, "--set": st.one_of(TEXT, st.tuples(st.sampled_from(
+        ["lr", "loss", "epochs", "seed", "img_size", "backbone", ""]), TEXT).map("=".join)), "--save": PATHS},
+              [["--save", "d"], ["--save", "/proc/x/y.pt"], ["--config", "bad.yaml"], ["--set", "loss=hinge"],
+               ["--set", "epochs=-1"]]),
+    "data synth": ([], {"--out": PATHS, "--seed": INTS, "--img-size": INTS},
+                   [["--seed", "-1"], ["--img-size", "47"], ["--img-size", "225"], ["--out", "f.txt"],
+                    ["--out", "/proc/x"]]),
+    "data inspect": ([PATHS], {"--kind": st.sampled_from(["rafce", "manifest", "folder", "zip"]), "--img-size": INTS,
+                               "--cache-dir": PATHS}, []),
+}
+
+
+@st.composite
+def argv_for(draw, command: str) -> list[str]:
+    positionals, options, poison = COMMANDS[command]
+    argv = command.split()
+    chosen = draw(st.lists(st.sampled_from(sorted(options)), unique=True, max_size=len(options)))
+    for opt in chosen:
+        value = draw(options[opt])
+        argv += [opt] if value is None else [opt, value]
+    if command == "export" and draw(st.booleans()):
+        argv += ["--trial", draw(INTS)]  # usually present: it is required
+    argv += [draw(p) for p in positionals]
+    if poison:
+        argv += draw(st.sampled_from(poison))
+    return argv
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` with its size and modification time: what a command wrote shows as a change."""
+    return {str(p.relative_to(root)): (p.lstat().st_size if not p.is_dir() else 0, p.lstat().st_mtime_ns)
+            for p in root.rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def cli_template(tmp_path_factory) -> Path:
+    """The files every example starts from: a storage with an empty study ``s``, a file, a directory, a
+    non-UTF-8 YAML file."""
+    root = tmp_path_factory.mktemp("cli-template")
+    optuna.create_study(study_name="s", storage=f"sqlite:///{root / 'store.db'}")
+    (root / "f.txt").write_text("hello\n")
+    (root / "d").mkdir()
+    (root / "bad.yaml").write_bytes(b"name: \xff\xfe\nquestion: q\n")
+    return root
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_cli_option_is_validated_at_the_edge(command, cli_template, tmp_path, capsys):
+    import shutil
+
+    import ray
+
+    n = [0]
+
+    @settings(max_examples=int(os.environ.get("HYP_N", 30)), deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(argv=argv_for(command))
+    def check(argv: list[str]) -> None:
+        n[0] += 1
+        work = tmp_path / f"ex{n[0]}"
+        shutil.copytree(cli_template, work)
+        before = _tree(work)
+        env = {"FER_STUDY_STORAGE": f"sqlite:///{work / 'store.db'}", "FER_STUDY_ARTIFACTS": str(work / "artifacts"),
+               "FER_STUDY_RUNS": str(work / "runs"), "FER_STUDY_CACHE": str(work / "cache"),
+               "FER_STUDY_PROFILE": "smoke"}
+        saved, cwd = {k: os.environ.get(k) for k in env}, os.getcwd()
+        os.environ.update(env)
+        os.chdir(work)
+        try:
+            try:
+                rc = main(argv)
+            except SystemExit as exit_:  # argparse: usage errors (2), --help (0)
+                rc = exit_.code
+        finally:
+            os.chdir(cwd)
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        err = capsys.readouterr().err
+        assert rc in (0, 2), (argv, rc, err)
+        assert "Traceback" not in err and "SECRET" not in err, (argv, err)
+        if rc == 2:
+            lines = [ln for ln in err.splitlines() if ln.strip()]
+            assert len(lines) == 1 and lines[0].startswith("error: "), (argv, err)
+            assert _tree(work) == before, (argv, err, set(_tree(work)) ^ set(before))
+        assert not ray.is_initialized(), argv  # no example may get as far as starting Ray
+        shutil.rmtree(work)
+
+    check()
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["dashboard", "--port", "99999"], "--port: must be an integer in 1..65535"),
+        (["dashboard", "--port", "-1"], "--port: must be an integer in 1..65535"),
+        (["dashboard", "--port", "0"], "--port: must be an integer in 1..65535"),
+        (["launch", "smoke", "--max-concurrent", "0"], "--max-concurrent: must be an integer in 1..10000"),
+        (["ensemble", "s", "--top", "99999999999999999999"], "--top: must be an integer in 1..1000"),
+        (["data", "synth", "--out", "o", "--seed", "-1"], "--seed: must be an integer in 0..4294967295"),
+        (["data", "synth", "--out", "f.txt"], "f.txt exists and is not a directory"),
+        (["data", "synth", "--out", "/proc/x"], "cannot write in /proc"),
+        (["export", "s", "--trial", "1", "--out", "d"], "d is a directory"),
+        (["train", "--save", "d"], "d is a directory"),
+        (["train", "--config", "bad.yaml"], "bad.yaml: config file is not UTF-8"),
+        (["validate", "bad.yaml"], "bad.yaml: not UTF-8"),
+        (["status", "s", "--storage", "postgresql://u:SECRET@h:abc/db"], "the port in 'postgresql://u:***@h:abc/db'"),
+        (["status", "nosuch", "--storage", "sqlite:///absent.db"], "the database file does not exist"),
+    ],
+)
+def test_each_listed_bad_option_is_one_line_before_any_work(argv, needle, cli_template, tmp_path, capsys,
+                                                            monkeypatch):
+    import shutil
+
+    work = tmp_path / "w"
+    shutil.copytree(cli_template, work)
+    monkeypatch.chdir(work)
+    before = _tree(work)
+    try:
+        rc = main(argv)
+    except SystemExit as exit_:
+        rc = exit_.code
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+    assert "SECRET" not in err and _tree(work) == before
+
+
+def test_seeds_are_checked_in_every_profile_not_only_the_selected_one(tmp_path):
+    doc = {**SMOKE, "seeds": "abc", "profiles": {**(SMOKE.get("profiles") or {}), "smoke": {"seeds": [0]}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(FerError, match=r"s.yaml: seeds must be a non-empty list of non-negative integers, got 'abc'"):
+        load_study(str(tmp_path / "s.yaml"), "smoke")
+    doc = {**SMOKE, "profiles": {"smoke": {"seeds": [0]}, "gpu": {"seeds": [-1]}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(FerError, match=r"profiles.gpu.seeds must be"):
+        load_study(str(tmp_path / "s.yaml"), "smoke")
+
+
+def test_a_bad_option_fails_before_torch_ray_or_optuna_are_imported(tmp_path):
+    """The checks run while the arguments are parsed: a typo costs no torch/Ray start-up (seconds)."""
+    code = ("import sys\nfrom fer_core.cli import main\n"
+            "for argv in (['dashboard', '--port', '99999'], ['launch', 'smoke', '--max-concurrent', '-1'],\n"
+            "             ['train', '--save', '.'], ['data', 'synth', '--out', 'o', '--seed', '-1']):\n"
+            "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 2, argv\n"
+            "print(sorted(m for m in ('torch', 'ray', 'optuna', 'timm') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
+    assert len([ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]) == 4, proc.stderr

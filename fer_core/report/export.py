@@ -90,8 +90,10 @@ def report(
     for f in formats:
         if f not in FORMATS:
             raise FerError(f"--format: unknown format {f!r}; valid: {', '.join(FORMATS)}, all")
-    out_dir = _writable_dir(Path(out or Path("reports") / name))
     study, data, table = load(name, storage, artifacts)
+    # made only once the study loads: a refused report leaves no empty reports/NAME behind (--out was
+    # probed while the arguments were parsed)
+    out_dir = _writable_dir(Path(out or Path("reports") / name))
     md = markdown(data, table)
     files: list[Path] = []
     extras = search_extras(study, data) if data.design == "search" else None

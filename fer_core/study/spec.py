@@ -62,9 +62,11 @@ def find_file(name: str, kind: str) -> Path:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save the study file as UTF-8") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         raise ConfigError(f"{path}:{f' line {mark.line + 1}' if mark else ''} invalid YAML") from None
@@ -220,6 +222,14 @@ def _check_config_keys(d: Mapping, where: str) -> None:
             raise ConfigError(f"{where}: unknown config key {k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
 
 
+def _check_seeds(seeds: Any, where: str) -> None:
+    if not isinstance(seeds, list) or not seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ConfigError(f"{where} must be a non-empty list of non-negative integers, got {seeds!r}"[:300])
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where} repeat a value")
+
+
 def default_profile() -> str:
     import torch
 
@@ -241,6 +251,9 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
     for p in profiles:
         if p not in PROFILES:
             raise ConfigError(f"{src}: profiles: unknown profile {p!r}; valid: {', '.join(PROFILES)}")
+        if profiles[p] is not None and not isinstance(profiles[p], Mapping):
+            raise ConfigError(f"{src}: profiles.{p} must be a mapping of study keys, "
+                              f"got {type(profiles[p]).__name__}")
     spec = deep_merge({k: v for k, v in raw.items() if k != "profiles"}, profiles.get(profile) or {})
 
     sname = spec.get("name")
@@ -258,12 +271,15 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
     if set(base) & DATA_KEYS:
         raise ConfigError(f"{src}: base: data keys belong under 'data:' ({sorted(set(base) & DATA_KEYS)[0]})")
     base = {**data, **base}
+    # every profile's seeds, not only the selected one's: `validate --profile cpu` must not pass a file
+    # whose top-level or smoke seeds would fail the launch another profile makes
+    if "seeds" in raw:
+        _check_seeds(raw["seeds"], f"{src}: seeds")
+    for p, patch in profiles.items():
+        if patch and "seeds" in patch:
+            _check_seeds(patch["seeds"], f"{src}: profiles.{p}.seeds")
     seeds = spec.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise ConfigError(f"{src}: seeds must be a non-empty list of non-negative integers")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"{src}: seeds repeat a value")
+    _check_seeds(seeds, f"{src}: seeds")
     obj = _mapping(spec, "objective", src)
     metric, direction = obj.get("metric", "macro_f1"), obj.get("direction", "maximize")
     if metric not in ("macro_f1", "accuracy", "balanced_accuracy", "tail_f1"):

@@ -72,6 +72,9 @@ def storage_url(arg: str | None = None) -> str:
     url = arg or os.environ.get(ENV) or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
     try:
         parsed = make_url(url)
+    except ValueError:  # sqlalchemy's int() of the port; its message would repeat the URL, password and all
+        raise ConfigError(f"--storage: the port in {redact_text(url)!r} is not a number "
+                          "(host:PORT, 1..65535)") from None
     except ArgumentError:
         raise ConfigError(f"--storage: not a database URL: {redact_text(url)!r} (e.g. sqlite:///fer-study.db, "
                           "postgresql+psycopg://user:pass@host/db)") from None
@@ -85,7 +88,7 @@ def storage_url(arg: str | None = None) -> str:
 def redact(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a non-numeric port
         return redact_text(url)
 
 
@@ -168,6 +171,11 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
 def load_stored_study(name: str, url: str, storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
     """An existing study (never creates one); the error lists what the storage holds. ``storage``:
     ``url`` already opened (a launch opens it once)."""
+    if storage is None and make_url(url).get_backend_name() == "sqlite":
+        db = make_url(url).database
+        if db and db != ":memory:" and not Path(db).expanduser().exists():
+            # opening would create an empty database file for a lookup that fails anyway
+            raise FerError(f"no study {name!r} in {redact(url)}: the database file does not exist")
     storage = storage or open_storage(url)
     names = study_names(storage)
     if name not in names:
