@@ -146,5 +146,5 @@ def test_each_part_is_needed(truth):
     assert run(3, STUDIES, planted=False, truth=truth, seed=7, correct=False)["fwer"] > 0.15
     # without the seed part, few seeds under-cover; without the image part, many seeds do
     assert run(3, STUDIES, planted=True, truth=truth, seed=8, seed_part=False)["coverage"] < 0.90
-    assert run(10, STUDIES, planted=True, truth=truth, seed=9, image_part=False)["coverage"] < 0.90
-    assert run(10, STUDIES, planted=True, truth=truth, seed=9, image_part=False)["class_coverage"] < 0.90
+    no_images = run(10, STUDIES, planted=True, truth=truth, seed=9, image_part=False)
+    assert no_images["coverage"] < 0.90 and no_images["class_coverage"] < 0.90
