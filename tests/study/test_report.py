@@ -490,7 +490,7 @@ def test_ensemble_command_stores_a_derived_entry_the_report_shows(launched, tmp_
 
     assert "ensemble:top3-macro_f1-diverse" in optuna_dashboard.get_note(study)
     _one_line_error(fer_cli("ensemble", "report-test", "--top", "0", "--storage", url2, "--artifacts", art),
-                    "--top: must be >= 1")
+                    "--top: must be an integer in 1..1000")
 
 
 def test_confirm_retrains_the_best_variant_on_fresh_seeds_and_reports_it_held_out(launched, tmp_path):
