@@ -78,6 +78,7 @@ class TrainConfig(BaseModel):
     # k-fold cross-validation over the train+val pool (fer_core/data/folds.py); 0 = the source's own split
     cv_folds: int = Field(0, ge=0, le=50)
     cv_fold: int = Field(0, ge=0, lt=50)
+    cv_repeat: int = Field(0, ge=0, lt=100)  # which partition of repeated k-fold (cv.repeats)
     cv_group_by: str = "none"  # none | a manifest column | re:<regex> over image file names
     # execution (chosen automatically; explicit values are for benchmarks and debugging)
     device: str = "auto"
@@ -102,8 +103,9 @@ class TrainConfig(BaseModel):
             raise ValueError("head_min_count must be larger than tail_max_count")
         if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.batch_size % 2:
             raise ValueError(f"batch_size must be even with mixup/cutmix (got {self.batch_size})")
-        if self.cv_folds == 1:
-            raise ValueError("cv_folds must be 0 (no cross-validation) or at least 2")
+        if self.cv_folds in (1, 2):
+            raise ValueError(f"cv_folds must be 0 (no cross-validation) or at least 3 (one fold held out, one "
+                             f"selecting the epoch, the rest training), got {self.cv_folds}")
         if self.cv_fold >= max(self.cv_folds, 1):
             raise ValueError(f"cv_fold ({self.cv_fold}) must be smaller than cv_folds ({self.cv_folds})")
         if self.pretrained_path and not self.pretrained:

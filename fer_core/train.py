@@ -26,7 +26,7 @@ from fer_core.augment import augment_batch, sample_strength
 from fer_core.checkpoint import pred_from_state, pred_to_state, restore_rng, rng_state
 from fer_core.config import TrainConfig, resolve_config
 from fer_core.data.dataset import AU_VOCAB, TEST, TRAIN, VAL, FerDataset
-from fer_core.data.folds import fold_dataset
+from fer_core.data.folds import fold_dataset, partition_seed
 from fer_core.data.sources import load_dataset
 from fer_core.distill import Teacher
 from fer_core.losses import LOSSES
@@ -176,8 +176,9 @@ def train_fer(
 
     # 2. data: decoded once, kept on the device as uint8 for the whole run
     ds = dataset if dataset is not None else dataset_for(cfg)
-    if cfg.cv_folds:  # k-fold CV: fold cv_fold of the train+val pool validates, the other folds train
-        ds = fold_dataset(ds, cfg.cv_folds, cfg.cv_fold, cfg.cv_group_by, cfg.data_seed)
+    if cfg.cv_folds:  # k-fold CV: fold cv_fold of the train+val pool is held out (scored), the next selects
+        ds = fold_dataset(ds, cfg.cv_folds, cfg.cv_fold, cfg.cv_group_by,
+                          partition_seed(cfg.data_seed, cfg.seed, cfg.cv_repeat))
     if ds.images.shape[-1] != cfg.img_size:
         raise ValueError(f"data set is {ds.images.shape[-1]} px but img_size is {cfg.img_size}")
     images = ds.images.to(device)
@@ -318,7 +319,9 @@ def train_fer(
         "predictions": {
             "val": {"probs": best["val_pred"]["probs"], "logits": best["val_pred"]["logits"],
                     "labels": ds.labels[val_idx].numpy()},
-            "test": {"probs": test_pred["probs"], "logits": test_pred["logits"], "labels": ds.labels[test_idx].numpy()},
+            # index: the images' positions in the data set (k-fold CV: the report pools the folds by it)
+            "test": {"probs": test_pred["probs"], "logits": test_pred["logits"], "labels": ds.labels[test_idx].numpy(),
+                     "index": test_idx.numpy()},
         },
         "class_names": list(ds.class_names),
         "train_counts": counts,

@@ -18,6 +18,7 @@ from fer_core.errors import DataError
 
 SPLITS = ("train", "val", "test")
 TRAIN, VAL, TEST = 0, 1, 2
+UNUSED = -1  # set aside (a CV trial: the source's test split; fer_core/data/folds.py)
 
 
 def _stats() -> dict:

@@ -59,7 +59,7 @@ class StudyData:
 def _variant_of(t: optuna.trial.FrozenTrial, design: str) -> str:
     if design != "search" and t.user_attrs.get("variant"):
         return str(t.user_attrs["variant"])
-    params = {k: v for k, v in sorted(t.params.items()) if k not in ("seed", "cv_fold")}
+    params = {k: v for k, v in sorted(t.params.items()) if k not in ("seed", "cv_fold", "cv_repeat")}
     return ", ".join(f"{k}={_short(v)}" for k, v in params.items()) or "(defaults)"
 
 

@@ -24,7 +24,7 @@ from fer_core.study.outputs import real_trials
 
 KEEP = ("data", "base", "objective", "resources", "max_failures", "keep_checkpoints", "checkpoint_every", "teacher",
         "checkpoint_min_s", "report")
-NOT_PARAMS = ("seed", "cv_fold")
+NOT_PARAMS = ("seed", "cv_fold", "cv_repeat")
 
 
 def _val_rank(study: optuna.Study) -> list[tuple[float, str, dict[str, Any], list[int]]]:

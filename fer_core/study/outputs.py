@@ -138,16 +138,16 @@ def read_probabilities(store, storage, trial: optuna.trial.FrozenTrial) -> dict[
 
 
 def pack_classes(values: Any) -> str:
-    """Class indices as a short string for a trial user attr (base64 of uint8/uint16):
+    """Class (or image) indices as a short string for a trial user attr (base64 of uint8/16/32):
     the held-out predictions every report interval needs, kept in the storage itself."""
     a = np.asarray(values, dtype=np.int64)
-    kind = "u1" if a.size == 0 or a.max() < 256 else "u2"
+    kind = "u1" if a.size == 0 or a.max() < 256 else "u2" if a.max() < 65536 else "u4"
     return f"{kind}:" + base64.b64encode(a.astype("<" + kind).tobytes()).decode()
 
 
 def unpack_classes(text: str) -> np.ndarray:
     kind, _, body = text.partition(":")
-    if kind not in ("u1", "u2"):
+    if kind not in ("u1", "u2", "u4"):
         raise FerError(f"stored predictions: unknown encoding {kind!r}")
     return np.frombuffer(base64.b64decode(body), dtype="<" + kind).astype(np.int64)
 

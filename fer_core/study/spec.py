@@ -138,7 +138,8 @@ class StudySpec:
     # one: a retry then loses at most ~this much work, and short epochs do not pay a save + Tune hand-off each
     checkpoint_min_s: float = 30.0
     keep_checkpoints: int = 3  # best-epoch models of the study's top trials kept for export/teachers
-    cv_folds: int = 0  # k-fold CV: every (variant, seed) runs once per fold, one trial each
+    cv_folds: int = 0  # k-fold CV: every (variant, seed, repeat) runs once per fold, one trial each
+    cv_repeats: int = 1  # repeated k-fold: partitions per seed (fer_core/data/folds.py)
     cv_prune: dict[str, Any] | None = None  # pruning across folds {name, options} (foldprune.py); None = off
     teacher_from: dict[str, Any] | None = None  # distillation: {study, top}, resolved at launch (study/teachers.py)
     factors: dict[str, tuple] = field(default_factory=dict)  # grid
@@ -169,10 +170,14 @@ class StudySpec:
                 params["seed"] = seed
                 if not self.cv_folds:
                     out.append(Cell(f"{variant}/seed={seed}", variant, seed, params))
-                for fold in range(self.cv_folds):  # the folds of one config share its config_id
-                    config_id = f"{variant}/seed={seed}"
-                    out.append(Cell(f"{config_id}/fold={fold}", variant, seed, {**params, "cv_fold": fold},
-                                    {"fold": fold, "config_id": config_id}))
+                for repeat in range(self.cv_repeats if self.cv_folds else 0):
+                    # the folds of one config (variant, seed, repeat: one partition) share its config_id;
+                    # with one repeat, ids and params are what they were before repeats existed
+                    config_id = f"{variant}/seed={seed}" + (f"/repeat={repeat}" if self.cv_repeats > 1 else "")
+                    extra = {"cv_repeat": repeat} if self.cv_repeats > 1 else {}
+                    for fold in range(self.cv_folds):
+                        out.append(Cell(f"{config_id}/fold={fold}", variant, seed, {**params, **extra, "cv_fold": fold},
+                                        {"fold": fold, "repeat": repeat, "config_id": config_id}))
         if self.cv_prune:
             # fold-major (fold 0 of every config, then fold 1, ...): every config has early folds done
             # to be compared on before its later folds are claimed, so pruning can skip them
@@ -322,17 +327,22 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
         base = {**base, "teacher": teacher_path}
     cv = _mapping(spec, "cv", src)
     cv_prune = None
+    cv_repeats = 1
     if cv:
-        if set(cv) - {"folds", "group_by", "prune"}:
-            raise ConfigError(f"{src}: cv: unknown key {sorted(set(cv) - {'folds', 'group_by', 'prune'})[0]!r}; "
-                              "allowed: folds, group_by, prune")
+        if set(cv) - {"folds", "repeats", "group_by", "prune"}:
+            raise ConfigError(f"{src}: cv: unknown key {sorted(set(cv) - {'folds', 'repeats', 'group_by', 'prune'})[0]!r}; "
+                              "allowed: folds, group_by, prune, repeats")
         folds = cv.get("folds")
-        if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= 50:
-            raise ConfigError(f"{src}: cv.folds must be an integer in 2..50, got {folds!r}")
+        if isinstance(folds, bool) or not isinstance(folds, int) or not 3 <= folds <= 50:
+            raise ConfigError(f"{src}: cv.folds must be an integer in 3..50 (one fold held out, one selecting "
+                              f"the epoch, the rest training), got {folds!r}")
+        cv_repeats = cv.get("repeats", 1)
+        if isinstance(cv_repeats, bool) or not isinstance(cv_repeats, int) or not 1 <= cv_repeats <= 100:
+            raise ConfigError(f"{src}: cv.repeats must be an integer in 1..100, got {cv_repeats!r}")
         if kind == "search":
             raise ConfigError(f"{src}: cv: k-fold cross-validation needs a grid or one_at_a_time design")
-        if "cv_fold" in base or "cv_folds" in base:
-            raise ConfigError(f"{src}: base: cv_folds/cv_fold are set by 'cv:', not by hand")
+        if {"cv_fold", "cv_folds", "cv_repeat"} & set(base):
+            raise ConfigError(f"{src}: base: cv_folds/cv_fold/cv_repeat are set by 'cv:', not by hand")
         base = {**base, "cv_folds": folds, "cv_group_by": str(cv.get("group_by", "none"))}
         from fer_core.study.foldprune import parse_fold_prune
 
@@ -403,6 +413,7 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
         checkpoint_min_s=_checkpoint_min_s(spec.get("checkpoint_min_s", 30), scheduler["name"], src),
         keep_checkpoints=intval(spec.get("keep_checkpoints", 3), "keep_checkpoints", 0),
         cv_folds=int(base.get("cv_folds", 0)),
+        cv_repeats=cv_repeats,
         cv_prune=cv_prune,
         teacher_from=teacher_from,
         resolved={**spec, "profile": profile},

@@ -152,7 +152,9 @@ def _summary(result: dict) -> dict:
                         for split, p in result["predictions"].items()},
         # the same predictions packed small enough for a user attr: the report's intervals over
         # held-out images then need nothing but the storage (fer_core/report/evidence.py)
-        "predictions_packed": {split: {"labels": pack_classes(p["labels"]), "pred": pack_classes(p["probs"].argmax(1))}
+        # (with the held-out images' positions: a k-fold CV study pools its folds' predictions by them)
+        "predictions_packed": {split: {"labels": pack_classes(p["labels"]), "pred": pack_classes(p["probs"].argmax(1)),
+                                       **({"index": pack_classes(p["index"])} if "index" in p else {})}
                                for split, p in result["predictions"].items()},
         "tta": {"name": tta["name"], "val": pick(tta["val"], "f1"), "test": pick(tta["test"], "f1")} if tta else None,
         "fingerprint": result["fingerprint"],
