@@ -74,6 +74,12 @@ def build_ensemble(study: optuna.Study, store, top: int, by: str = "macro_f1", d
         raise FerError(f"--top: must be >= 1, got {top}")
     if name is not None and not NAME_RE.match(name):
         raise FerError(f"--name: {name!r}: use letters, digits, '_', '.', '-' (at most 64)")
+    if (study.user_attrs.get("spec") or {}).get("cv"):
+        # each fold's trial is scored on its own held-out fold: averaging members would mix images
+        # (their label sequences may even coincide), so k-fold studies are refused, not guessed at
+        raise FerError(f"study {study.study_name!r} is a k-fold CV study: its trials are scored on different "
+                       "held-out folds, and an ensemble needs members scored on the same images (ensemble the "
+                       "trials of a study without cv:)")
     k = len(study.user_attrs.get("class_names") or [])
     chosen, probs, skipped = [], [], []
     for t in rank_trials(study, by, diverse):

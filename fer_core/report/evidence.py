@@ -1,8 +1,9 @@
 """Held-out evidence per variant: scores, Δs, per-class and per-group F1 with both variance parts.
 
-Input: each complete trial's predicted classes on the held-out split (the test split, scored
-at the epoch validation selected; user attr ``predictions_packed`` or, for older trials, the
-``predictions.json`` artifact), grouped by variant and paired by unit (a seed, or seed/fold).
+Input: each complete unit's predicted classes on the held-out images (the test split, scored
+at the epoch validation selected; or with k-fold CV the pooled out-of-fold predictions of one
+(seed, repeat); user attr ``predictions_packed`` or, for older trials, the ``predictions.json``
+artifact), grouped by variant and paired by unit (a seed, or a k-fold (seed, repeat)).
 Output: one dict of numbers per variant, in the columns ``report.csv`` keeps. The statistics
 and why they are built so: ``fer_core/report/stats.py``.
 
@@ -208,7 +209,8 @@ def class_column(c: int, name: str) -> str:
 def verdict(row: dict[str, Any], maximize: bool, n_tests: int) -> str:
     """One verdict from one procedure: the Holm-adjusted held-out test of Δ."""
     if "delta" not in row or row.get("delta") != row.get("delta"):
-        return "no held-out predictions stored: no verdict"
+        why = row.get("no_heldout")  # a k-fold config without a complete (seed, repeat); NaN on other rows
+        return why if isinstance(why, str) else "no held-out predictions stored: no verdict"
     n = int(row.get("n_paired") or 0)
     if n < 2:
         return f"too few paired seeds to tell from the baseline (n={n})"

@@ -1,18 +1,19 @@
 """Storage -> the ablation table: one row per variant (or distinct config), baseline first.
 
 Reads only the storage (every trial's held-out predictions are a user attr; the artifact
-store adds calibration from the stored logits). Every effect is estimated on the held-out
-split (the test split at each trial's selected epoch) with the intervals of
-``fer_core/report/stats.py``; validation, which selected the epochs, stays as a secondary
-column. Means, CIs and tests use COMPLETE trials only, one per (variant, seed); PRUNED and
-FAIL trials are counted beside them, never averaged in. A k-fold CV config pruned across
-folds is reported over the folds it completed and marked ("pruned after 2/5 folds").
+store adds calibration from the stored logits). Every effect is estimated on held-out images
+with the intervals of ``fer_core/report/stats.py``: the test split at each trial's selected
+epoch, or in a k-fold CV study the pooled out-of-fold predictions (``cv_units``); validation,
+which selected the epochs, stays as a secondary column. Means, CIs and tests use COMPLETE
+trials only, one per (variant, unit): a seed, or with k-fold CV a (seed, repeat) whose folds
+all completed; PRUNED and FAIL trials are counted beside them, never averaged in. A k-fold
+CV config pruned across folds keeps its validation row and is marked ("pruned after 2/5 folds").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import optuna
@@ -20,12 +21,21 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from fer_core.errors import FerError
+from fer_core.metrics import classification_metrics
 from fer_core.report import evidence, stats
 from fer_core.report.ensemble import stored_ensembles
 from fer_core.report.evidence import GROUP_LABELS, GROUPS, ReportSettings, class_column, shot_groups
 from fer_core.study.artifacts import PREDICTIONS_JSON, read_json_artifact
 from fer_core.study.outputs import read_probabilities, real_trials, unpack_classes
 from fer_core.study.warmstart import WARM_ATTR, is_warm_start
+
+
+class Held(NamedTuple):
+    """One unit's held-out images: true and predicted classes, and (CV folds) the images' positions."""
+
+    labels: np.ndarray
+    pred: np.ndarray
+    index: np.ndarray | None = None
 
 
 @dataclass
@@ -40,7 +50,8 @@ class StudyData:
     spec: dict[str, Any]
     planned: int | None
     trials: pd.DataFrame  # one row per trial (every state)
-    heldout: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # trial -> (labels, pred) on test
+    heldout: dict[Any, Held] = field(default_factory=dict)  # unit key -> held-out (labels, pred[, index])
+    units: pd.DataFrame = field(default_factory=pd.DataFrame)  # COMPLETE evidence units (see evidence_units)
     calibration: dict[int, dict] = field(default_factory=dict)  # trial -> ece, nll, brier, reliability (test)
     settings: ReportSettings = field(default_factory=ReportSettings)
     groups: dict[str, list[int]] = field(default_factory=dict)  # many / medium / few-shot classes
@@ -90,7 +101,7 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
     counts = list(attrs.get("class_counts") or [])
     spec = attrs.get("spec") or {}
     rows = []
-    heldout: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    heldout: dict[Any, Held] = {}
     calibration: dict[int, dict] = {}
     warm: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
@@ -105,9 +116,8 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
         row = {
             "number": t.number, "state": t.state.name, "variant": _variant_of(t, design),
             "seed": ua.get("seed", t.params.get("seed")), "value": t.value if t.state == TrialState.COMPLETE else None,
-            # the pairing unit: a seed, or with k-fold CV a (seed, fold); folds are treated like seeds
-            "unit": ua.get("seed", t.params.get("seed")) if ua.get("fold") is None
-            else f"{ua.get('seed', t.params.get('seed'))}/{ua['fold']}", "fold": ua.get("fold"),
+            # the pairing unit: a seed, or with k-fold CV a (seed, repeat) whose folds pool into one
+            "unit": _unit_of(t), "fold": ua.get("fold"),
             "test_macro_f1": test.get("macro_f1"), "val_macro_f1": val.get("macro_f1"), "accuracy": val.get("accuracy"),
             "balanced_accuracy": val.get("balanced_accuracy"), "tail_f1": val.get("tail_f1"),
             "test_tail_f1": test.get("tail_f1"), "best_epoch": ua.get("best_epoch"),
@@ -130,30 +140,91 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
                 if cal is not None:
                     calibration[t.number] = cal
     df = pd.DataFrame(rows)
+    units, heldout = evidence_units(df, heldout, spec, len(names), study_groups(spec, counts) if counts else {})
     by_state = {s: int((df["state"] == s).sum()) if len(df) else 0 for s in ("COMPLETE", "RUNNING", "PRUNED", "FAIL")}
     settings = ReportSettings.from_spec(spec)
-    support = np.bincount(next(iter(heldout.values()))[0], minlength=len(names)).tolist() if heldout else []
+    support = np.bincount(next(iter(heldout.values())).labels, minlength=len(names)).tolist() if heldout else []
     return StudyData(
         name=study.study_name, design=design, metric=attrs.get("metric", "macro_f1"),
         direction=study.direction.name.lower(), class_names=names, class_counts=counts,
         tail=tail_classes(spec, counts) if counts else [], spec=spec, planned=planned, trials=df,
-        heldout=heldout, calibration=calibration, settings=settings,
+        heldout=heldout, units=units, calibration=calibration, settings=settings,
         groups=shot_groups(counts, settings) if counts else {g: [] for g in GROUPS}, test_support=support,
         counts=by_state, ensembles=stored_ensembles(attrs), warm_started=warm,
     )
 
 
-def _heldout_of(t: optuna.trial.FrozenTrial, store, study: optuna.Study) -> tuple[np.ndarray, np.ndarray] | None:
-    """(labels, predicted classes) on the test split: the user attr, else (older trials) the artifact."""
+def _unit_of(t: optuna.trial.FrozenTrial) -> Any:
+    """The pairing unit of a trial: its seed; a k-fold CV trial's (seed, repeat) as 'seed' or 'seed.rR'."""
+    ua = t.user_attrs
+    seed = ua.get("seed", t.params.get("seed"))
+    if ua.get("fold") is None:
+        return seed
+    repeat = ua.get("repeat", t.params.get("cv_repeat"))
+    return str(seed) if "cv_repeat" not in t.params else f"{seed}.r{repeat}"
+
+
+UNIT_MEANS = ("value", "accuracy", "balanced_accuracy", "tail_f1", "val_macro_f1")  # validation: mean over folds
+
+
+def evidence_units(df: pd.DataFrame, heldout: dict[int, Held], spec: dict, num_classes: int,
+                   groups: dict[str, list[int]]) -> tuple[pd.DataFrame, dict[Any, Held]]:
+    """The COMPLETE evidence units (one row each) and their held-out predictions (key -> Held).
+
+    Designed studies: a unit is a trial (the first COMPLETE one per variant and seed), key its number.
+    k-fold CV: a unit is a (variant, seed, repeat): its validation figures are the mean over the folds it
+    completed; when all ``k`` folds completed with their images' positions stored, its held-out
+    predictions are the k folds' out-of-fold predictions pooled and sorted by image, so that every
+    unit of every variant predicts the same pool images in the same order (paired by image), each by
+    a model that never trained or selected on it. A unit with a fold missing (pruned across folds,
+    failed, still running) keeps its validation figures and has no held-out predictions."""
+    if df.empty:
+        return df, {}
+    complete = df[df["state"] == "COMPLETE"].sort_values("number")
+    if not complete["fold"].notna().any():
+        units = complete.drop_duplicates(["variant", "unit"], keep="first").copy()
+        units["key"] = units["number"]
+        units["numbers"] = [[int(n)] for n in units["number"]]
+        return units, {int(n): heldout[int(n)] for n in units["number"] if int(n) in heldout}
+    k = int((spec.get("cv") or {}).get("folds") or 0)
+    rows, pooled = [], {}
+    for (variant, unit), g in complete.drop_duplicates(["variant", "unit", "fold"]).groupby(
+            ["variant", "unit"], sort=False):
+        nums = [int(n) for n in g.sort_values("fold")["number"]]
+        row = {**g.iloc[0].to_dict(), "key": f"{variant}|{unit}", "numbers": nums, "tta": None,
+               **{c: float(pd.to_numeric(g[c], errors="coerce").mean()) for c in UNIT_MEANS},
+               **{c: float("nan") for c in ("test_macro_f1", "test_accuracy", "test_balanced_accuracy",
+                                            "test_tail_f1")}}
+        held = [heldout.get(n) for n in nums]
+        if len(nums) == k and all(h is not None and h.index is not None for h in held):
+            index = np.concatenate([h.index for h in held])
+            order = np.argsort(index, kind="stable")
+            h = Held(np.concatenate([h.labels for h in held])[order], np.concatenate([h.pred for h in held])[order],
+                     index[order])
+            if len(np.unique(h.index)) != len(h.index):
+                raise FerError(f"k-fold unit {row['key']!r}: its folds held out overlapping images (trials {nums}); "
+                               "the folds must partition the pool")
+            pooled[row["key"]] = h
+            m = classification_metrics(h.labels, h.pred, num_classes, groups)
+            row.update({"test_macro_f1": m["macro_f1"], "test_accuracy": m["accuracy"],
+                        "test_balanced_accuracy": m["balanced_accuracy"], "test_tail_f1": m.get("tail_f1")})
+        rows.append(row)
+    return pd.DataFrame(rows), pooled
+
+
+def _heldout_of(t: optuna.trial.FrozenTrial, store, study: optuna.Study) -> Held | None:
+    """(labels, predicted classes[, image positions]) on the held-out split: the user attr, else
+    (older trials) the artifact."""
     packed = (t.user_attrs.get("predictions_packed") or {}).get("test")
     if packed:
-        return unpack_classes(packed["labels"]), unpack_classes(packed["pred"])
+        return Held(unpack_classes(packed["labels"]), unpack_classes(packed["pred"]),
+                    unpack_classes(packed["index"]) if "index" in packed else None)
     if store is None:
         return None
     p = read_json_artifact(store, study._storage, t, PREDICTIONS_JSON)
     if not p or "test" not in p:
         return None
-    return np.asarray(p["test"]["labels"], dtype=np.int64), np.asarray(p["test"]["pred"], dtype=np.int64)
+    return Held(np.asarray(p["test"]["labels"], dtype=np.int64), np.asarray(p["test"]["pred"], dtype=np.int64))
 
 
 def _calibration_of(t: optuna.trial.FrozenTrial, store, study: optuna.Study) -> dict | None:
@@ -166,7 +237,8 @@ def _calibration_of(t: optuna.trial.FrozenTrial, store, study: optuna.Study) -> 
     if logits is None:
         logits = np.log(np.clip(out["test_probs"].astype(np.float64), 1e-12, None))
     labels = out["test_labels"].astype(np.int64)
-    return {**stats.calibration(logits, labels), "reliability": stats.reliability(stats.softmax(logits), labels)}
+    return {**stats.calibration(logits, labels), "reliability": stats.reliability(stats.softmax(logits), labels),
+            "n": len(labels)}
 
 
 def variant_order(data: StudyData, complete: pd.DataFrame) -> list[str]:
@@ -190,7 +262,7 @@ def build_table(data: StudyData) -> pd.DataFrame:
     if df.empty or not (df["state"] == "COMPLETE").any():
         raise FerError(f"study {data.name!r} has no complete trials yet ({_counts_text(data)}); "
                        "nothing to report")
-    complete = df[df["state"] == "COMPLETE"].sort_values("number").drop_duplicates(["variant", "unit"], keep="first")
+    complete = data.units
     order = variant_order(data, complete)
     has_baseline = data.design in ("one_at_a_time", "grid")
     baseline = order[0] if has_baseline else None
@@ -223,10 +295,14 @@ def build_table(data: StudyData) -> pd.DataFrame:
             row["val_delta"] = float((g.loc[common, "value"].astype(float).to_numpy()
                                       - b.loc[common, "value"].astype(float).to_numpy()).mean()) if common else float("nan")
         row.update(held.get(v, {}))
-        cals = [data.calibration[int(n)] for n in g["number"] if int(n) in data.calibration]
-        if cals and len(cals) == len(g):
-            for k in ("ece", "nll", "brier"):
-                row[k] = float(np.mean([c[k] for c in cals]))
+        if "fold" in g and g["fold"].notna().any() and not any(key in data.heldout for key in g["key"]):
+            row["no_heldout"] = "no seed has all its folds complete: no held-out estimate, no verdict"
+        cals = [[data.calibration.get(n) for n in nums] for nums in g["numbers"]]
+        if cals and all(c is not None for unit in cals for c in unit):
+            for k in ("ece", "nll", "brier"):  # per unit (CV: its folds weighted by their images), then over units
+                row[k] = float(np.mean([c[0][k] if len(c) == 1 else np.average([f[k] for f in c],
+                                                                                 weights=[f["n"] for f in c])
+                                        for c in cals]))
         row["derived"] = ""
         rows.append(row)
         tta = _tta_row(data, v, g)
@@ -247,21 +323,28 @@ def build_table(data: StudyData) -> pd.DataFrame:
 def _held_out_inputs(data: StudyData, order: list[str], per_seed: dict[str, pd.DataFrame]
                      ) -> tuple[np.ndarray | None, list[evidence.Variant]]:
     """The shared held-out labels and each variant's predictions (units x images)."""
-    labels = None
-    for n, (y, _) in sorted(data.heldout.items()):
+    labels, first = None, None
+    for key, h in sorted(data.heldout.items(), key=lambda kv: str(kv[0])):
         if labels is None:
-            labels = y
-        elif len(y) != len(labels) or not np.array_equal(y, labels):
-            raise FerError(f"study {data.name!r}: trial {n} was evaluated on other held-out images than trial "
-                           f"{min(data.heldout)} (another data set under the same study?); cannot pair them")
+            labels, first = h.labels, key
+        elif len(h.labels) != len(labels) or not np.array_equal(h.labels, labels):
+            raise FerError(f"study {data.name!r}: {_unit_name(key)} was evaluated on other held-out images than "
+                           f"{_unit_name(first)} (another data set under the same study?); cannot pair them")
     out = []
     for v in order:
         g = per_seed[v]
-        nums = [int(n) for n in g["number"]]
-        ok = labels is not None and all(n in data.heldout for n in nums)
+        keys = list(g["key"])
+        if data.trials["fold"].notna().any():  # k-fold CV: the units whose folds all completed
+            g = g[[key in data.heldout for key in keys]]
+            keys = list(g["key"])
+        ok = labels is not None and len(keys) > 0 and all(key in data.heldout for key in keys)
         out.append(evidence.Variant(v, [str(u) for u in g.index],
-                                    np.stack([data.heldout[n][1] for n in nums]) if ok else None))
+                                    np.stack([data.heldout[key].pred for key in keys]) if ok else None))
     return labels, out
+
+
+def _unit_name(key: Any) -> str:
+    return f"trial {key}" if isinstance(key, (int, np.integer)) else f"k-fold unit {key}"
 
 
 def _fold_pruned_text(skipped: pd.DataFrame, spec: dict) -> str:
@@ -456,7 +539,8 @@ def design_line(data: StudyData, table: pd.DataFrame) -> str:
     n_img = sum(data.test_support) if data.test_support else 0
     seeds = sorted({int(n) for n in real["n_seeds"]})
     line = (f"Design: {len(real)} {'variants' if data.design != 'search' else 'configs'} x "
-            f"{'/'.join(map(str, seeds))} seeds; held-out: test split, {n_img} images")
+            f"{'/'.join(map(str, seeds))} seeds; held-out: "
+            f"{'out-of-fold pool' if data.trials['fold'].notna().any() else 'test split'}, {n_img} images")
     if "mde" in real.columns and real["mde"].notna().any():
         n_tests = int(real["p_holm"].notna().sum())
         line += (f"; one Holm family of {n_tests} tests; median minimum detectable Δ {data.metric} at 80 % power: "
@@ -502,14 +586,18 @@ def markdown(data: StudyData, table: pd.DataFrame) -> str:
         "variant beat the baseline. Pruned and failed trials are counted, never averaged in.",
     ]
     if data.trials["fold"].notna().any():
-        lines += ["", "k-fold cross-validation: every fold is a trial and counts like a seed (a config's value is "
-                  "its mean over folds, Δ paired by fold); every fold's model is scored on the same held-out "
-                  "test split."]
+        lines += ["", "k-fold cross-validation, scored out of fold: in each fold's trial that fold is held out, the "
+                  "next fold selects the epoch and the rest train; the k folds' held-out predictions of one "
+                  "(seed, repeat) are pooled, so every train+validation image is predicted once per seed by a model "
+                  "that never trained or selected on it. The test split and image part above are that pool; a seed "
+                  "(or repeat) is one unit, paired across variants by its shared partition; validation is the "
+                  "mean over folds."]
     if data.trials["pruned_by"].notna().any():
         lines += ["", "Pruning across folds: a config whose completed folds were significantly worse than the best "
-                  "config's (Wilcoxon signed-rank, paired by fold) had its remaining folds skipped; its row is the "
-                  "mean ± sd over the folds it completed, its Δ is paired over the folds both configs have, and its "
-                  "verdict says after how many folds it was pruned. The baseline is never pruned."]
+                  "config's (Wilcoxon signed-rank, paired by fold) had its remaining folds skipped; its validation "
+                  "is the mean over the folds it completed; a (seed, repeat) with a fold missing has no pooled "
+                  "held-out predictions, so a pruned config gets no held-out estimate; its verdict says after how "
+                  "many folds it was pruned. The baseline is never pruned."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""k-fold CV: stratified folds over the train+val pool, whole groups per fold, test untouched."""
+"""k-fold CV: stratified folds over the train+val pool, whole groups per fold, scored out of fold."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fer_core.config import resolve_config
-from fer_core.data.dataset import TEST, TRAIN, VAL, FerDataset
+from fer_core.data.dataset import TEST, TRAIN, UNUSED, VAL, FerDataset
 from fer_core.data.folds import assign_folds, fold_dataset, image_groups
 from fer_core.data.manifest import read_manifest
 from fer_core.errors import ConfigError, DataError
@@ -52,22 +52,29 @@ def test_grouped_folds_keep_every_subject_in_one_fold_so_leakage_cannot_score():
         assert np.all(np.abs(counts - np.bincount(labels, minlength=4) / 5) <= 1)
 
 
-def test_fold_dataset_redraws_train_and_val_only(small):
+def test_fold_dataset_holds_one_fold_out_selects_on_the_next_and_sets_the_test_split_aside(small):
     pattern = r"re:^(\d{3})"  # ids 0010-0019 are one "subject"
     groups = image_groups(small, pattern)
     pool = (small.split != TEST).numpy()
-    vals = []
-    for fold in range(3):
-        ds = fold_dataset(small, 3, fold, pattern, seed=0)
-        assert torch.equal(ds.split == TEST, small.split == TEST) and torch.equal(ds.labels, small.labels)
-        val, train = (ds.split == VAL).numpy(), (ds.split == TRAIN).numpy()
-        assert not set(groups[val]) & set(groups[train])  # no subject on both sides
-        assert set(np.unique(small.labels.numpy()[val])) == set(range(14))  # stratified: every class validates
+    held, vals = [], []
+    for fold in range(4):
+        ds = fold_dataset(small, 4, fold, pattern, seed=7)
+        assert torch.equal(ds.split == UNUSED, small.split == TEST) and torch.equal(ds.labels, small.labels)
+        test, val, train = ((ds.split == s).numpy() for s in (TEST, VAL, TRAIN))
+        for a, b in ((test, val), (test, train), (val, train)):  # no subject on two sides
+            assert not set(groups[a]) & set(groups[b])
+        assert set(np.unique(small.labels.numpy()[test])) == set(range(14))  # stratified: every class held out
+        held.append(test)
         vals.append(val)
         assert ds.fingerprint != small.fingerprint
-    assert np.array_equal(np.sum(vals, axis=0), pool.astype(int))  # the folds partition the pool
-    again = fold_dataset(small, 3, 1, pattern, seed=0)
-    assert torch.equal(again.split, fold_dataset(small, 3, 1, pattern, seed=0).split)  # same folds every trial
+    # the held-out folds partition the pool (every image predicted once), the next fold selects
+    assert np.array_equal(np.sum(held, axis=0), pool.astype(int))
+    assert all(np.array_equal(vals[f], held[(f + 1) % 4]) for f in range(4))
+    again = fold_dataset(small, 4, 1, pattern, seed=7)
+    assert torch.equal(again.split, fold_dataset(small, 4, 1, pattern, seed=7).split)  # same folds every variant
+    assert not torch.equal(again.split, fold_dataset(small, 4, 1, pattern, seed=8).split)  # another unit: another cut
+    with pytest.raises(ConfigError, match="needs at least 3 folds"):
+        fold_dataset(small, 2, 0)
 
 
 def test_group_keys_from_a_manifest_column_and_bad_grouping(tmp_path, image_writer):
@@ -92,6 +99,7 @@ def test_group_keys_from_a_manifest_column_and_bad_grouping(tmp_path, image_writ
 
 @pytest.mark.parametrize(("config", "needle"), [
     ({"cv_folds": 1}, "cv_folds must be 0"),
+    ({"cv_folds": 2}, "or at least 3 (one fold held out"),
     ({"cv_folds": 3, "cv_fold": 3}, "cv_fold (3) must be smaller than cv_folds (3)"),
     ({"cv_fold": 1}, "cv_fold (1) must be smaller"),
     ({"cv_folds": 3, "cv_group_by": "re:(["}, "cv_group_by: invalid regex"),

@@ -1,4 +1,4 @@
-"""k-fold CV as a study option: one trial per fold sharing a config_id; the report pairs by fold."""
+"""k-fold CV as a study option: one trial per fold sharing a config_id; the report pools the folds out of fold."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from PIL import Image
 from sklearn.metrics import f1_score
 
 from fer_core.data.dataset import TEST, VAL
-from fer_core.errors import ConfigError
+from fer_core.data.folds import fold_dataset, partition_seed
+from fer_core.errors import ConfigError, FerError
+from fer_core.report import stats
+from fer_core.report.ensemble import build_ensemble
 from fer_core.report.table import build_table, load_study_data, markdown
 from fer_core.study.bridge import OptunaBridge
-from fer_core.study.outputs import pack_classes
+from fer_core.study.outputs import pack_classes, unpack_classes
 from fer_core.study.queries import done_cells
 from fer_core.study.spec import load_study
 from fer_core.train import train_fer
@@ -38,6 +41,7 @@ def test_cv_spec_expands_every_config_into_folds_sharing_a_config_id(tmp_path):
     assert [c.cell_id for c in cells] == [f"{v}/seed=0/fold={f}" for v in ("plain-ce", "bsm") for f in range(3)]
     assert [c.meta["config_id"] for c in cells] == ["plain-ce/seed=0"] * 3 + ["bsm/seed=0"] * 3
     assert [c.params["cv_fold"] for c in cells] == [0, 1, 2, 0, 1, 2]
+    assert all("cv_repeat" not in c.params for c in cells)  # one repeat: the params they always had
     cfg = spec.trial_config(cells[4].params)
     assert (cfg["cv_folds"], cfg["cv_fold"], cfg["cv_group_by"]) == (3, 1, r"re:^(\d{3})")
     assert spec.n_planned() == 6
@@ -50,8 +54,20 @@ def test_cv_spec_expands_every_config_into_folds_sharing_a_config_id(tmp_path):
     assert (attrs["fold"], attrs["config_id"], attrs["cell_id"]) == (0, "plain-ce/seed=0", "plain-ce/seed=0/fold=0")
 
 
+def test_cv_repeats_give_every_seed_several_partitions(tmp_path):
+    (tmp_path / "cv.yaml").write_text(STUDY.replace("cv: {folds: 3,", "cv: {folds: 3, repeats: 2,"))
+    cells = load_study(str(tmp_path / "cv.yaml"), "smoke").cells()
+    assert len(cells) == 2 * 2 * 3  # variants x repeats x folds (one seed)
+    assert [c.meta["config_id"] for c in cells[:6]] == ["plain-ce/seed=0/repeat=0"] * 3 + ["plain-ce/seed=0/repeat=1"] * 3
+    assert [(c.params["cv_repeat"], c.params["cv_fold"]) for c in cells[:6]] == [(r, f) for r in (0, 1) for f in range(3)]
+    # the partition is drawn per (seed, repeat): repeats and seeds cut the pool differently
+    assert len({partition_seed(0, s, r) for s in (0, 1) for r in (0, 1)}) == 4
+
+
 @pytest.mark.parametrize(("patch", "needle"), [
-    ('cv: {folds: 1}', "cv.folds must be an integer in 2..50"),
+    ('cv: {folds: 1}', "cv.folds must be an integer in 3..50"),
+    ('cv: {folds: 2}', "cv.folds must be an integer in 3..50 (one fold held out, one selecting the epoch"),
+    ('cv: {folds: 3, repeats: 0}', "cv.repeats must be an integer in 1..100, got 0"),
     ('cv: {folds: 3, by: subject}', "cv: unknown key 'by'"),
     ('cv: {folds: 3, group_by: "re:(["}', "cv_group_by: invalid regex"),
 ])
@@ -71,51 +87,103 @@ def test_cv_needs_a_design_with_planned_cells(tmp_path):
         load_study(str(tmp_path / "cv.yaml"), "smoke")
 
 
-def test_a_trial_validates_on_its_fold(small):
+def test_a_trial_is_scored_on_its_held_out_fold_and_selects_on_the_next(small):
     result = train_fer({"backbone": "test_resnet", "img_size": 48, "batch_size": 32, "epochs": 1,
-                        "warmup_epochs": 0, "cv_folds": 3, "cv_fold": 2}, dataset=small)
-    from fer_core.data.folds import fold_dataset
+                        "warmup_epochs": 0, "cv_folds": 3, "cv_fold": 2, "seed": 4}, dataset=small)
+    ds = fold_dataset(small, 3, 2, seed=partition_seed(0, 4, 0))
+    held = result["predictions"]["test"]
+    assert sorted(held["index"].tolist()) == ds.indices(TEST).tolist()  # fold 2 of the pool, scored once
+    assert not set(held["index"].tolist()) & set(small.indices(TEST).tolist())  # the source's test is set aside
+    assert held["labels"].tolist() == small.labels[held["index"]].tolist()
+    assert sum(result["val"]["support"]) == int((ds.split == VAL).sum())  # the next fold selected the epoch
 
-    ds = fold_dataset(small, 3, 2)
-    assert sum(result["val"]["support"]) == int((ds.split == VAL).sum()) != int((small.split == VAL).sum())
-    assert sum(result["test"]["support"]) == int((small.split == TEST).sum())  # the test split stays
+
+# -- the report pools the folds of a (seed, repeat): out-of-fold predictions ------------------------------
+
+POOL = np.array([0] * 40 + [1] * 20)  # the train+val pool's labels
 
 
-def test_report_treats_folds_like_seeds_paired_by_fold(tmp_path):
+def _pred(variant: str, seed: int) -> np.ndarray:
+    """A whole-pool prediction for one (variant, seed): class-1 images called 0 at the variant's rate."""
+    rng = np.random.default_rng([seed, len(variant)])
+    pred = POOL.copy()
+    miss = rng.random(len(POOL)) < {"plain-ce": 0.6, "bsm": 0.3}[variant]
+    pred[(POOL == 1) & miss] = 0
+    pred[(POOL == 0) & (rng.random(len(POOL)) < 0.05)] = 1
+    return pred
+
+
+def _cv_study(tmp_path, skip: tuple[str, int, int] | None = None, overlap: bool = False) -> optuna.Study:
+    """3 seeds x 3 folds per variant, each fold trial storing only its held-out fold (shuffled order)."""
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}", direction="maximize")
     study.set_user_attr("class_names", ["a", "b"])
     study.set_user_attr("class_counts", [50, 5])
-    values = {"plain-ce": [0.50, 0.40, 0.60], "bsm": [0.55, 0.48, 0.62]}
-    labels = np.array([0] * 40 + [1] * 20)  # every fold's model predicts the same held-out test images
-    wrong = {"plain-ce": [12, 14, 10], "bsm": [6, 8, 5]}  # images of class 1 called 0, per fold
-    for variant, vals in values.items():
-        for fold, v in enumerate(vals):
-            t = study.ask()
-            pred = labels.copy()
-            pred[40:40 + wrong[variant][fold]] = 0
-            for k, val in {"variant": variant, "seed": 0, "fold": fold, "config_id": f"{variant}/seed=0",
-                           "val_metrics": {"macro_f1": v, "accuracy": v, "balanced_accuracy": v, "f1": [v, v],
-                                           "tail_f1": v}, "test_metrics": {"macro_f1": v},
-                           "predictions_packed": {"test": {"labels": pack_classes(labels),
-                                                           "pred": pack_classes(pred)}}}.items():
-                t.set_user_attr(k, val)
-            study.tell(t, v)
-    data = load_study_data(study)
+    study.set_user_attr("spec", {"cv": {"folds": 3}})
+    for variant in ("plain-ce", "bsm"):
+        for seed in range(3):
+            folds = np.array_split(np.random.default_rng(seed).permutation(len(POOL)), 3)  # per seed: its partition
+            if overlap:
+                folds[1] = np.concatenate([folds[1], folds[0][:1]])
+            pred = _pred(variant, seed)
+            for fold, idx in enumerate(folds):
+                if skip == (variant, seed, fold):
+                    continue
+                t = study.ask()
+                v = 0.5 + 0.1 * fold + (0.05 if variant == "bsm" else 0.0)
+                for k, val in {"variant": variant, "seed": seed, "fold": fold, "config_id": f"{variant}/seed={seed}",
+                               "val_metrics": {"macro_f1": v, "accuracy": v, "balanced_accuracy": v, "f1": [v, v],
+                                               "tail_f1": v}, "test_metrics": {"macro_f1": 0.0},
+                               "predictions_packed": {"test": {"labels": pack_classes(POOL[idx]),
+                                                               "pred": pack_classes(pred[idx]),
+                                                               "index": pack_classes(idx)}}}.items():
+                    t.set_user_attr(k, val)
+                study.tell(t, v)
+    return study
+
+
+def test_report_pools_the_folds_out_of_fold_and_pairs_by_seed(tmp_path):
+    data = load_study_data(_cv_study(tmp_path))
     table = build_table(data).set_index("variant")
     row = table.loc["bsm"]
-    assert row["n_seeds"] == 3 and row["seeds"] == "0/0,0/1,0/2"
-    assert row["val_macro_f1_mean"] == pytest.approx(np.mean(values["bsm"]))  # a config's value: the fold mean
-    assert row["val_delta"] == pytest.approx(np.mean(np.subtract(values["bsm"], values["plain-ce"])))
+    assert row["n_seeds"] == 3 and row["seeds"] == "0,1,2"  # a unit is a seed: its 3 folds pooled
+    assert row["val_macro_f1_mean"] == pytest.approx(0.65)  # validation: the mean over folds
+    assert data.test_support == [40, 20]  # every pool image once
 
-    def f1(w: int) -> float:
-        pred = labels.copy()
-        pred[40:40 + w] = 0
-        return f1_score(labels, pred, average="macro")
+    # by hand: each seed's pooled prediction is the whole pool's; F1 on it, Δ paired by seed
+    f1 = {v: np.array([f1_score(POOL, _pred(v, s), average="macro") for s in range(3)]) for v in ("plain-ce", "bsm")}
+    assert row["test_score"] == pytest.approx(f1["bsm"].mean())
+    assert row["test_macro_f1"] == pytest.approx(f1["bsm"].mean())
+    assert row["delta"] == pytest.approx((f1["bsm"] - f1["plain-ce"]).mean())
+    assert row["p_improve"] == pytest.approx(np.mean(f1["bsm"] > f1["plain-ce"]))
+    # the image part is the pooled images' influences, paired image by image across the variants:
+    # the same estimate from the hand-pooled predictions gives the same interval
+    preds = {v: np.stack([_pred(v, s) for s in range(3)]) for v in ("plain-ce", "bsm")}
+    a, pa = stats.f1_parts(POOL, preds["bsm"], 2)
+    b, pb = stats.f1_parts(POOL, preds["plain-ce"], 2)
+    e = stats.estimate(a.mean(-1), pa.mean(-1), b.mean(-1), pb.mean(-1))
+    assert row["delta_se_images"] == pytest.approx(float(e.se_images)) and row["delta_se_images"] > 0
+    assert (row["delta_ci_lo"], row["delta_ci_hi"]) == pytest.approx(tuple(map(float, e.ci())))
+    assert "scored out of fold" in markdown(data, build_table(data))
+    assert "held-out: out-of-fold pool, 60 images" in markdown(data, build_table(data))
 
-    # held out: every fold's model on the same test images, paired by fold
-    assert row["delta"] == pytest.approx(np.mean([f1(a) - f1(b) for a, b in zip(wrong["bsm"], wrong["plain-ce"])]))
-    assert row["delta_ci_lo"] > 0  # every fold improves by a lot on the same images
-    assert "k-fold cross-validation" in markdown(data, build_table(data))
+
+def test_a_seed_with_a_fold_missing_has_no_pooled_estimate(tmp_path):
+    data = load_study_data(_cv_study(tmp_path, skip=("bsm", 1, 2)))
+    row = build_table(data).set_index("variant").loc["bsm"]
+    assert row["n_seeds"] == 3 and row["n_paired"] == 2  # seed 1 keeps its validation, not its held-out part
+    f1 = {v: np.array([f1_score(POOL, _pred(v, s), average="macro") for s in (0, 2)]) for v in ("plain-ce", "bsm")}
+    assert row["delta"] == pytest.approx((f1["bsm"] - f1["plain-ce"]).mean())
+
+
+def test_an_ensemble_of_fold_trials_is_refused_not_averaged_over_other_images(tmp_path):
+    study = _cv_study(tmp_path)
+    with pytest.raises(FerError, match="is a k-fold CV study: its trials are scored on different held-out folds"):
+        build_ensemble(study, None, top=3)
+
+
+def test_folds_that_overlap_are_refused_not_pooled(tmp_path):
+    with pytest.raises(FerError, match="its folds held out overlapping images"):
+        load_study_data(_cv_study(tmp_path, overlap=True))
 
 
 # -- pruning across folds ------------------------------------------------------------------------
@@ -236,7 +304,7 @@ E2E = """
 name: cv-prune-e2e
 question: Are the later folds of a config that is clearly worse on its first folds skipped?
 data: {{dataset: folder, data_path: {data}}}
-base: {{backbone: test_resnet, img_size: 32, epochs: 2, warmup_epochs: 0, batch_size: 16, aug_strength: 0.0}}
+base: {{backbone: test_resnet, img_size: 32, epochs: 4, warmup_epochs: 0, batch_size: 16, aug_strength: 0.0}}
 seeds: [0]
 cv: {{folds: 4, group_by: none, prune: {{name: wilcoxon, options: {{p_threshold: 0.3, n_startup_steps: 2}}}}}}
 budget: {{max_concurrent: 1}}
@@ -253,7 +321,7 @@ def test_launch_skips_the_later_folds_of_a_crippled_variant_and_relaunch_runs_no
     for c, colour in enumerate([(220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40)]):
         d = study_env / "faces" / f"class{c}"
         d.mkdir(parents=True)
-        for i in range(24):
+        for i in range(32):
             img = np.clip(np.array(colour)[None, None] + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(img).save(d / f"{i:03d}.png")
     (study_env / "e2e.yaml").write_text(E2E.format(data=study_env / "faces"))
@@ -281,7 +349,14 @@ def test_launch_skips_the_later_folds_of_a_crippled_variant_and_relaunch_runs_no
     assert len(optuna.load_study(study_name="cv-prune-e2e", storage=url).get_trials()) == 8
 
     data = load_study_data(optuna.load_study(study_name="cv-prune-e2e", storage=url))
-    row = build_table(data).set_index("variant").loc["frozen"]
-    assert row["n_seeds"] == 2 and row["n_fold_skipped"] == 2 and row["n_pruned"] == 0  # mean over 2 folds
+    table = build_table(data).set_index("variant")
+    row = table.loc["frozen"]
+    assert row["n_seeds"] == 1 and row["n_fold_skipped"] == 2 and row["n_pruned"] == 0  # seed 0: 2 folds done
+    assert row["val_macro_f1_mean"] == pytest.approx(np.mean([by_cell[f"frozen/seed=0/fold={f}"].value for f in (0, 1)]))
     assert row["verdict"].startswith("pruned after 2/4 folds (wilcoxon across folds vs config plain-ce/seed=0")
-    assert row["n_paired"] == 2  # Δ paired over the folds both configs have
+    assert "no seed has all its folds complete: no held-out estimate" in row["verdict"]
+    # the baseline's 4 folds pool into one out-of-fold prediction of every train+val image
+    base = table.loc["plain-ce"]
+    assert base["test_score"] == base["test_score"] and sum(data.test_support) == sum(
+        len(unpack_classes(by_cell[f"plain-ce/seed=0/fold={f}"].user_attrs["predictions_packed"]["test"]["index"]))
+        for f in range(4))
