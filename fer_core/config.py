@@ -89,6 +89,9 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = Field(256, ge=1, le=65536)
     # evaluation: test-time augmentation at the selected epoch, reported beside the plain metrics
     tta: str = "none"
+    # a post-hoc correction for the label prior as the trial's own output (fer_core/posthoc.py: logit_adjust,
+    # tau_norm; tau chosen on validation); every trial reports all of them beside its plain metrics anyway
+    posthoc: str = "none"
 
     @field_validator("teacher", mode="before")
     @classmethod
@@ -152,12 +155,15 @@ def check_registry_names(cfg: TrainConfig) -> None:
     from fer_core.data.sources import DATASETS, GENERATED
     from fer_core.losses import LOSSES, check_double_weighting
     from fer_core.models import check_backbone
+    from fer_core.posthoc import POSTHOC
     from fer_core.registry import lookup
     from fer_core.sampling import DATA_SAMPLERS
     from fer_core.tta import TTA
 
     lookup(LOSSES, cfg.loss)
     lookup(TTA, cfg.tta)
+    if cfg.posthoc != "none" and cfg.posthoc not in POSTHOC:
+        raise ConfigError(f"posthoc: unknown post-hoc method {cfg.posthoc!r}; valid: none, {', '.join(sorted(POSTHOC))}")
     if cfg.cv_group_by != "none":
         from fer_core.data.folds import check_group_by
 

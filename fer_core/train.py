@@ -32,6 +32,7 @@ from fer_core.distill import Teacher
 from fer_core.losses import LOSSES
 from fer_core.metrics import au_macro_f1, class_groups, classification_metrics
 from fer_core.models import FerNet
+from fer_core.posthoc import POSTHOC, Head, applicable, choose_tau
 from fer_core.registry import lookup
 from fer_core.sampling import DATA_SAMPLERS
 from fer_core.tta import TTA
@@ -50,6 +51,12 @@ def amp_and_channels_last(cfg: TrainConfig, device: torch.device) -> tuple[bool,
     convnets on CPU too)."""
     amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
     return amp, cfg.channels_last != "off"
+
+
+def softmax_np(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)
 
 
 def seed_everything(seed: int) -> None:
@@ -138,6 +145,31 @@ def evaluate(pred: dict, ds: FerDataset, idx: torch.Tensor, groups: dict, with_a
     if with_aus:
         m["au_f1"] = au_macro_f1(ds.aus[idx].numpy(), pred["au_probs"])
     return m
+
+
+def posthoc_predictions(model: FerNet, preds: dict[str, dict], labels: dict[str, np.ndarray], counts: list[int],
+                        groups: dict, cfg: TrainConfig) -> dict[str, dict]:
+    """Every applicable post-hoc correction of the selected model (``fer_core/posthoc.py``): its tau
+    chosen on validation by ``select_metric``, then the corrected logits and metrics of each split."""
+    layer = model.emotion_head
+    linear = isinstance(layer, torch.nn.Linear)
+    head = Head(counts, layer.weight.detach().float().norm(dim=1).cpu().numpy() if linear else None,
+                layer.bias.detach().float().cpu().numpy() if linear and layer.bias is not None else None)
+    k = len(counts)
+
+    def metrics(split: str, logits: np.ndarray) -> dict:
+        y = labels[split]
+        m = classification_metrics(y, logits.argmax(1), k, groups)
+        m["loss"] = float(-np.log(np.clip(softmax_np(logits)[np.arange(len(y)), y], 1e-12, None)).mean()) \
+            if len(y) else float("nan")
+        return m
+
+    out = {}
+    for name in applicable(head):
+        tau = choose_tau(name, preds["val"]["logits"], head, lambda z: metrics("val", z)[cfg.select_metric])
+        logits = {split: POSTHOC[name](p["logits"], head, tau) for split, p in preds.items()}
+        out[name] = {"tau": tau, "logits": logits, **{split: metrics(split, z) for split, z in logits.items()}}
+    return out
 
 
 def flat_epoch_metrics(epoch: int, train_loss: float, val: dict, extra: dict) -> dict:
@@ -308,19 +340,31 @@ def train_fer(
             pred = predict(model, images, idx.to(device), cfg, amp, cl, tta=cfg.tta)
             tta[split] = evaluate(pred, ds, idx, groups, with_aus)
             tta["predictions"][split] = pred["probs"]
+    # 10. post-hoc corrections for the label prior (logit adjustment, tau-norm), tau chosen on
+    #     validation; a study that asks for one (``posthoc``) gets it as the trial's own output
+    preds = {"val": best["val_pred"], "test": test_pred}
+    labels = {"val": ds.labels[val_idx].numpy(), "test": ds.labels[test_idx].numpy()}
+    posthoc = posthoc_predictions(model, preds, labels, counts, groups, cfg)
+    val = best["val"]
+    if cfg.posthoc != "none":
+        chosen = posthoc[cfg.posthoc]
+        val, test = {**val, **chosen["val"]}, {**test, **chosen["test"]}
+        preds = {split: {**p, "logits": chosen["logits"][split], "probs": softmax_np(chosen["logits"][split])}
+                 for split, p in preds.items()}
     return {
         "best_epoch": best["epoch"],
         "epochs_run": len(history),
         "stopped_early": stopped_early,
-        "val": best["val"],
+        "val": val,
         "test": test,
         "history": history,
         "tta": tta,  # None without TTA
+        "posthoc": {name: {"tau": r["tau"], "val": r["val"], "test": r["test"], "test_pred": r["logits"]["test"].argmax(1)}
+                    for name, r in posthoc.items()},
         "predictions": {
-            "val": {"probs": best["val_pred"]["probs"], "logits": best["val_pred"]["logits"],
-                    "labels": ds.labels[val_idx].numpy()},
+            "val": {"probs": preds["val"]["probs"], "logits": preds["val"]["logits"], "labels": labels["val"]},
             # index: the images' positions in the data set (k-fold CV: the report pools the folds by it)
-            "test": {"probs": test_pred["probs"], "logits": test_pred["logits"], "labels": ds.labels[test_idx].numpy(),
+            "test": {"probs": preds["test"]["probs"], "logits": preds["test"]["logits"], "labels": labels["test"],
                      "index": test_idx.numpy()},
         },
         "class_names": list(ds.class_names),

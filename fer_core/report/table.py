@@ -125,6 +125,7 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
             "val_f1": val.get("f1"), "test_f1": test.get("f1"), "confusion_matrix": val.get("confusion_matrix"),
             "curve": dict(sorted(t.intermediate_values.items())), "params": dict(t.params),
             "config": ua.get("config"), "error": ua.get("error"), "tta": ua.get("tta_metrics"),
+            "posthoc": ua.get("posthoc_metrics"),
             # pruning across folds (fer_core/study/foldprune.py): a skipped fold and why
             "config_id": ua.get("config_id"), "pruned_by": ua.get("pruned_by"),
             "pruned_after_folds": ua.get("pruned_after_folds"), "prune_p_value": ua.get("prune_p_value"),
@@ -191,7 +192,7 @@ def evidence_units(df: pd.DataFrame, heldout: dict[int, Held], spec: dict, num_c
     for (variant, unit), g in complete.drop_duplicates(["variant", "unit", "fold"]).groupby(
             ["variant", "unit"], sort=False):
         nums = [int(n) for n in g.sort_values("fold")["number"]]
-        row = {**g.iloc[0].to_dict(), "key": f"{variant}|{unit}", "numbers": nums, "tta": None,
+        row = {**g.iloc[0].to_dict(), "key": f"{variant}|{unit}", "numbers": nums, "tta": None, "posthoc": None,
                **{c: float(pd.to_numeric(g[c], errors="coerce").mean()) for c in UNIT_MEANS},
                **{c: float("nan") for c in ("test_macro_f1", "test_accuracy", "test_balanced_accuracy",
                                             "test_tail_f1")}}
@@ -308,6 +309,7 @@ def build_table(data: StudyData) -> pd.DataFrame:
         tta = _tta_row(data, v, g)
         if tta:
             rows.append(tta)
+        rows += _posthoc_rows(data, g, labels, next(x for x in variants if x.name == v))
     rows += [_ensemble_row(data, e) for e in data.ensembles]
     table = pd.DataFrame(rows)
     real = table["derived"] == ""
@@ -389,6 +391,45 @@ def _tta_row(data: StudyData, variant: str, g: pd.DataFrame) -> dict[str, Any] |
     return row
 
 
+def _posthoc_rows(data: StudyData, g: pd.DataFrame, labels: np.ndarray | None,
+                  plain: evidence.Variant) -> list[dict[str, Any]]:
+    """The variant's trials with each post-hoc correction (``fer_core/posthoc.py``; tau chosen on each
+    trial's validation split): one derived row per correction, held-out figures with both variance
+    parts, and its gain over the variant itself paired by seed and image. Descriptive: outside the
+    table's Holm family (the gain's p is its own test's)."""
+    entries = list(g["posthoc"]) if "posthoc" in g else []
+    if labels is None or plain.preds is None or not entries or not all(isinstance(e, dict) and e for e in entries):
+        return []
+    out = []
+    for name in sorted(set.intersection(*(set(e) for e in entries))):
+        ph = [e[name] for e in entries]
+        derived = evidence.Variant(f"{plain.name} +posthoc:{name}", plain.units,
+                                   np.stack([unpack_classes(p["test_pred"]) for p in ph]))
+        cols = evidence.held_out_columns([plain, derived], labels, plain.name, data.metric, data.class_names,
+                                         data.groups, data.tail, data.settings)[derived.name]
+        vals = np.array([p["val"]["macro_f1"] for p in ph], dtype=float)
+        row: dict[str, Any] = {
+            "variant": derived.name, "baseline": False, "n_seeds": len(g), "seeds": ",".join(map(str, g.index)),
+            "n_pruned": 0, "n_fold_skipped": 0, "fold_pruned": "", "n_failed": 0, "derived": "posthoc",
+            "val_macro_f1_mean": float(vals.mean()), "val_macro_f1_sd": float(vals.std(ddof=1)) if len(vals) > 1
+            else float("nan"), "test_macro_f1": float(np.mean([p["test"]["macro_f1"] for p in ph])),
+            "accuracy": float(np.mean([p["val"].get("accuracy", np.nan) for p in ph])),
+            "balanced_accuracy": float(np.mean([p["val"].get("balanced_accuracy", np.nan) for p in ph])),
+            "posthoc_tau": float(np.median([p["tau"] for p in ph])), "posthoc_of": plain.name,
+        }
+        # absolute held-out figures keep their columns; the Δ against the variant itself gets its own, so
+        # that `delta` always means Δ vs the baseline
+        for k, v in cols.items():
+            if k.startswith(("test_score", "many_f1", "medium_f1", "few_f1", "f1_")):
+                row[k] = v
+        for src, dst in (("delta", "posthoc_gain"), ("few_delta", "posthoc_few_gain")):
+            for suffix in ("", "_ci_lo", "_ci_hi"):
+                row[dst + suffix] = cols.get(src + suffix, float("nan"))
+        row["posthoc_gain_p"] = cols.get("p_value", float("nan"))
+        out.append(row)
+    return out
+
+
 def _ensemble_row(data: StudyData, e: dict) -> dict[str, Any]:
     """A stored ensemble: one derived, descriptive row (its members are trials; it is not one)."""
     val, test = e["val"], e["test"]
@@ -413,6 +454,14 @@ def _verdict(r: dict, maximize: bool, n_tests: int) -> str:
         return (f"derived: TTA on the same trials, {r['tta_gain']:+.3f} "
                 f"{_ci(r.get('tta_gain_ci_lo'), r.get('tta_gain_ci_hi'))} test macro-F1 vs without it "
                 "(paired by seed; seeds only)")
+    if r.get("derived") == "posthoc":
+        few = (f"; few-shot F1 {r['posthoc_few_gain']:+.3f} "
+               f"{_ci(r.get('posthoc_few_gain_ci_lo'), r.get('posthoc_few_gain_ci_hi'))}"
+               if r.get("posthoc_few_gain") == r.get("posthoc_few_gain") and "posthoc_few_gain" in r else "")
+        return (f"derived: {r['variant'].rsplit('+posthoc:', 1)[1]} of {r['posthoc_of']} after training (tau chosen on "
+                f"validation, median {r['posthoc_tau']:.2f}), {r['posthoc_gain']:+.3f} "
+                f"{_ci(r.get('posthoc_gain_ci_lo'), r.get('posthoc_gain_ci_hi'))} test vs the variant itself "
+                f"(paired by seed and image, p={r['posthoc_gain_p']:.3g}{few}); outside the Holm family")
     if r.get("derived") == "ensemble":
         return (f"derived: mean probabilities of trials {r['members']} (top {r['n_seeds']} by val {r['ensemble_by']}), "
                 f"{r['ensemble_gain']:+.3f} val vs its best member; not a trial, never the best")
@@ -465,7 +514,8 @@ def summary_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame:
                  + (f" (+{r['n_pruned']} pruned)" if r["n_pruned"] else "")
                  + (f" (pruned: {r['n_fold_skipped']} folds skipped)" if r.get("n_fold_skipped") else "")
                  + (f" (+{r['n_failed']} failed)" if r["n_failed"] else ""),
-            f"test {m} [95% CI]": _est(r, "test_score") if not derived else fmt(r.get("test_macro_f1")),
+            f"test {m} [95% CI]": _est(r, "test_score") if derived in (None, "", "posthoc")
+            else fmt(r.get("test_macro_f1")),
         }
         if "delta" in table.columns or "val_delta" in table.columns:
             row[f"Δ test {m} [95% CI]"] = "" if r["baseline"] or derived else _est(r, "delta", signed=True)
@@ -513,14 +563,14 @@ def per_class_frame(data: StudyData, table: pd.DataFrame, delta: bool = False) -
 
 
 def group_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame:
-    rows = table[table["derived"] == ""]
+    rows = table[table["derived"].isin(["", "posthoc"])]  # post-hoc rows: their group F1 (Δ: in the verdict)
     out = {"variant": list(rows["variant"])}
     for g in GROUPS:
         if not data.groups.get(g):
             continue
         label = f"{GROUP_LABELS[g]} ({len(data.groups[g])})"
         out[f"{label} F1"] = [_est(r, f"{g}_f1") for r in rows.to_dict("records")]
-        out[f"{label} Δ"] = ["" if r["baseline"] else _est(r, f"{g}_delta", signed=True)
+        out[f"{label} Δ"] = ["" if r["baseline"] or r["derived"] else _est(r, f"{g}_delta", signed=True)
                              for r in rows.to_dict("records")]
     return pd.DataFrame(out)
 
@@ -574,7 +624,9 @@ def markdown(data: StudyData, table: pd.DataFrame) -> str:
                   per_class_frame(data, table, delta=True).to_markdown(index=False), ""]
     cal = calibration_frame(data, table)
     if cal is not None and len(cal):
-        lines += ["Calibration on the test split (from the stored float32 logits; mean over seeds):", "",
+        where = "the out-of-fold pool (folds weighted by their images)" if data.trials["fold"].notna().any() \
+            else "the test split"
+        lines += [f"Calibration on {where} (from the stored float32 logits; mean over seeds):", "",
                   cal.to_markdown(index=False), ""]
     lines += [
         f"Every effect is estimated on the test split at each trial's selected epoch; validation {data.metric} "

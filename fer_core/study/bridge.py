@@ -325,6 +325,7 @@ class OptunaBridge(Searcher):
             "test_macro_f1": s["test"]["macro_f1"], "val_tail_f1": s["val"].get("tail_f1"),
             "test_tail_f1": s["test"].get("tail_f1"), "device": s["device"], "train_seconds": s["seconds"],
             "node_id": s.get("node_id"), "tta_metrics": s.get("tta"), "predictions_packed": s.get("predictions_packed"),
+            "posthoc_metrics": s.get("posthoc") or None,
         }
         for k, v in attrs.items():
             trial.set_user_attr(k, v)

@@ -157,6 +157,10 @@ def _summary(result: dict) -> dict:
                                        **({"index": pack_classes(p["index"])} if "index" in p else {})}
                                for split, p in result["predictions"].items()},
         "tta": {"name": tta["name"], "val": pick(tta["val"], "f1"), "test": pick(tta["test"], "f1")} if tta else None,
+        # post-hoc corrections (fer_core/posthoc.py): tau, metrics and the predicted held-out classes
+        "posthoc": {name: {"tau": r["tau"], "val": pick(r["val"], "f1"), "test": pick(r["test"], "f1"),
+                           "test_pred": pack_classes(r["test_pred"])}
+                    for name, r in (result.get("posthoc") or {}).items()},
         "fingerprint": result["fingerprint"],
         "device": result["device"],
         "seconds": result["seconds"],
