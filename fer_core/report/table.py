@@ -25,6 +25,7 @@ from fer_core.report.ensemble import stored_ensembles
 from fer_core.report.evidence import GROUP_LABELS, GROUPS, ReportSettings, class_column, shot_groups
 from fer_core.study.artifacts import PREDICTIONS_JSON, read_json_artifact
 from fer_core.study.outputs import read_probabilities, real_trials, unpack_classes
+from fer_core.study.result import stored_result
 from fer_core.study.warmstart import WARM_ATTR, is_warm_start
 
 
@@ -100,8 +101,9 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
             # (it would repeat the source's results without test metrics, predictions or a model)
             warm[ua[WARM_ATTR]] = warm.get(ua[WARM_ATTR], 0) + 1
             continue
-        val = ua.get("val_metrics") or {}
-        test = ua.get("test_metrics") or {}
+        res = stored_result(t)  # the trial-result contract's names (fer_core/study/result.py)
+        val = res["val_metrics"] or {}
+        test = res["test_metrics"] or {}
         row = {
             "number": t.number, "state": t.state.name, "variant": _variant_of(t, design),
             "seed": ua.get("seed", t.params.get("seed")), "value": t.value if t.state == TrialState.COMPLETE else None,
@@ -110,11 +112,11 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
             else f"{ua.get('seed', t.params.get('seed'))}/{ua['fold']}", "fold": ua.get("fold"),
             "test_macro_f1": test.get("macro_f1"), "val_macro_f1": val.get("macro_f1"), "accuracy": val.get("accuracy"),
             "balanced_accuracy": val.get("balanced_accuracy"), "tail_f1": val.get("tail_f1"),
-            "test_tail_f1": test.get("tail_f1"), "best_epoch": ua.get("best_epoch"),
+            "test_tail_f1": test.get("tail_f1"), "best_epoch": res["best_epoch"],
             "test_accuracy": test.get("accuracy"), "test_balanced_accuracy": test.get("balanced_accuracy"),
             "val_f1": val.get("f1"), "test_f1": test.get("f1"), "confusion_matrix": val.get("confusion_matrix"),
             "curve": dict(sorted(t.intermediate_values.items())), "params": dict(t.params),
-            "config": ua.get("config"), "error": ua.get("error"), "tta": ua.get("tta_metrics"),
+            "config": ua.get("config"), "error": ua.get("error"), "tta": res["tta_metrics"],
             # pruning across folds (fer_core/study/foldprune.py): a skipped fold and why
             "config_id": ua.get("config_id"), "pruned_by": ua.get("pruned_by"),
             "pruned_after_folds": ua.get("pruned_after_folds"), "prune_p_value": ua.get("prune_p_value"),

@@ -24,6 +24,7 @@ import yaml
 
 from fer_core.config import KEYS, resolve_config
 from fer_core.errors import ConfigError
+from fer_core.metric_names import SELECT_METRICS
 from fer_core.study.space import SearchSpace, parse_space
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -287,8 +288,8 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
     _check_seeds(seeds, f"{src}: seeds")
     obj = _mapping(spec, "objective", src)
     metric, direction = obj.get("metric", "macro_f1"), obj.get("direction", "maximize")
-    if metric not in ("macro_f1", "accuracy", "balanced_accuracy", "tail_f1"):
-        raise ConfigError(f"{src}: objective.metric {metric!r}; allowed: macro_f1, accuracy, balanced_accuracy, tail_f1")
+    if metric not in SELECT_METRICS:
+        raise ConfigError(f"{src}: objective.metric {metric!r}; allowed: {', '.join(SELECT_METRICS)}")
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"{src}: objective.direction {direction!r}; allowed: maximize, minimize")
     if metric != "macro_f1" and "select_metric" not in base:
