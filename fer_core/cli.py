@@ -193,8 +193,8 @@ def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
     from fer_core.study.queries import STATES
-    from fer_core.study.spec import search_dirs
     from fer_core.study.storage import open_storage, redact, storage_url
+    from fer_core.study.studyfile import search_dirs
     from fer_core.study.warmstart import is_warm_start
 
     files = Table(title="study files")

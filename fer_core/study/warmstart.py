@@ -36,8 +36,9 @@ from optuna.trial import FrozenTrial, TrialState
 from fer_core.config import resolve_config
 from fer_core.errors import ConfigError, FerError
 from fer_core.study.space import Param
-from fer_core.study.spec import NAME_RE, StudySpec
+from fer_core.study.spec import StudySpec
 from fer_core.study.storage import claim_key, claim_lock, open_storage, redact, study_names
+from fer_core.study.studymodel import NAME_RE
 
 WARM_ATTR = "warm_start_from"  # trial user attr: the source study's name
 WARM_TRIAL_ATTR = "warm_start_trial"  # trial user attr: the source trial's number
