@@ -19,11 +19,12 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from fer_core.errors import FerError
+from fer_core.errors import FerError, first_line
 from fer_core.report import evidence, stats
 from fer_core.report.ensemble import stored_ensembles
 from fer_core.report.evidence import GROUP_LABELS, GROUPS, ReportSettings, class_column, shot_groups
 from fer_core.study.artifacts import PREDICTIONS_JSON, read_json_artifact
+from fer_core.study.inmemory import quiet_memory_study
 from fer_core.study.outputs import read_probabilities, real_trials, unpack_classes
 from fer_core.study.result import stored_result
 from fer_core.study.warmstart import WARM_ATTR, is_warm_start
@@ -527,12 +528,7 @@ def search_extras(study: optuna.Study, data: StudyData, top: int = 10) -> dict[s
     })
     target = study
     if data.warm_started:  # importances of this study's own trials, like the table above
-        verbosity = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" line
-        try:
-            target = optuna.create_study(directions=study.directions)
-        finally:
-            optuna.logging.set_verbosity(verbosity)
+        target = quiet_memory_study(directions=study.directions)
         target.add_trials(real_trials(study))
     try:
         imp = optuna.importance.get_param_importances(
@@ -540,7 +536,7 @@ def search_extras(study: optuna.Study, data: StudyData, top: int = 10) -> dict[s
         importances = {k: float(v) for k, v in imp.items()}
         why = ""
     except (RuntimeError, ValueError) as err:
-        importances, why = {}, str(err).splitlines()[0]
+        importances, why = {}, first_line(err)
     best_config = dict(best.iloc[0]["config"] or {}) if len(best) else {}
     return {"best_trials": best_rows, "importances": importances, "importance_note": why,
             "best_config": best_config, "best_trial": int(best.iloc[0]["number"]) if len(best) else None}

@@ -88,7 +88,7 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
     except (MemoryError, torch.OutOfMemoryError, RuntimeError) as err:
         # the stored FAIL reason must say "out of memory" whichever allocator ran out
         # (CPU allocations fail with a RuntimeError, CUDA ones with OutOfMemoryError)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         if isinstance(err, RuntimeError) and not isinstance(err, torch.OutOfMemoryError) \
                 and "can't allocate memory" not in first:
             raise
