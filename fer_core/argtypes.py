@@ -78,12 +78,18 @@ def _check_path_text(text: str) -> Path:
     return Path(text).expanduser()
 
 
+def _cannot_write(check: Callable[[str], str], text: str, where: str = "") -> str:
+    """``check(text)``, an OSError on the way (e.g. EACCES on stat of a directory we may not search)
+    as argparse's one line."""
+    try:
+        return check(text)
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"cannot write {where}{text} ({err.strerror or err})") from None
+
+
 def out_file(text: str) -> str:
     """A file to write: not a directory, in a directory that exists (or can be made) and is writable."""
-    try:
-        return _out_file(text)
-    except OSError as err:  # e.g. EACCES on stat of a directory we may not search
-        raise argparse.ArgumentTypeError(f"cannot write {text} ({err.strerror or err})") from None
+    return _cannot_write(_out_file, text)
 
 
 def _out_file(text: str) -> str:
@@ -105,10 +111,7 @@ def _out_file(text: str) -> str:
 
 def out_dir(text: str) -> str:
     """A directory to write into: an existing writable directory, or one that can be made."""
-    try:
-        return _out_dir(text)
-    except OSError as err:  # e.g. EACCES on stat of a directory we may not search
-        raise argparse.ArgumentTypeError(f"cannot write in {text} ({err.strerror or err})") from None
+    return _cannot_write(_out_dir, text, "in ")
 
 
 def _out_dir(text: str) -> str:

@@ -17,6 +17,7 @@ from rich.table import Table
 from fer_core.argtypes import host, int_range, out_dir, out_file, port
 from fer_core.console import console, err_console
 from fer_core.errors import FerError, LaunchInterrupted, first_line
+from fer_core.metric_names import CLASSIFICATION_METRICS, SELECT_METRICS
 
 
 def _fmt(v: float) -> str:
@@ -63,11 +64,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     val, test = result["val"], result["test"]
     console.print(per_class_table(result, f"per-class F1 (selected epoch {result['best_epoch']})"))
     summary = Table(title="summary")
-    for col in ("split", "macro-F1", "accuracy", "balanced acc", "head F1", "medium F1", "tail F1"):
+    for col in ("split", "macro-F1", "accuracy", "balanced acc", "head F1", "medium F1", "tail F1"):  # CLASSIFICATION_METRICS
         summary.add_column(col, justify="right")
     for name, m in (("val", val), ("test", test)):
-        summary.add_row(name, *(_fmt(m[k]) for k in ("macro_f1", "accuracy", "balanced_accuracy",
-                                                      "head_f1", "medium_f1", "tail_f1")))
+        summary.add_row(name, *(_fmt(m[k]) for k in CLASSIFICATION_METRICS))
     console.print(summary)
     console.print(f"validation macro-F1 {val['macro_f1']:.4f} | test macro-F1 {test['macro_f1']:.4f} "
                   f"(selected epoch {result['best_epoch']}, {result['epochs_run']} epochs run, "
@@ -193,8 +193,8 @@ def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
     from fer_core.study.queries import STATES
-    from fer_core.study.spec import search_dirs
     from fer_core.study.storage import open_storage, redact, storage_url
+    from fer_core.study.studyfile import search_dirs
     from fer_core.study.warmstart import is_warm_start
 
     files = Table(title="study files")
@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("study")
     en.add_argument("--top", type=int_range(1, 1000), default=5,
                     help="members: the best K complete trials, 1..1000 (default 5)")
-    en.add_argument("--by", default="macro_f1", choices=["macro_f1", "accuracy", "balanced_accuracy", "tail_f1"],
+    en.add_argument("--by", default="macro_f1", choices=SELECT_METRICS,
                     help="validation metric that ranks the trials (default macro_f1)")
     en.add_argument("--diverse", action="store_true", help="at most one trial per config (differ in recipe, "
                                                             "not only in seed)")

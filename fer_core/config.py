@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fer_core.errors import ConfigError
+from fer_core.metric_names import SELECT_METRICS
 
 
 class TrainConfig(BaseModel):
@@ -64,7 +65,7 @@ class TrainConfig(BaseModel):
     early_stopping_patience: int = Field(0, ge=0, le=1000)  # 0 = train all epochs
     seed: int = Field(0, ge=0, le=2**31 - 1)
     # the validation metric that selects the epoch (a study sets its objective's metric here)
-    select_metric: Literal["macro_f1", "accuracy", "balanced_accuracy", "tail_f1"] = "macro_f1"
+    select_metric: Literal[SELECT_METRICS] = "macro_f1"  # type: ignore[valid-type]  # a tuple of names
     # metrics: classes with <= tail_max_count train images are "tail", >= head_min_count "head"
     tail_max_count: int = Field(100, ge=0)
     head_min_count: int = Field(300, ge=1)

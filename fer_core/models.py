@@ -9,7 +9,7 @@ import timm
 import torch
 from torch import nn
 
-from fer_core.errors import ConfigError
+from fer_core.errors import ConfigError, first_line
 
 
 @lru_cache(maxsize=1)
@@ -50,7 +50,7 @@ class FerNet(nn.Module):
             self.backbone = timm.create_model(backbone, **kwargs)
         except (RuntimeError, OSError) as err:
             where = pretrained_path or "the hub cache"
-            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            first = first_line(err)
             raise ConfigError(f"backbone {backbone!r}: cannot load pretrained weights from {where}: {first}") from None
         # pooled features out of forward(); models with a hidden head layer (MobileNetV3,
         # some EfficientNets) return head_hidden_size features, not num_features

@@ -30,6 +30,7 @@ from fer_core.data.folds import fold_dataset, partition_seed
 from fer_core.data.sources import load_dataset
 from fer_core.distill import Teacher
 from fer_core.losses import LOSSES
+from fer_core.metric_names import SCALAR_METRICS
 from fer_core.metrics import au_macro_f1, class_groups, classification_metrics
 from fer_core.models import FerNet
 from fer_core.posthoc import POSTHOC, Head, applicable, choose_tau
@@ -175,8 +176,8 @@ def posthoc_predictions(model: FerNet, preds: dict[str, dict], labels: dict[str,
 def flat_epoch_metrics(epoch: int, train_loss: float, val: dict, extra: dict) -> dict:
     """The metrics reported every epoch (flat: they become Ray/Optuna values)."""
     out = {"epoch": epoch, "loss": train_loss, "val_loss": val["loss"]}
-    for k in ("macro_f1", "accuracy", "balanced_accuracy", "au_f1", "head_f1", "medium_f1", "tail_f1"):
-        if k in val:
+    for k in SCALAR_METRICS:
+        if k in val and k != "loss":  # the epoch's training loss is "loss", the validation loss "val_loss"
             out[k] = val[k]
     out.update({f"f1_{c:02d}": v for c, v in enumerate(val["f1"])})
     out.update(extra)

@@ -27,7 +27,8 @@ from fer_core.data.manifest import read_manifest
 from fer_core.data.rafce import parse_au_label
 from fer_core.errors import FerError
 from fer_core.study.space import parse_space
-from fer_core.study.spec import load_study, read_yaml
+from fer_core.study.spec import load_study
+from fer_core.study.studyfile import read_yaml
 
 FEW = settings(max_examples=int(__import__("os").environ.get("HYP_N", 40)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

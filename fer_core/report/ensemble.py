@@ -19,18 +19,19 @@ import numpy as np
 import optuna
 
 from fer_core.errors import FerError
+from fer_core.metric_names import CLASSIFICATION_METRICS, SELECT_METRICS
 from fer_core.metrics import classification_metrics
 from fer_core.study.outputs import read_probabilities, real_trials
+from fer_core.study.result import stored_result
 
 ENSEMBLE_ATTR = "ensemble:"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-BY = ("macro_f1", "accuracy", "balanced_accuracy", "tail_f1")  # validation metrics only: test never selects
-KEEP = ("macro_f1", "accuracy", "balanced_accuracy", "head_f1", "medium_f1", "tail_f1", "f1", "precision",
-        "recall", "support", "confusion_matrix")
+BY = SELECT_METRICS  # validation metrics only: test never selects
+KEEP = (*CLASSIFICATION_METRICS, "f1", "precision", "recall", "support", "confusion_matrix")
 
 
 def _score(t: optuna.trial.FrozenTrial, by: str) -> float:
-    v = (t.user_attrs.get("val_metrics") or {}).get(by)
+    v = (stored_result(t)["val_metrics"] or {}).get(by)
     if v is None and by == t.user_attrs.get("metric", "macro_f1"):
         v = t.value
     return float("-inf") if v is None or v != v else float(v)

@@ -20,13 +20,15 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from fer_core.errors import FerError
+from fer_core.errors import FerError, first_line
 from fer_core.metrics import classification_metrics
 from fer_core.report import evidence, stats
 from fer_core.report.ensemble import stored_ensembles
 from fer_core.report.evidence import GROUP_LABELS, GROUPS, ReportSettings, class_column, shot_groups
 from fer_core.study.artifacts import PREDICTIONS_JSON, read_json_artifact
+from fer_core.study.inmemory import quiet_memory_study
 from fer_core.study.outputs import read_probabilities, real_trials, unpack_classes
+from fer_core.study.result import stored_result
 from fer_core.study.warmstart import WARM_ATTR, is_warm_start
 
 
@@ -111,8 +113,9 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
             # (it would repeat the source's results without test metrics, predictions or a model)
             warm[ua[WARM_ATTR]] = warm.get(ua[WARM_ATTR], 0) + 1
             continue
-        val = ua.get("val_metrics") or {}
-        test = ua.get("test_metrics") or {}
+        res = stored_result(t)  # the trial-result contract's names (fer_core/study/result.py)
+        val = res["val_metrics"] or {}
+        test = res["test_metrics"] or {}
         row = {
             "number": t.number, "state": t.state.name, "variant": _variant_of(t, design),
             "seed": ua.get("seed", t.params.get("seed")), "value": t.value if t.state == TrialState.COMPLETE else None,
@@ -120,12 +123,12 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
             "unit": _unit_of(t), "fold": ua.get("fold"),
             "test_macro_f1": test.get("macro_f1"), "val_macro_f1": val.get("macro_f1"), "accuracy": val.get("accuracy"),
             "balanced_accuracy": val.get("balanced_accuracy"), "tail_f1": val.get("tail_f1"),
-            "test_tail_f1": test.get("tail_f1"), "best_epoch": ua.get("best_epoch"),
+            "test_tail_f1": test.get("tail_f1"), "best_epoch": res["best_epoch"],
             "test_accuracy": test.get("accuracy"), "test_balanced_accuracy": test.get("balanced_accuracy"),
             "val_f1": val.get("f1"), "test_f1": test.get("f1"), "confusion_matrix": val.get("confusion_matrix"),
             "curve": dict(sorted(t.intermediate_values.items())), "params": dict(t.params),
-            "config": ua.get("config"), "error": ua.get("error"), "tta": ua.get("tta_metrics"),
-            "posthoc": ua.get("posthoc_metrics"),
+            "config": ua.get("config"), "error": ua.get("error"), "tta": res["tta_metrics"],
+            "posthoc": res["posthoc_metrics"],
             # pruning across folds (fer_core/study/foldprune.py): a skipped fold and why
             "config_id": ua.get("config_id"), "pruned_by": ua.get("pruned_by"),
             "pruned_after_folds": ua.get("pruned_after_folds"), "prune_p_value": ua.get("prune_p_value"),
@@ -665,12 +668,7 @@ def search_extras(study: optuna.Study, data: StudyData, top: int = 10) -> dict[s
     })
     target = study
     if data.warm_started:  # importances of this study's own trials, like the table above
-        verbosity = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" line
-        try:
-            target = optuna.create_study(directions=study.directions)
-        finally:
-            optuna.logging.set_verbosity(verbosity)
+        target = quiet_memory_study(directions=study.directions)
         target.add_trials(real_trials(study))
     try:
         imp = optuna.importance.get_param_importances(
@@ -678,7 +676,7 @@ def search_extras(study: optuna.Study, data: StudyData, top: int = 10) -> dict[s
         importances = {k: float(v) for k, v in imp.items()}
         why = ""
     except (RuntimeError, ValueError) as err:
-        importances, why = {}, str(err).splitlines()[0]
+        importances, why = {}, first_line(err)
     best_config = dict(best.iloc[0]["config"] or {}) if len(best) else {}
     return {"best_trials": best_rows, "importances": importances, "importance_note": why,
             "best_config": best_config, "best_trial": int(best.iloc[0]["number"]) if len(best) else None}

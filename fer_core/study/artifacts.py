@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from fer_core.errors import FerError, first_line
 from fer_core.study.outputs import PROBABILITIES_NPZ
+from fer_core.study.result import WorkerResult
 
 log = logging.getLogger("fer_study")
 ENV = "FER_STUDY_ARTIFACTS"
@@ -121,7 +122,7 @@ def confusion_png(cm: list[list[int]], class_names: list[str], title: str, path:
 
 
 def upload_trial_artifacts(
-    store: ArtifactStore | None, trial: optuna.Trial, summary: dict[str, Any], class_names: list[str],
+    store: ArtifactStore | None, trial: optuna.Trial, summary: WorkerResult, class_names: list[str],
     out_dir: str | None = None,
 ) -> list[str]:
     """Upload the trial's confusion matrix, per-class report, predictions and (from the worker's
@@ -135,7 +136,7 @@ def upload_trial_artifacts(
         log.warning("trial %d: artifact store %s is not writable (%s): no artifacts stored", trial.number,
                     store.path, why)
         return [f"artifact store {store.path} not writable: {why}"]
-    val, test = summary["val"], summary["test"]
+    val, test = summary["val_metrics"], summary["test_metrics"]
     per_class = {
         "selected_epoch": summary["best_epoch"],
         "classes": [

@@ -45,6 +45,7 @@ from fer_core.errors import ConfigError, DataError, FerError, first_line
 from fer_core.study.artifacts import upload_trial_artifacts
 from fer_core.study.claims import DRIVER_ATTR, Claims
 from fer_core.study.outputs import retain_checkpoint
+from fer_core.study.result import WorkerResult, store_result
 from fer_core.study.spec import Cell, StudySpec
 from fer_core.study.storage import StorageLost, redact_text, retrying
 from fer_core.study.trainable import INPUT_ERROR
@@ -202,8 +203,9 @@ class OptunaBridge(Searcher):
     def _out_dir(self, trial_id: str) -> str | None:
         return os.path.join(self.outputs_dir, trial_id) if self.outputs_dir else None
 
-    def _finish(self, trial: optuna.Trial, summary: dict, value: float, out_dir: str | None = None) -> None:
-        retrying("storing a finished trial's metrics", lambda: self._set_result_attrs(trial, summary))
+    def _finish(self, trial: optuna.Trial, summary: WorkerResult, value: float, out_dir: str | None = None) -> None:
+        # the worker's result is stored as it came, under the contract's names (fer_core/study/result.py)
+        retrying("storing a finished trial's metrics", lambda: store_result(trial, summary))
         if self.artifact_store is not None:
             # before tell: artifacts attach to a running trial; a failed upload is only a warning
             warnings = upload_trial_artifacts(self.artifact_store, trial, summary, self.class_names, out_dir)
@@ -316,19 +318,6 @@ class OptunaBridge(Searcher):
         for s, v in sorted(kept.items()):
             self._guard("carrying an epoch over", lambda s=s, v=v: new.report(v, s))
         self.trials[trial_id], self.steps[trial_id] = new, kept
-
-    def _set_result_attrs(self, trial: optuna.Trial, s: dict) -> None:
-        attrs = {
-            "best_epoch": s["best_epoch"], "epochs_run": s["epochs_run"], "stopped_early": s["stopped_early"],
-            "val_metrics": s["val"], "test_metrics": s["test"],
-            "val_f1_per_class": s["val"]["f1"], "test_f1_per_class": s["test"]["f1"],
-            "test_macro_f1": s["test"]["macro_f1"], "val_tail_f1": s["val"].get("tail_f1"),
-            "test_tail_f1": s["test"].get("tail_f1"), "device": s["device"], "train_seconds": s["seconds"],
-            "node_id": s.get("node_id"), "tta_metrics": s.get("tta"), "predictions_packed": s.get("predictions_packed"),
-            "posthoc_metrics": s.get("posthoc") or None,
-        }
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
 
 
 class BridgeCallback(Callback):

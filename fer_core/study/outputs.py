@@ -29,7 +29,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from fer_core.errors import FerError
+from fer_core.errors import FerError, first_line
 
 PROBABILITIES_NPZ = "probabilities.npz"
 MODEL_FILE = "model.pt"
@@ -129,7 +129,7 @@ def read_probabilities(store, storage, trial: optuna.trial.FrozenTrial) -> dict[
                 out = {k: (z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k]) for k in z.files}
         except (ValueError, OSError, KeyError) as err:
             raise FerError(f"trial {trial.number}: artifact {PROBABILITIES_NPZ} ({metas[-1].artifact_id}) is "
-                           f"corrupt: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+                           f"corrupt: {first_line(err)}") from None
     for k in [k for k in out if k.endswith("_logits")]:
         z = out[k].astype(np.float64)
         e = np.exp(z - z.max(axis=1, keepdims=True))

@@ -5,6 +5,11 @@ A study file is data: name, the question it answers, data source, base config, d
 pruner or Ray scheduler, resources per trial, and budget profiles (``smoke`` for CI,
 ``cpu`` for a laptop, ``gpu`` for full size). ``extends: other.yaml`` makes a study a
 small diff from a base file. A profile is a deep-merge patch over the whole spec.
+
+Three steps, three modules: ``studyfile`` finds the file and merges ``extends`` and the profile,
+``studymodel`` parses the result into frozen pydantic models (one-line errors naming the file and
+the key), and ``load_study`` here checks what spans sections and builds the ``StudySpec`` the
+rest of the code uses.
 """
 
 from __future__ import annotations
@@ -13,89 +18,16 @@ import hashlib
 import itertools
 import json
 import os
-import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from fer_core.config import KEYS, resolve_config
+from fer_core.config import resolve_config
 from fer_core.errors import ConfigError
 from fer_core.study.space import SearchSpace, parse_space
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PROFILES = ("smoke", "cpu", "gpu")
-DESIGNS = ("grid", "one_at_a_time", "search")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # no SQL/shell metacharacters, no paths
-SPEC_KEYS = {"name", "question", "extends", "data", "base", "design", "seeds", "objective", "optuna_sampler",
-             "pruner", "scheduler", "budget", "resources", "max_failures", "profiles", "checkpoint_every",
-             "checkpoint_min_s", "keep_checkpoints", "cv", "teacher", "report"}
-EXTEND_MERGE = {"base", "data", "budget", "resources", "profiles"}
-DATA_KEYS = {"dataset", "data_path", "data_seed", "val_fraction", "test_fraction", "cache_dir"}
-
-
-def search_dirs(kind: str) -> list[Path]:
-    """Where names resolve: $FER_STUDY_DIR (studies) / the working directory / the source tree."""
-    dirs = []
-    env = os.environ.get("FER_STUDY_DIR" if kind == "studies" else "FER_SPACE_DIR")
-    if env:
-        dirs.append(Path(env))
-    dirs += [Path.cwd() / kind, REPO_ROOT / kind]
-    return list(dict.fromkeys(dirs))
-
-
-def find_file(name: str, kind: str) -> Path:
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
-        return p
-    for d in search_dirs(kind):
-        for cand in (d / name, d / f"{name}.yaml", d / f"{name}.yml"):
-            if cand.is_file():
-                return cand
-    known = sorted({f.stem for d in search_dirs(kind) if d.is_dir() for f in d.glob("*.yaml")})
-    label = "study" if kind == "studies" else "search space"
-    raise ConfigError(f"unknown {label} {name!r}; known: {', '.join(known) or '(none)'}")
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save the study file as UTF-8") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise ConfigError(f"{path}:{f' line {mark.line + 1}' if mark else ''} invalid YAML") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return data
-
-
-def deep_merge(base: Mapping, patch: Mapping) -> dict:
-    out = dict(base)
-    for k, v in patch.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
-    return out
-
-
-def _load_raw(path: Path, depth: int = 0) -> dict[str, Any]:
-    data = read_yaml(path)
-    parent = data.pop("extends", None)
-    if parent is not None:
-        if depth > 5 or not isinstance(parent, str):
-            raise ConfigError(f"{path}: extends must name one study file (and not loop)")
-        base = _load_raw((path.parent / parent) if (path.parent / parent).is_file() else find_file(parent, "studies"),
-                         depth + 1)
-        base.pop("name", None)
-        # a child changes the base config, data, budget and profiles key by key; the design,
-        # seeds, objective and components it names replace the parent's wholesale
-        data = {**base, **{k: deep_merge(base.get(k) or {}, v) if k in EXTEND_MERGE and isinstance(v, Mapping)
-                           else v for k, v in data.items()}}
-    return data
+from fer_core.study.studyfile import PROFILES, find_file, load_raw, merged_study, profile_patches, read_yaml
+from fer_core.study.studymodel import Study, check_seeds, parse_study
 
 
 @dataclass(frozen=True)
@@ -211,30 +143,6 @@ def _default(key: str) -> Any:
     return TrainConfig.model_fields[key].default
 
 
-def _mapping(data: dict, key: str, src: str) -> dict:
-    v = data.get(key) or {}
-    if not isinstance(v, Mapping):
-        raise ConfigError(f"{src}: {key} must be a mapping")
-    return dict(v)
-
-
-def _check_config_keys(d: Mapping, where: str) -> None:
-    for k in d:
-        if k not in KEYS:
-            import difflib
-
-            close = difflib.get_close_matches(str(k), KEYS, n=1)
-            raise ConfigError(f"{where}: unknown config key {k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-
-
-def _check_seeds(seeds: Any, where: str) -> None:
-    if not isinstance(seeds, list) or not seeds or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise ConfigError(f"{where} must be a non-empty list of non-negative integers, got {seeds!r}"[:300])
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"{where} repeat a value")
-
-
 def default_profile() -> str:
     import torch
 
@@ -242,178 +150,58 @@ def default_profile() -> str:
 
 
 def load_study(name: str, profile: str | None = None) -> StudySpec:
-    """Resolve a study name or path + profile into a validated StudySpec (trains nothing)."""
+    """Resolve a study name or path + profile into a validated StudySpec (trains nothing): the file
+    and its ``extends`` merged (``studyfile``), parsed (``studymodel``), then the checks that span
+    sections and the trial configs every planned cell would train."""
     path = find_file(name, "studies")
     src = str(path)
-    raw = _load_raw(path)
-    unknown = set(raw) - SPEC_KEYS
-    if unknown:
-        raise ConfigError(f"{src}: unknown study key {sorted(unknown)[0]!r}; allowed: {', '.join(sorted(SPEC_KEYS))}")
+    raw = load_raw(path)
     profile = profile or os.environ.get("FER_STUDY_PROFILE") or default_profile()
     if profile not in PROFILES:
         raise ConfigError(f"--profile: unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
-    profiles = _mapping(raw, "profiles", src)
-    for p in profiles:
-        if p not in PROFILES:
-            raise ConfigError(f"{src}: profiles: unknown profile {p!r}; valid: {', '.join(PROFILES)}")
-        if profiles[p] is not None and not isinstance(profiles[p], Mapping):
-            raise ConfigError(f"{src}: profiles.{p} must be a mapping of study keys, "
-                              f"got {type(profiles[p]).__name__}")
-    spec = deep_merge({k: v for k, v in raw.items() if k != "profiles"}, profiles.get(profile) or {})
-
-    sname = spec.get("name")
-    if not isinstance(sname, str) or not NAME_RE.match(sname):
-        raise ConfigError(f"{src}: name must match {NAME_RE.pattern} (letters, digits, '_', '.', '-'), got {sname!r}")
-    question = spec.get("question")
-    if not isinstance(question, str) or not question.strip():
-        raise ConfigError(f"{src}: question: say in one sentence what the study answers")
-    data = _mapping(spec, "data", src)
-    bad = set(data) - DATA_KEYS
-    if bad:
-        raise ConfigError(f"{src}: data: unknown key {sorted(bad)[0]!r}; allowed: {', '.join(sorted(DATA_KEYS))}")
-    base = _mapping(spec, "base", src)
-    _check_config_keys(base, f"{src}: base")
-    if set(base) & DATA_KEYS:
-        raise ConfigError(f"{src}: base: data keys belong under 'data:' ({sorted(set(base) & DATA_KEYS)[0]})")
-    base = {**data, **base}
+    profiles = profile_patches(raw, src)
     # every profile's seeds, not only the selected one's: `validate --profile cpu` must not pass a file
     # whose top-level or smoke seeds would fail the launch another profile makes
     if "seeds" in raw:
-        _check_seeds(raw["seeds"], f"{src}: seeds")
+        check_seeds(raw["seeds"], f"{src}: seeds")
     for p, patch in profiles.items():
-        if patch and "seeds" in patch:
-            _check_seeds(patch["seeds"], f"{src}: profiles.{p}.seeds")
-    seeds = spec.get("seeds", [0])
-    _check_seeds(seeds, f"{src}: seeds")
-    obj = _mapping(spec, "objective", src)
-    metric, direction = obj.get("metric", "macro_f1"), obj.get("direction", "maximize")
-    if metric not in ("macro_f1", "accuracy", "balanced_accuracy", "tail_f1"):
-        raise ConfigError(f"{src}: objective.metric {metric!r}; allowed: macro_f1, accuracy, balanced_accuracy, tail_f1")
-    if direction not in ("maximize", "minimize"):
-        raise ConfigError(f"{src}: objective.direction {direction!r}; allowed: maximize, minimize")
-    if metric != "macro_f1" and "select_metric" not in base:
-        base = {**base, "select_metric": metric}  # a trial's epoch is selected by the study's objective too
-    rep = _mapping(spec, "report", src)  # the report's class groups and estimability (fer_core/report/evidence.py)
-    for k, v in rep.items():
-        if k not in ("many_above", "few_below", "min_support"):
-            raise ConfigError(f"{src}: report: unknown key {k!r}; allowed: few_below, many_above, min_support")
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{src}: report.{k} must be an integer >= 1, got {v!r}")
-    if rep.get("few_below", 20) > rep.get("many_above", 100):
-        raise ConfigError(f"{src}: report.few_below must not exceed report.many_above")
-    budget = _mapping(spec, "budget", src)
-    bad = set(budget) - {"trials", "time_s", "max_concurrent"}
-    if bad:
-        raise ConfigError(f"{src}: budget: unknown key {sorted(bad)[0]!r}; allowed: max_concurrent, time_s, trials")
-    resources = _mapping(spec, "resources", src) or {"cpu": 1, "gpu": 0}
-    for k, v in resources.items():
-        if k == "gpu" and v == "auto":  # a GPU fraction measured per backbone (fer_core.study.gpu)
-            continue
-        if k not in ("cpu", "gpu") or isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1e6:
-            raise ConfigError(f"{src}: resources: {k}: must be cpu/gpu with a number >= 0 (gpu may be 'auto'), "
-                              f"got {v!r}")
-    time_s = budget.get("time_s")
-    if time_s is not None and (isinstance(time_s, bool) or not isinstance(time_s, (int, float))
-                               or not 0 < time_s < float("inf")):
-        raise ConfigError(f"{src}: budget.time_s must be a number of seconds > 0, got {time_s!r}")
-    design = _mapping(spec, "design", src)
-    kind = design.get("kind")
-    if kind not in DESIGNS:
-        raise ConfigError(f"{src}: design.kind {kind!r}; allowed: {', '.join(DESIGNS)}")
+        if "seeds" in patch:
+            check_seeds(patch["seeds"], f"{src}: profiles.{p}.seeds")
+    spec = merged_study(raw, profiles, profile)
+    study = parse_study(spec, src)
+    kind = study.design.kind
+    base = {**(spec.get("data") or {}), **study.base}  # the data keys as the file orders them
+    if study.objective.metric != "macro_f1" and "select_metric" not in base:
+        base = {**base, "select_metric": study.objective.metric}  # a trial's epoch is selected by it too
     from fer_core.distill import parse_teacher
 
-    teacher_path, teacher_from = parse_teacher(spec.get("teacher"), src)
+    teacher_path, teacher_from = parse_teacher(study.teacher, src)
     if teacher_path:
         base = {**base, "teacher": teacher_path}
-    cv = _mapping(spec, "cv", src)
-    cv_prune = None
-    cv_repeats = 1
-    if cv:
-        if set(cv) - {"folds", "repeats", "group_by", "prune"}:
-            raise ConfigError(f"{src}: cv: unknown key {sorted(set(cv) - {'folds', 'repeats', 'group_by', 'prune'})[0]!r}; "
-                              "allowed: folds, group_by, prune, repeats")
-        folds = cv.get("folds")
-        if isinstance(folds, bool) or not isinstance(folds, int) or not 3 <= folds <= 50:
-            raise ConfigError(f"{src}: cv.folds must be an integer in 3..50 (one fold held out, one selecting "
-                              f"the epoch, the rest training), got {folds!r}")
-        cv_repeats = cv.get("repeats", 1)
-        if isinstance(cv_repeats, bool) or not isinstance(cv_repeats, int) or not 1 <= cv_repeats <= 100:
-            raise ConfigError(f"{src}: cv.repeats must be an integer in 1..100, got {cv_repeats!r}")
-        if kind == "search":
-            raise ConfigError(f"{src}: cv: k-fold cross-validation needs a grid or one_at_a_time design")
-        if {"cv_fold", "cv_folds", "cv_repeat"} & set(base):
-            raise ConfigError(f"{src}: base: cv_folds/cv_fold/cv_repeat are set by 'cv:', not by hand")
-        base = {**base, "cv_folds": folds, "cv_group_by": str(cv.get("group_by", "none"))}
-        from fer_core.study.foldprune import parse_fold_prune
-
-        # its own key, not the study's `pruner:` (which stops a trial between epochs): this one
-        # skips whole fold trials of a config, and both can be on together
-        cv_prune = parse_fold_prune(cv.get("prune"), folds, src)
-
-    def intval(v: Any, key: str, lo: int) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ConfigError(f"{src}: {key} must be an integer >= {lo}, got {v!r}")
-        return v
-
+    base, cv_prune = _cross_validation(study, base, src)
     kw: dict[str, Any] = {}
     if kind == "grid":
-        factors = _mapping(design, "factors", src)
-        if not factors:
-            raise ConfigError(f"{src}: design.factors: a grid needs at least one factor")
-        _check_config_keys(factors, f"{src}: design.factors")
-        for k, vals in factors.items():
-            if not isinstance(vals, list) or not vals or len(set(map(repr, vals))) != len(vals):
-                raise ConfigError(f"{src}: design.factors.{k}: a non-empty list of distinct values")
-        kw["factors"] = {k: tuple(v) for k, v in factors.items()}
+        kw["factors"] = {k: tuple(v) for k, v in study.design.factors.items()}
     elif kind == "one_at_a_time":
-        kw["baseline"] = str(design.get("baseline", "baseline"))
-        variants = _mapping(design, "variants", src)
-        if not variants:
-            raise ConfigError(f"{src}: design.variants: one_at_a_time needs at least one variant")
-        for vname, diff in variants.items():
-            if not isinstance(diff, Mapping) or not diff:
-                raise ConfigError(f"{src}: design.variants.{vname}: a non-empty mapping of config changes")
-            _check_config_keys(diff, f"{src}: design.variants.{vname}")
-            if vname == kw["baseline"]:
-                raise ConfigError(f"{src}: design.variants: {vname!r} is the baseline's name")
-        kw["variants"] = {str(k): dict(v) for k, v in variants.items()}
+        kw["baseline"] = str(study.design.baseline)
+        kw["variants"] = {str(k): dict(v) for k, v in study.design.variants.items()}
     else:
-        space_name = design.get("space")
-        if not isinstance(space_name, str):
-            raise ConfigError(f"{src}: design.space must name a file in search_spaces/")
-        space_path = find_file(space_name, "search_spaces")
+        space_path = find_file(study.design.space, "search_spaces")
         kw["space"] = parse_space(read_yaml(space_path), str(space_path))
-        if budget.get("trials") is None:
+        if study.budget.trials is None:
             raise ConfigError(f"{src}: budget.trials is required for a search design")
-
-    def component(key: str, default: str) -> dict[str, Any]:
-        c = spec.get(key) or {"name": default}
-        if isinstance(c, str):
-            c = {"name": c}
-        if not isinstance(c, Mapping) or set(c) - {"name", "options"}:
-            raise ConfigError(f"{src}: {key} must be a name or {{name, options}}")
-        opts = c.get("options") or {}
-        if not isinstance(opts, Mapping):
-            raise ConfigError(f"{src}: {key}.options must be a mapping")
-        return {"name": c.get("name", default), "options": dict(opts)}
-
-    scheduler = component("scheduler", "none")
     ospec = StudySpec(
-        name=sname, question=question.strip(), source=src, profile=profile, design=kind, base=base,
-        seeds=tuple(seeds), metric=metric, direction=direction,
-        optuna_sampler=component("optuna_sampler", "tpe"),
-        pruner=component("pruner", "none"), scheduler=scheduler,
-        trials=intval(budget["trials"], "budget.trials", 1) if budget.get("trials") is not None else None,
-        time_s=float(time_s) if time_s is not None else None,
-        max_concurrent=intval(budget.get("max_concurrent", 2), "budget.max_concurrent", 1),
-        resources={"cpu": float(resources.get("cpu", 1)),
-                   "gpu": "auto" if resources.get("gpu") == "auto" else float(resources.get("gpu", 0))},
-        max_failures=intval(spec.get("max_failures", 2), "max_failures", 0),
-        checkpoint_every=intval(spec.get("checkpoint_every", 1), "checkpoint_every", 1),
-        checkpoint_min_s=_checkpoint_min_s(spec.get("checkpoint_min_s", 30), scheduler["name"], src),
-        keep_checkpoints=intval(spec.get("keep_checkpoints", 3), "keep_checkpoints", 0),
-        cv_folds=int(base.get("cv_folds", 0)),
-        cv_repeats=cv_repeats,
+        name=study.name, question=study.question, source=src, profile=profile, design=kind, base=base,
+        seeds=study.seeds, metric=study.objective.metric, direction=study.objective.direction,
+        optuna_sampler=study.optuna_sampler, pruner=study.pruner, scheduler=study.scheduler,
+        trials=study.budget.trials, time_s=study.budget.time_s, max_concurrent=study.budget.max_concurrent,
+        resources=study.resources, max_failures=study.max_failures, checkpoint_every=study.checkpoint_every,
+        # Ray's HyperBand pauses trials and resumes them from their latest checkpoint: one every epoch
+        checkpoint_min_s=0.0 if study.scheduler["name"] == "hyperband" else study.checkpoint_min_s,
+        keep_checkpoints=study.keep_checkpoints,
+        # a non-integer cv_folds set by hand in base: TrainConfig refuses it below with one line, not int()
+        cv_folds=study.cv.folds if study.cv else _int_or_zero(base.get("cv_folds", 0)),
+        cv_repeats=study.cv.repeats if study.cv else 1,
         cv_prune=cv_prune,
         teacher_from=teacher_from,
         resolved={**spec, "profile": profile},
@@ -423,13 +211,24 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
     return ospec
 
 
-def _checkpoint_min_s(v: Any, scheduler: str, src: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
-        raise ConfigError(f"{src}: checkpoint_min_s must be a number of seconds >= 0 (0: every checkpoint_every "
-                          f"epochs), got {v!r}")
-    if scheduler == "hyperband":
-        return 0.0  # Ray's HyperBand pauses trials and resumes them from their latest checkpoint
-    return float(v)
+def _int_or_zero(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def _cross_validation(study: Study, base: dict[str, Any], src: str) -> tuple[dict[str, Any], dict | None]:
+    """k-fold CV (``cv:``): its keys in the base config, and its pruning across folds (or None)."""
+    cv = study.cv
+    if cv is None:
+        return base, None
+    if study.design.kind == "search":
+        raise ConfigError(f"{src}: cv: k-fold cross-validation needs a grid or one_at_a_time design")
+    if {"cv_fold", "cv_folds", "cv_repeat"} & set(base):
+        raise ConfigError(f"{src}: base: cv_folds/cv_fold/cv_repeat are set by 'cv:', not by hand")
+    from fer_core.study.foldprune import parse_fold_prune
+
+    # its own key, not the study's `pruner:` (which stops a trial between epochs): this one
+    # skips whole fold trials of a config, and both can be on together
+    return {**base, "cv_folds": cv.folds, "cv_group_by": str(cv.group_by)}, parse_fold_prune(cv.prune, cv.folds, src)
 
 
 def validate_components(spec: StudySpec) -> None:

@@ -18,7 +18,9 @@ import torch
 from fer_core.checkpoint import load_training_state
 from fer_core.data.dataset import FerDataset
 from fer_core.errors import ConfigError, DataError, first_line
+from fer_core.metric_names import SELECT_METRICS
 from fer_core.study.outputs import pack_classes, write_trial_outputs
+from fer_core.study.result import WorkerResult, split_metrics
 from fer_core.train import train_fer
 
 CKPT_FILE = "trial.pt"
@@ -86,7 +88,7 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
     except (MemoryError, torch.OutOfMemoryError, RuntimeError) as err:
         # the stored FAIL reason must say "out of memory" whichever allocator ran out
         # (CPU allocations fail with a RuntimeError, CUDA ones with OutOfMemoryError)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         if isinstance(err, RuntimeError) and not isinstance(err, torch.OutOfMemoryError) \
                 and "can't allocate memory" not in first:
             raise
@@ -98,9 +100,8 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
         **last,
         "final": 1,
         "checkpoint_epoch": last_ckpt[0],
-        # the selected epoch's validation metrics replace the last epoch's
-        "macro_f1": result["val"]["macro_f1"], "accuracy": result["val"]["accuracy"],
-        "balanced_accuracy": result["val"]["balanced_accuracy"], "tail_f1": result["val"]["tail_f1"],
+        # the selected epoch's validation metrics replace the last epoch's (the objective is one of them)
+        **{k: result["val"][k] for k in SELECT_METRICS},
         "fer_result": json.dumps({**_summary(result), "node_id": _node_id()}),  # one string: Ray would flatten a dict
     }
     tune.report(summary)
@@ -131,39 +132,44 @@ def trial_function(threads: int):
     return fer_trial
 
 
-def _summary(result: dict) -> dict:
-    """What the driver stores as trial user attrs (JSON-safe)."""
-    keep = ("macro_f1", "accuracy", "balanced_accuracy", "head_f1", "medium_f1", "tail_f1", "au_f1", "loss")
-
-    def pick(m: dict, *always: str) -> dict:  # the scalar metrics it has, plus the per-class ones named
-        return {k: m[k] for k in keep if k in m} | {k: m[k] for k in always}
-
+def _summary(result: dict) -> WorkerResult:
+    """What the driver stores as trial user attrs (JSON-safe), under the names they are stored by
+    (the contract in ``fer_core/study/result.py``), plus the predictions it uploads as an artifact."""
+    val = split_metrics(result["val"], "f1", "precision", "recall", "support", "confusion_matrix")
+    test = split_metrics(result["test"], "f1", "support", "confusion_matrix")
     tta = result.get("tta")
     return {
         "best_epoch": result["best_epoch"],
         "epochs_run": result["epochs_run"],
         "stopped_early": result["stopped_early"],
-        "val": pick(result["val"], "f1", "precision", "recall", "support", "confusion_matrix"),
-        "test": pick(result["test"], "f1", "support", "confusion_matrix"),
-        # predicted classes (probabilities go through write_trial_outputs: results stay small) so the
-        # report can bootstrap over validation images; uploaded by the driver as an artifact
-        "predictions": {split: {"labels": [int(v) for v in p["labels"]],
-                                "pred": [int(v) for v in p["probs"].argmax(1)]}
-                        for split, p in result["predictions"].items()},
-        # the same predictions packed small enough for a user attr: the report's intervals over
+        "val_metrics": val,
+        "test_metrics": test,
+        "val_f1_per_class": val["f1"],
+        "test_f1_per_class": test["f1"],
+        "test_macro_f1": test["macro_f1"],
+        "val_tail_f1": val.get("tail_f1"),
+        "test_tail_f1": test.get("tail_f1"),
+        "device": result["device"],
+        "train_seconds": result["seconds"],
+        "node_id": None,  # the worker's node: set by fer_trainable, which runs on it
+        "tta_metrics": {"name": tta["name"], "val": split_metrics(tta["val"], "f1"),
+                        "test": split_metrics(tta["test"], "f1")} if tta else None,
+        # the held-out predictions packed small enough for a user attr: the report's intervals over
         # held-out images then need nothing but the storage (fer_core/report/evidence.py)
         # (with the held-out images' positions: a k-fold CV study pools its folds' predictions by them)
         "predictions_packed": {split: {"labels": pack_classes(p["labels"]), "pred": pack_classes(p["probs"].argmax(1)),
                                        **({"index": pack_classes(p["index"])} if "index" in p else {})}
                                for split, p in result["predictions"].items()},
-        "tta": {"name": tta["name"], "val": pick(tta["val"], "f1"), "test": pick(tta["test"], "f1")} if tta else None,
         # post-hoc corrections (fer_core/posthoc.py): tau, metrics and the predicted held-out classes
-        "posthoc": {name: {"tau": r["tau"], "val": pick(r["val"], "f1"), "test": pick(r["test"], "f1"),
-                           "test_pred": pack_classes(r["test_pred"])}
-                    for name, r in (result.get("posthoc") or {}).items()},
+        "posthoc_metrics": {name: {"tau": r["tau"], "val": split_metrics(r["val"], "f1"),
+                                   "test": split_metrics(r["test"], "f1"), "test_pred": pack_classes(r["test_pred"])}
+                            for name, r in (result.get("posthoc") or {}).items()} or None,
+        # predicted classes (probabilities go through write_trial_outputs: results stay small) so the
+        # report can bootstrap over validation images; uploaded by the driver as an artifact
+        "predictions": {split: {"labels": [int(v) for v in p["labels"]],
+                                "pred": [int(v) for v in p["probs"].argmax(1)]}
+                        for split, p in result["predictions"].items()},
         "fingerprint": result["fingerprint"],
-        "device": result["device"],
-        "seconds": result["seconds"],
     }
 
 

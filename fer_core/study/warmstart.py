@@ -34,10 +34,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from fer_core.config import resolve_config
-from fer_core.errors import ConfigError, FerError
+from fer_core.errors import ConfigError, FerError, first_line
 from fer_core.study.space import Param
-from fer_core.study.spec import NAME_RE, StudySpec
+from fer_core.study.spec import StudySpec
 from fer_core.study.storage import claim_key, claim_lock, open_storage, redact, study_names
+from fer_core.study.studymodel import NAME_RE
 
 WARM_ATTR = "warm_start_from"  # trial user attr: the source study's name
 WARM_TRIAL_ATTR = "warm_start_trial"  # trial user attr: the source trial's number
@@ -222,7 +223,7 @@ def tell(study: optuna.Study, plans: list[WarmStart]) -> list[WarmStart]:
             try:
                 study.add_trials(new)
             except ValueError as err:  # a distribution this study's earlier trials store differently
-                raise FerError(f"--warm-start {ws.source}: {str(err).splitlines()[0]}") from None
+                raise FerError(f"--warm-start {ws.source}: {first_line(err)}") from None
     return plans
 
 

@@ -36,10 +36,10 @@ def _store_trials(study, store, result, out, seeds=(0, 1, 2)) -> None:
     study.set_user_attr("class_counts", result["train_counts"])
     for seed in seeds:
         trial = study.ask()
-        for k, v in {"variant": "baseline", "seed": seed, "val_metrics": summary["val"],
-                     "test_metrics": summary["test"], "val_tail_f1": summary["val"]["tail_f1"],
-                     "tta_metrics": summary["tta"]}.items():
-            trial.set_user_attr(k, v)
+        for k in ("val_metrics", "test_metrics", "val_tail_f1", "tta_metrics"):  # stored under its own names
+            trial.set_user_attr(k, summary[k])
+        trial.set_user_attr("variant", "baseline")
+        trial.set_user_attr("seed", seed)
         assert upload_trial_artifacts(store, trial, summary, result["class_names"], str(out)) == []
         study.tell(trial, result["val"]["macro_f1"])
 
@@ -119,7 +119,7 @@ def test_selection_by_validation_metric_and_diversity(trained, tmp_path):
     for i, (lr, seed, f1) in enumerate([(1e-3, 0, 0.3), (1e-3, 1, 0.5), (1e-2, 0, 0.4), (1e-2, 1, 0.1)]):
         study.enqueue_trial({"lr": lr, "seed": seed})
         t = study.ask(dists)
-        t.set_user_attr("val_metrics", {**summary["val"], "macro_f1": f1, "tail_f1": 1 - f1})
+        t.set_user_attr("val_metrics", {**summary["val_metrics"], "macro_f1": f1, "tail_f1": 1 - f1})
         if i != 2:  # one trial without stored probabilities (an old trial, another store): skipped
             upload_trial_artifacts(store, t, summary, result["class_names"], str(out))
         study.tell(t, f1)

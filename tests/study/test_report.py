@@ -412,7 +412,8 @@ def test_unwritable_artifact_store_warns_and_the_trial_stands(tmp_path, caplog):
     k = 3
     m = {"macro_f1": 0.5, "precision": [0.5] * k, "recall": [0.5] * k, "f1": [0.5] * k, "support": [2] * k,
          "confusion_matrix": np.eye(k, dtype=int).tolist()}
-    summary = {"best_epoch": 0, "val": m, "test": m, "predictions": {"val": {"labels": [0], "pred": [0]}}}
+    summary = {"best_epoch": 0, "val_metrics": m, "test_metrics": m,
+               "predictions": {"val": {"labels": [0], "pred": [0]}}}
     warnings = upload_trial_artifacts(store, trial, summary, ["a", "b", "c"])
     assert warnings and "not writable" in warnings[0] and "not writable" in caplog.text
     study.tell(trial, 0.5)

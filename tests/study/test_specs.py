@@ -9,7 +9,8 @@ import pytest
 
 from fer_core.errors import ConfigError
 from fer_core.study.space import parse_space
-from fer_core.study.spec import PROFILES, load_study, read_yaml
+from fer_core.study.spec import load_study
+from fer_core.study.studyfile import PROFILES, read_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = sorted(p.stem for p in (ROOT / "studies").glob("*.yaml"))

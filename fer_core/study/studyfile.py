@@ -1,0 +1,97 @@
+"""Finding a study file and reading it into one merged mapping: name lookup, YAML, ``extends``
+and the selected profile's patch. What the mapping must contain is ``spec.py``'s job."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fer_core.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROFILES = ("smoke", "cpu", "gpu")
+# a child file changes these key by key; the design, seeds, objective and components it names
+# replace the parent's wholesale
+EXTEND_MERGE = {"base", "data", "budget", "resources", "profiles"}
+
+
+def search_dirs(kind: str) -> list[Path]:
+    """Where names resolve: $FER_STUDY_DIR (studies) / the working directory / the source tree."""
+    dirs = []
+    env = os.environ.get("FER_STUDY_DIR" if kind == "studies" else "FER_SPACE_DIR")
+    if env:
+        dirs.append(Path(env))
+    dirs += [Path.cwd() / kind, REPO_ROOT / kind]
+    return list(dict.fromkeys(dirs))
+
+
+def find_file(name: str, kind: str) -> Path:
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p
+    for d in search_dirs(kind):
+        for cand in (d / name, d / f"{name}.yaml", d / f"{name}.yml"):
+            if cand.is_file():
+                return cand
+    known = sorted({f.stem for d in search_dirs(kind) if d.is_dir() for f in d.glob("*.yaml")})
+    label = "study" if kind == "studies" else "search space"
+    raise ConfigError(f"unknown {label} {name!r}; known: {', '.join(known) or '(none)'}")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save the study file as UTF-8") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise ConfigError(f"{path}:{f' line {mark.line + 1}' if mark else ''} invalid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def deep_merge(base: Mapping, patch: Mapping) -> dict:
+    out = dict(base)
+    for k, v in patch.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def load_raw(path: Path, depth: int = 0) -> dict[str, Any]:
+    """The file with its ``extends`` chain merged in (profiles still unapplied)."""
+    data = read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is not None:
+        if depth > 5 or not isinstance(parent, str):
+            raise ConfigError(f"{path}: extends must name one study file (and not loop)")
+        base = load_raw((path.parent / parent) if (path.parent / parent).is_file() else find_file(parent, "studies"),
+                        depth + 1)
+        base.pop("name", None)
+        data = {**base, **{k: deep_merge(base.get(k) or {}, v) if k in EXTEND_MERGE and isinstance(v, Mapping)
+                           else v for k, v in data.items()}}
+    return data
+
+
+def profile_patches(raw: Mapping[str, Any], src: str) -> dict[str, dict[str, Any]]:
+    """The file's ``profiles:``, checked: each a known profile with a mapping (or nothing) to merge."""
+    profiles = raw.get("profiles") or {}
+    if not isinstance(profiles, Mapping):
+        raise ConfigError(f"{src}: profiles must be a mapping")
+    for p, patch in profiles.items():
+        if p not in PROFILES:
+            raise ConfigError(f"{src}: profiles: unknown profile {p!r}; valid: {', '.join(PROFILES)}")
+        if patch is not None and not isinstance(patch, Mapping):
+            raise ConfigError(f"{src}: profiles.{p} must be a mapping of study keys, got {type(patch).__name__}")
+    return {str(p): dict(patch or {}) for p, patch in profiles.items()}
+
+
+def merged_study(raw: Mapping[str, Any], profiles: Mapping[str, Mapping[str, Any]], profile: str) -> dict[str, Any]:
+    """The study as the selected profile sees it: the profile's patch deep-merged over the rest."""
+    return deep_merge({k: v for k, v in raw.items() if k != "profiles"}, profiles.get(profile) or {})
