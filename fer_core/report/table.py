@@ -403,6 +403,8 @@ def _posthoc_rows(data: StudyData, g: pd.DataFrame, labels: np.ndarray | None,
     entries = list(g["posthoc"]) if "posthoc" in g else []
     if labels is None or plain.preds is None or not entries or not all(isinstance(e, dict) and e for e in entries):
         return []
+    if any((c or {}).get("posthoc", "none") != "none" for c in g["config"]):
+        return []  # the variant's output is already a correction; the stored ones correct the raw model
     out = []
     for name in sorted(set.intersection(*(set(e) for e in entries))):
         ph = [e[name] for e in entries]

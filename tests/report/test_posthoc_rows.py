@@ -21,7 +21,7 @@ def _pred(seed: int, miss: float, stream: int) -> np.ndarray:
     return pred
 
 
-def _study(tmp_path) -> optuna.Study:
+def _study(tmp_path, adjusted: tuple[str, ...] = ()) -> optuna.Study:
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'p.db'}", direction="maximize")
     study.set_user_attr("class_names", ["happy", "sad", "fear"])
     study.set_user_attr("class_counts", [300, 40, 6])
@@ -37,7 +37,8 @@ def _study(tmp_path) -> optuna.Study:
                      "predictions_packed": {"test": {"labels": pack_classes(LABELS), "pred": pack_classes(plain)}},
                      "posthoc_metrics": {"logit_adjust": {
                          "tau": [0.75, 1.0, 1.0, 1.25][seed], "val": {"macro_f1": v + 0.01},
-                         "test": {"macro_f1": f1_score(LABELS, la, average="macro")}, "test_pred": pack_classes(la)}}}
+                         "test": {"macro_f1": f1_score(LABELS, la, average="macro")}, "test_pred": pack_classes(la)}},
+                     "config": {"posthoc": "logit_adjust" if variant in adjusted else "none"}}
             for k, val in attrs.items():
                 t.set_user_attr(k, val)
             study.tell(t, v)
@@ -68,3 +69,8 @@ def test_a_posthoc_row_is_paired_with_its_own_variant_and_kept_out_of_the_holm_f
     groups = group_frame(data, build_table(data)).set_index("variant")
     assert groups.loc["plain-ce +posthoc:logit_adjust", "few-shot (1) Δ"] == ""  # its gain is in the verdict
     assert "plain-ce +posthoc:logit_adjust" in markdown(data, build_table(data))
+
+
+def test_a_variant_whose_output_is_a_correction_gets_no_rows_correcting_its_raw_model(tmp_path):
+    table = build_table(load_study_data(_study(tmp_path, adjusted=("bsm",)))).set_index("variant")
+    assert "plain-ce +posthoc:logit_adjust" in table.index and "bsm +posthoc:logit_adjust" not in table.index
