@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from fer_core.argtypes import host, int_range, out_dir, out_file, port
+from fer_core.argtypes import existing_path, host, int_range, key_value, out_dir, out_file, port
 from fer_core.console import console, err_console
 from fer_core.errors import FerError, LaunchInterrupted, first_line
 from fer_core.metric_names import CLASSIFICATION_METRICS, SELECT_METRICS
@@ -111,7 +111,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     opts = LaunchOptions(storage=args.storage, address=args.address, profile=args.profile,
                          max_concurrent=args.max_concurrent, restart=args.restart,
                          warm_start=tuple(args.warm_start or ()), artifacts=args.artifacts, runs_dir=args.runs_dir,
-                         quiet=not args.verbose, note=refresh_note)
+                         quiet=not args.verbose, note=refresh_note, data=args.data, sets=tuple(args.set or ()))
     summary = launch(args.study, opts)
     for line in summary.get("warm_start", []):
         console.print(line, highlight=False, soft_wrap=True)
@@ -138,6 +138,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     if args.no_launch:
         return 0
     args.study, args.address, args.max_concurrent, args.restart, args.warm_start = str(path), None, None, False, None
+    args.data = args.set = None  # the written study carries the source's data and overrides in its base
     args.profile = args.profile or (study.user_attrs.get("spec") or {}).get("profile")
     return cmd_launch(args)
 
@@ -180,7 +181,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from fer_core.study.spec import load_study
 
-    spec = load_study(args.study, args.profile)
+    spec = load_study(args.study, args.profile, args.data, dict(args.set or ()))
     n = spec.n_planned()
     console.print(f"{spec.source}: study {spec.name!r} ({spec.design}, profile {spec.profile}) is valid: "
                   f"{n} trials planned, seeds {list(spec.seeds)}, objective {spec.metric} ({spec.direction}), "
@@ -350,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "the seed may differ) are told, the rest are skipped with the reason; the copies keep "
                          "their source and its epochs in user attrs, use no trial budget, never rank as best, "
                          "and a relaunch never tells them twice")
+    overrides(la)
     la.set_defaults(func=cmd_launch)
 
     co = sub.add_parser("confirm", help="re-train a study's top configs (chosen on validation) on fresh seeds as "
@@ -369,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     va = sub.add_parser("validate", help="resolve a study file and every planned config; train nothing")
     va.add_argument("study")
     va.add_argument("--profile", choices=["smoke", "cpu", "gpu"])
+    overrides(va)
     va.set_defaults(func=cmd_validate)
 
     ss = sub.add_parser("studies", help="study files and stored studies with trial counts by state")
@@ -436,6 +439,16 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--cache-dir", type=out_dir)
     i.set_defaults(func=cmd_data_inspect)
     return p
+
+
+def overrides(parser: argparse.ArgumentParser) -> None:
+    """``--data`` and ``--set`` (launch, validate): stored with the spec, so a relaunch must repeat them."""
+    parser.add_argument("--data", type=existing_path, metavar="PATH",
+                        help="your data: a RAF-CE directory, a manifest CSV or class folders (detected as `data "
+                             "inspect` does); replaces the study's data for every trial")
+    parser.add_argument("--set", action="append", type=key_value, metavar="KEY=VALUE",
+                        help="a trial-config key every trial shares (repeatable), e.g. --set epochs=20 "
+                             "--set backbone=resnet18; not a key the design varies")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

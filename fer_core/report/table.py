@@ -615,6 +615,11 @@ def markdown(data: StudyData, table: pd.DataFrame) -> str:
     q = data.spec.get("question")
     if q:
         lines += [f"Question: {q}", ""]
+    given = data.spec.get("overrides") or {}
+    if given:  # fer-study launch --data / --set: what this study ran on besides its file
+        parts = [f"data {given['data']['path']} ({given['data']['kind']})"] if given.get("data") else []
+        parts += [f"{k}={v}" for k, v in (given.get("set") or {}).items()]
+        lines += ["Given at launch: " + ", ".join(parts) + ".", ""]
     lines += [summary_frame(data, table).to_markdown(index=False), ""]
     st = data.settings
     if any(data.groups.values()):

@@ -273,9 +273,13 @@ class LaunchOptions:
     # called with (study, planned trials) after each finished trial to refresh the dashboard note;
     # the CLI passes the report's ``refresh_note`` (the study layer imports no report code)
     note: NoteFn | None = None
+    # the user's own data and trial-config overrides (``--data``, ``--set``): part of the stored spec
+    data: str | None = None
+    sets: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "warm_start", tuple(self.warm_start))
+        object.__setattr__(self, "sets", tuple(self.sets))
 
 
 def launch(name: str, opts: LaunchOptions | None = None) -> dict[str, Any]:
@@ -286,7 +290,7 @@ def launch(name: str, opts: LaunchOptions | None = None) -> dict[str, Any]:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # 1. resolve everything cheap before touching Ray: spec, storage, teacher
-    spec = load_study(name, opts.profile)
+    spec = load_study(name, opts.profile, opts.data, dict(opts.sets))
     url = storage_url(opts.storage)
     rdb = open_storage(url)  # an unreachable database fails fast, before data is decoded
     artifacts = opts.artifacts

@@ -14,6 +14,7 @@ rest of the code uses.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
@@ -21,13 +22,14 @@ import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fer_core.config import resolve_config
 from fer_core.errors import ConfigError
 from fer_core.study.space import SearchSpace, parse_space
 from fer_core.study.studyfile import PROFILES, find_file, load_raw, merged_study, profile_patches, read_yaml
-from fer_core.study.studymodel import Study, check_seeds, parse_study
+from fer_core.study.studymodel import DATA_KEYS, Study, check_seeds, parse_study
 
 
 @dataclass(frozen=True)
@@ -149,10 +151,13 @@ def default_profile() -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-def load_study(name: str, profile: str | None = None) -> StudySpec:
+def load_study(name: str, profile: str | None = None, data: str | None = None,
+               sets: Mapping[str, Any] | None = None) -> StudySpec:
     """Resolve a study name or path + profile into a validated StudySpec (trains nothing): the file
     and its ``extends`` merged (``studyfile``), parsed (``studymodel``), then the checks that span
-    sections and the trial configs every planned cell would train."""
+    sections and the trial configs every planned cell would train. ``data`` and ``sets`` are the
+    launch's ``--data PATH`` and ``--set KEY=VALUE`` (``launch_overrides``): part of the spec, its
+    fingerprint and its stored copy, so a relaunch with other ones is refused like a changed file."""
     path = find_file(name, "studies")
     src = str(path)
     raw = load_raw(path)
@@ -168,6 +173,11 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
         if "seeds" in patch:
             check_seeds(patch["seeds"], f"{src}: profiles.{p}.seeds")
     spec = merged_study(raw, profiles, profile)
+    overrides = launch_overrides(spec, data, sets or {})
+    if overrides:  # data keys go under data:, the rest over base:, as a study file would put them
+        o = overrides["base"]
+        spec = {**spec, "data": {**(spec.get("data") or {}), **{k: v for k, v in o.items() if k in DATA_KEYS}},
+                "base": {**(spec.get("base") or {}), **{k: v for k, v in o.items() if k not in DATA_KEYS}}}
     study = parse_study(spec, src)
     kind = study.design.kind
     base = {**(spec.get("data") or {}), **study.base}  # the data keys as the file orders them
@@ -204,11 +214,49 @@ def load_study(name: str, profile: str | None = None) -> StudySpec:
         cv_repeats=study.cv.repeats if study.cv else 1,
         cv_prune=cv_prune,
         teacher_from=teacher_from,
-        resolved={**spec, "profile": profile},
+        resolved={**spec, "profile": profile, **({"overrides": overrides["given"]} if overrides else {})},
         **kw,
     )
     validate_components(ospec)
     return ospec
+
+
+def launch_overrides(spec: Mapping[str, Any], data: str | None, sets: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``--data PATH`` and ``--set KEY=VALUE`` as base-config keys (``base``) and as given (``given``,
+    stored with the spec and named in the report), or None without any. ``--data`` becomes
+    ``dataset`` (detected as ``fer-study data inspect`` does) and an absolute ``data_path``; a
+    ``--set`` key must be a trial-config key that the design does not vary."""
+    if not data and not sets:
+        return None
+    from fer_core.config import KEYS
+
+    base: dict[str, Any] = {}
+    given: dict[str, Any] = {}
+    if data:
+        from fer_core.data.inspect import detect_source
+
+        path = Path(data).expanduser().resolve()
+        if not path.exists():
+            raise ConfigError(f"--data {data}: no such file or directory")
+        base.update(dataset=detect_source(path), data_path=str(path))
+        given["data"] = {"path": str(path), "kind": base["dataset"]}
+    design = spec.get("design") or {}
+    varied = {"seed", "cv_fold", "cv_folds", "cv_repeat"} | set(design.get("factors") or {}) | {
+        k for diff in (design.get("variants") or {}).values() if isinstance(diff, Mapping) for k in diff}
+    for key, value in sets.items():
+        if key not in KEYS:
+            near = difflib.get_close_matches(key, KEYS, n=3)
+            raise ConfigError(f"--set {key}: not a trial-config key" + (f"; did you mean {', '.join(near)}?" if near
+                                                                        else " (fer_core/config.py lists them)"))
+        if key in varied:
+            raise ConfigError(f"--set {key}: the study's design varies this key (or it is set per trial); "
+                              "--set takes keys every trial shares")
+        if data and key in ("dataset", "data_path"):
+            raise ConfigError(f"--set {key}: --data already sets it")
+        base[key] = value
+    if sets:
+        given["set"] = dict(sets)
+    return {"base": base, "given": given}
 
 
 def _int_or_zero(v: Any) -> int:
