@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from fer_core.config import TrainConfig
 from fer_core.losses import (
     DRW_BETA,
     DRW_LOSSES,
@@ -49,6 +48,26 @@ from fer_core.registry import Registry, lookup
 from fer_core.sampling import DATA_SAMPLERS, BatchPlan
 
 STAGE2 = Registry("stage-2 method", "stage2")
+
+
+class TrainConfig(Protocol):
+    """The fields of ``fer_core.config.TrainConfig`` read here (config.py imports this module to
+    check ``stage2`` names, so this one cannot import config.py)."""
+
+    loss: str
+    sampler: str
+    batch_size: int
+    epochs: int
+    defer_start: float
+    defer_sampler: str
+    defer_weighting: str
+    stage2: str
+    stage2_epochs: int
+    stage2_sampler: str
+
+    def model_dump(self) -> dict[str, Any]: ...
+
+
 # the per-epoch metric that tells a scheduler when the trial's schedule has settled
 SETTLED_KEY = "schedule_settled_epoch"
 
