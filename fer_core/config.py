@@ -188,7 +188,10 @@ def check_registry_names(cfg: TrainConfig) -> None:
     lookup(STAGE2, cfg.stage2)
     lookup(DATA_SAMPLERS, cfg.stage2_sampler, key="stage2_sampler")
     if cfg.defer_sampler != "keep":
-        lookup(DATA_SAMPLERS, cfg.defer_sampler, key="defer_sampler")
+        try:
+            lookup(DATA_SAMPLERS, cfg.defer_sampler, key="defer_sampler")
+        except ConfigError as err:  # "keep" (no deferred sampler) is valid too
+            raise ConfigError(f"{err}, keep") from None
     lookup(TTA, cfg.tta)
     if cfg.cv_group_by != "none":
         from fer_core.data.folds import check_group_by

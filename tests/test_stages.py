@@ -191,3 +191,25 @@ def test_lws_learns_only_per_class_scales_on_the_cosine_head(small, tmp_path):
     unscaled = F.linear(F.normalize(model.backbone((x - model.mean) / model.std), dim=1),
                         F.normalize(model.emotion_head.weight, dim=1)) * 30.0
     torch.testing.assert_close(logits, unscaled * final["emotion_scale"])
+
+
+def test_stage_1_stopping_early_still_runs_stage_2_from_its_selected_epoch(small, monkeypatch):
+    import fer_core.train as train_mod
+
+    scores = iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
+    real = train_mod.evaluate
+
+    def fake_eval(pred, ds, idx, groups, with_aus):
+        m = real(pred, ds, idx, groups, with_aus)
+        if idx.numel() and int(ds.split[idx[0]]) == 1:
+            m["macro_f1"] = next(scores)  # validation gets worse every epoch after the first
+        return m
+
+    monkeypatch.setattr(train_mod, "evaluate", fake_eval)
+    cfg = {**TINY, "epochs": 4, "early_stopping_patience": 1, "stage2": "lws", "stage2_epochs": 2,
+           "stage2_sampler": "none"}
+    result = train_fer(cfg, dataset=small)
+    # stage 1: epochs 0, 1 (stopped: worse once); stage 2 numbered after stage 1's 4 planned epochs,
+    # itself stopped after its first worse epoch, selecting its own first epoch
+    assert [(h["epoch"], h["stage"]) for h in result["history"]] == [(0, 1), (1, 1), (4, 2), (5, 2)]
+    assert result["stopped_early"] and result["stage1"]["best_epoch"] == 0 and result["best_epoch"] == 4
