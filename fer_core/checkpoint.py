@@ -62,7 +62,10 @@ def load_model(path: str | os.PathLike):
         names = payload["class_names"]
     except (KeyError, TypeError, IndexError) as err:
         raise ModelFileError(f"{path}: not a fer-study model file ({type(err).__name__})") from None
-    model = FerNet(cfg["backbone"], len(names), len(AU_VOCAB), drop_rate=cfg.get("drop_rate", 0.0))
+    # the head and LWS scales as trained (files from before those keys: a linear head, no scales)
+    model = FerNet(cfg["backbone"], len(names), len(AU_VOCAB), drop_rate=cfg.get("drop_rate", 0.0),
+                   head=cfg.get("head", "linear"), cosine_scale=cfg.get("cosine_scale", 30.0),
+                   class_scales=cfg.get("stage2") == "lws")
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as err:

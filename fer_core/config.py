@@ -39,6 +39,17 @@ class TrainConfig(BaseModel):
     # data sampler (indices only) and the double-weighting guard
     sampler: str = "none"
     allow_double_weighting: bool = False
+    # schedule switches (fer_core/stages.py). Deferred re-sampling / re-weighting (DRS / DRW for any
+    # loss): from epoch max(1, int(defer_start * epochs)) the data sampler becomes defer_sampler
+    # ("keep": unchanged) and/or class weights defer_weighting multiply the loss; 0 = no switch
+    defer_start: float = Field(0.0, ge=0.0, lt=1.0)
+    defer_sampler: str = "keep"
+    defer_weighting: Literal["none", "effective", "inverse", "sqrt"] = "none"
+    # stage 2 after the `epochs` of stage 1 (Kang et al. 2020): none | crt | lws, trained for
+    # stage2_epochs more epochs with the data sampler stage2_sampler (class-balanced by default)
+    stage2: str = "none"
+    stage2_epochs: int = Field(0, ge=0, le=1000)
+    stage2_sampler: str = "balanced"
     # augmentation
     aug_strength: float = Field(0.3, ge=0.0, le=1.0)
     minority_boost: float = Field(0.0, ge=0.0, le=1.0)
@@ -52,6 +63,9 @@ class TrainConfig(BaseModel):
     img_size: int = Field(64, ge=32, le=512)
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
     au_weight: float = Field(0.0, ge=0.0, le=10.0)
+    # the emotion head: linear | cosine (normalised, logits cosine_scale * cos; LDAM as published)
+    head: str = "linear"
+    cosine_scale: float = Field(30.0, gt=0.0, le=100.0)
     # knowledge distillation (fer_core/distill.py): teacher model file(s), weight of its soft targets, temperature
     teacher: tuple[str, ...] = ()
     distill_alpha: float = Field(0.5, ge=0.0, le=1.0)
@@ -114,6 +128,17 @@ class TrainConfig(BaseModel):
             raise ValueError(f"cv_fold ({self.cv_fold}) must be smaller than cv_folds ({self.cv_folds})")
         if self.pretrained_path and not self.pretrained:
             raise ValueError("pretrained_path is set but pretrained is false")
+        if self.stage2 != "none" and self.stage2_epochs < 1:
+            raise ValueError(f"stage2_epochs must be at least 1 with stage2 {self.stage2!r} (got {self.stage2_epochs})")
+        switches = self.defer_sampler != "keep" or self.defer_weighting != "none"
+        if self.defer_start > 0 and not switches:
+            raise ValueError("defer_start is set but nothing is deferred: set defer_sampler (a data sampler) "
+                             "and/or defer_weighting (effective, inverse, sqrt)")
+        if switches and self.defer_start == 0:
+            raise ValueError("defer_sampler/defer_weighting need defer_start in (0, 1): the fraction of the "
+                             "epochs after which they take over")
+        if switches and self.epochs < 2:
+            raise ValueError(f"defer_start: with epochs {self.epochs} a deferred switch never acts (needs epochs >= 2)")
         return self
 
 
@@ -154,14 +179,24 @@ def resolve_config(config: Mapping[str, Any] | TrainConfig, *, check_names: bool
 def check_registry_names(cfg: TrainConfig) -> None:
     # imported here: the component modules import torch/timm, config validation should not need to
     from fer_core.data.sources import DATASETS, GENERATED
-    from fer_core.losses import LOSSES, check_double_weighting
-    from fer_core.models import check_backbone
+    from fer_core.losses import LOSSES, check_double_weighting, check_head
+    from fer_core.models import HEADS, check_backbone
     from fer_core.posthoc import POSTHOC
     from fer_core.registry import lookup
     from fer_core.sampling import DATA_SAMPLERS
+    from fer_core.stages import STAGE2
     from fer_core.tta import TTA
 
     lookup(LOSSES, cfg.loss)
+    lookup(HEADS, cfg.head)
+    check_head(cfg.model_dump())
+    lookup(STAGE2, cfg.stage2)
+    lookup(DATA_SAMPLERS, cfg.stage2_sampler, key="stage2_sampler")
+    if cfg.defer_sampler != "keep":
+        try:
+            lookup(DATA_SAMPLERS, cfg.defer_sampler, key="defer_sampler")
+        except ConfigError as err:  # "keep" (no deferred sampler) is valid too
+            raise ConfigError(f"{err}, keep") from None
     lookup(TTA, cfg.tta)
     if cfg.posthoc != "none" and cfg.posthoc not in POSTHOC:
         raise ConfigError(f"posthoc: unknown post-hoc method {cfg.posthoc!r}; valid: none, {', '.join(sorted(POSTHOC))}")

@@ -13,6 +13,10 @@ Conventions shared by every loss:
   so the loss scale matches plain CE and equal counts give exactly CE.
 - Logit adjustments (balanced_softmax, ldam) act in training only: predict with the
   raw logits, which is what makes them balanced.
+- Deferred re-weighting (DRW for any loss, config ``defer_weighting``/``defer_start``,
+  fer_core/stages.py): ``EmotionLoss.defer`` gives a loss class weights that switch on at an
+  epoch; they multiply whatever weights the loss has of its own (the double-weighting guard
+  refuses that product unless ``allow_double_weighting``).
 """
 
 from __future__ import annotations
@@ -34,8 +38,14 @@ LOSSES = Registry("loss", "loss")
 # Losses that always re-balance classes. focal counts only when focal_alpha != "none";
 # use reweights_classes(config), which knows that.
 CLASS_WEIGHTED_LOSSES: frozenset[str] = frozenset(
-    {"weighted_ce", "class_balanced", "balanced_softmax", "ldam_drw"}
+    {"weighted_ce", "class_balanced", "balanced_softmax", "ldam_drw", "ldam_drw_cosine"}
 )
+# LDAM with its own deferred re-weighting from drw_start (a schedule switch: fer_core/stages.py)
+DRW_LOSSES: frozenset[str] = frozenset({"ldam_drw", "ldam_drw_cosine"})
+# The classifier head each LDAM entry is coherent with (config ``head``): the margin is in
+# logit units, ldam_scale * m_c on a linear head, cosine_scale * m_c = s * m_c on the cosine one
+HEAD_OF_LOSS: dict[str, str] = {"ldam": "linear", "ldam_drw": "linear",
+                                "ldam_cosine": "cosine", "ldam_drw_cosine": "cosine"}
 
 WEIGHTINGS = ("inverse", "sqrt")
 DRW_BETA = 0.9999  # Cao et al. use the effective-number weights with this beta for DRW
@@ -125,6 +135,30 @@ class EmotionLoss(nn.Module):
 
     num_classes: int
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("defer_weight", None)
+        self.defer_epoch = 0
+
+    def defer(self, weight: Tensor, epoch: int) -> EmotionLoss:
+        """Class weights ``weight`` from ``epoch`` on (deferred re-weighting); returns self."""
+        if weight.shape != (self.num_classes,):
+            raise ValueError(f"deferred weights: expected {self.num_classes} classes, got {tuple(weight.shape)}")
+        self.defer_weight = weight.float()
+        self.defer_epoch = int(epoch)
+        return self
+
+    def own_weight(self, epoch: int) -> Tensor | None:
+        """The loss's own class weights at ``epoch`` (None: unweighted)."""
+        return None
+
+    def weight_at(self, epoch: int) -> Tensor | None:
+        """The class weights used at ``epoch``: the loss's own times the deferred ones once on."""
+        own = self.own_weight(epoch)
+        if self.defer_weight is None or epoch < self.defer_epoch:
+            return own
+        return self.defer_weight if own is None else own * self.defer_weight
+
     def forward(self, logits: Tensor, target: Tensor, epoch: int = 0) -> Tensor:
         if target.dim() == 1:  # hard labels (e.g. validation) -> one-hot
             target = F.one_hot(target.long(), logits.shape[1])
@@ -148,10 +182,13 @@ class SoftTargetLoss(EmotionLoss):
         self.smoothing = smoothing
         self.register_buffer("weight", weight)
 
+    def own_weight(self, epoch: int) -> Tensor | None:
+        return self.weight
+
     def compute(self, logits: Tensor, target: Tensor, epoch: int) -> Tensor:
         if self.smoothing > 0:
             target = (1.0 - self.smoothing) * target + self.smoothing / self.num_classes
-        return soft_cross_entropy(logits, target, self.weight, self.gamma)
+        return soft_cross_entropy(logits, target, self.weight_at(epoch), self.gamma)
 
 
 class LogitAdjustedLoss(EmotionLoss):
@@ -168,19 +205,26 @@ class LogitAdjustedLoss(EmotionLoss):
         self.register_buffer("adjust", (tau * torch.log(counts / counts.sum())).float())
 
     def compute(self, logits: Tensor, target: Tensor, epoch: int) -> Tensor:
-        return soft_cross_entropy(logits.float() + self.adjust.to(logits.device), target)
+        return soft_cross_entropy(logits.float() + self.adjust.to(logits.device), target, self.weight_at(epoch))
 
 
 class LDAMLoss(EmotionLoss):
-    """LDAM (Cao et al. 2019), optionally with deferred re-weighting (DRW).
+    """LDAM (Cao et al., "Learning Imbalanced Datasets with Label-Distribution-Aware Margin
+    Loss", NeurIPS 2019), optionally with deferred re-weighting (DRW).
 
     Margins m_c ∝ n_c^(-1/4), the largest equal to ``ldam_max_margin``. The paper
-    subtracts m_y from the true-class cosine logit and multiplies all logits by s. Our
-    head is a plain linear layer (its logits are already on a free scale), so we read
-    the logits as the scaled ones and subtract s*m_c in logit units. For soft targets
-    the margin is spread by target mass: logits - s * m_c * t_c (one-hot: exactly
-    the paper's margin on the true class; a 50/50 MixUp row gets half margins on both).
-    With DRW, effective-number weights (beta 0.9999) switch on at ``drw_epoch``.
+    subtracts m_y from the true-class cosine logit and multiplies all logits by s = 30.
+    We read the logits as the scaled ones and subtract s*m_c in logit units:
+    - ``ldam_cosine`` / ``ldam_drw_cosine`` (the published configuration, ``head: cosine``):
+      the head outputs s*cos (fer_core/models.py CosineHead, s = ``cosine_scale``), so
+      s*cos - s*m_y = s*(cos - m_y), the paper's formula;
+    - ``ldam`` / ``ldam_drw`` (not the paper's: LDAM margins on a plain linear head): the
+      logits are on a free scale the network learns, and s = ``ldam_scale`` (default 5) only
+      sets the margin's size against it.
+    For soft targets the margin is spread by target mass: logits - s * m_c * t_c (one-hot:
+    exactly the paper's margin on the true class; a 50/50 MixUp row gets half margins on
+    both; the reference code takes hard labels only). With DRW, effective-number weights
+    (beta 0.9999, the paper's) switch on at ``drw_epoch`` (the paper: epoch 160 of 200).
     """
 
     def __init__(
@@ -199,8 +243,8 @@ class LDAMLoss(EmotionLoss):
         self.register_buffer("drw_weight", drw_weight)
         self.drw_epoch = drw_epoch
 
-    def weight_at(self, epoch: int) -> Tensor | None:
-        """The class weights used at ``epoch`` (None = plain, before DRW starts)."""
+    def own_weight(self, epoch: int) -> Tensor | None:
+        """The DRW weights from ``drw_epoch`` on (None = plain, before DRW starts)."""
         if self.drw_weight is None or epoch < self.drw_epoch:
             return None
         return self.drw_weight
@@ -257,21 +301,54 @@ def _ldam_params(params: Mapping[str, Any]) -> tuple[float, float]:
     return max_margin, scale
 
 
+def _ldam_cosine_params(params: Mapping[str, Any]) -> tuple[float, float]:
+    # the margin's scale is the cosine head's s: logits s*cos become s*(cos - m)
+    max_margin = _number(params, "ldam_max_margin", 0.5, 0.0, lo_open=True)
+    return max_margin, _number(params, "cosine_scale", 30.0, 0.0, lo_open=True)
+
+
+def drw_epoch(params: Mapping[str, Any], epochs: int) -> int:
+    """The first epoch of ldam_drw's re-weighting; drw_start 1.0 -> epochs: it never starts (plain LDAM)."""
+    return int(_number(params, "drw_start", 0.8, 0.0, 1.0, lo_open=True) * epochs)
+
+
+def _drw(params: Mapping[str, Any], class_counts: Sequence[int], epochs: int) -> dict[str, Any]:
+    return {"drw_weight": effective_number_weights(class_counts, DRW_BETA), "drw_epoch": drw_epoch(params, epochs)}
+
+
 @LOSSES.register("ldam")
 def make_ldam(params: Mapping[str, Any], class_counts: Sequence[int], epochs: int) -> EmotionLoss:
+    """LDAM margins on a linear head (scale ldam_scale, default 5), not the paper's cosine head."""
     return LDAMLoss(class_counts, *_ldam_params(params))
 
 
 @LOSSES.register("ldam_drw")
 def make_ldam_drw(params: Mapping[str, Any], class_counts: Sequence[int], epochs: int) -> EmotionLoss:
-    start = _number(params, "drw_start", 0.8, 0.0, 1.0, lo_open=True)
-    # drw_start 1.0 -> epoch == epochs: re-weighting never starts (plain LDAM)
-    return LDAMLoss(
-        class_counts,
-        *_ldam_params(params),
-        drw_weight=effective_number_weights(class_counts, DRW_BETA),
-        drw_epoch=int(start * epochs),
-    )
+    """ldam + DRW from drw_start, on a linear head (not the paper's cosine head)."""
+    return LDAMLoss(class_counts, *_ldam_params(params), **_drw(params, class_counts, epochs))
+
+
+@LOSSES.register("ldam_cosine")
+def make_ldam_cosine(params: Mapping[str, Any], class_counts: Sequence[int], epochs: int) -> EmotionLoss:
+    """LDAM as published (Cao et al. 2019): cosine head, s = cosine_scale (30), max margin 0.5."""
+    return LDAMLoss(class_counts, *_ldam_cosine_params(params))
+
+
+@LOSSES.register("ldam_drw_cosine")
+def make_ldam_drw_cosine(params: Mapping[str, Any], class_counts: Sequence[int], epochs: int) -> EmotionLoss:
+    """LDAM-DRW as published: the cosine head, and effective-number weights from drw_start."""
+    return LDAMLoss(class_counts, *_ldam_cosine_params(params), **_drw(params, class_counts, epochs))
+
+
+def check_head(config: Mapping[str, Any]) -> None:
+    """Refuse an LDAM entry on the head its margin does not fit (one line naming both keys)."""
+    loss, head = config.get("loss", "ce"), config.get("head", "linear")
+    want = HEAD_OF_LOSS.get(loss)
+    if want is not None and head != want:
+        other = {"linear": "ldam_cosine or ldam_drw_cosine", "cosine": "ldam or ldam_drw"}[head] \
+            if head in ("linear", "cosine") else "another loss"
+        raise ConfigError(f"loss: {loss!r} needs head: {want} (its margin is in that head's logit units), got "
+                          f"head: {head!r}; use head: {want}, or loss {other} with head: {head}")
 
 
 # ---------------------------------------------------------------- double weighting
@@ -286,15 +363,37 @@ def reweights_classes(config: Mapping[str, Any]) -> bool:
 
 
 def check_double_weighting(config: Mapping[str, Any]) -> None:
-    """Reject a class-reweighting loss on top of a re-balancing data sampler."""
+    """Reject re-balancing twice: a class-reweighting loss or deferred class weights (DRW) on top of
+    a re-balancing data sampler, in any phase of the run (stage 1, after the deferred switch
+    ``defer_start``, stage 2), or deferred weights on top of a loss that already re-weights."""
     allow = config.get("allow_double_weighting", False)
     if not isinstance(allow, bool):
         raise ConfigError(f"allow_double_weighting: must be true or false, got {allow!r}")
-    sampler = config.get("sampler", "none")
-    if allow or sampler not in REBALANCING_SAMPLERS or not reweights_classes(config):
+    if allow:
         return
-    raise ConfigError(
-        f"loss: {config.get('loss')!r} re-weights classes and sampler {sampler!r} already re-balances "
-        "them, which over-corrects (the tail gets counted twice); use sampler 'none' or a plain loss, "
-        "or set allow_double_weighting: true to run it anyway"
-    )
+    loss = config.get("loss", "ce")
+    own = [f"loss: {loss!r}"] if reweights_classes(config) else []
+    deferring = config.get("defer_start", 0.0) not in (0, 0.0, None)
+    defer_w = config.get("defer_weighting", "none")
+    deferred = [f"defer_weighting: {defer_w!r}"] if deferring and defer_w != "none" else []
+    if own and deferred:
+        raise ConfigError(
+            f"{deferred[0]} re-weights classes on top of {own[0]}, which already re-balances them "
+            "(the tail gets counted twice); use defer_weighting 'none' or a plain loss, or set "
+            "allow_double_weighting: true to run it anyway")
+    defer_s = config.get("defer_sampler", "keep") if deferring else "keep"
+    # (key, data sampler, what re-weights classes while that sampler draws)
+    phases = [("sampler", config.get("sampler", "none"), own)]
+    if deferred or defer_s != "keep":
+        phases.append(("defer_sampler", defer_s, own + deferred) if defer_s != "keep"
+                      else ("sampler", config.get("sampler", "none"), own + deferred))
+    if config.get("stage2", "none") != "none":
+        phases.append(("stage2_sampler", config.get("stage2_sampler", "balanced"), own + deferred))
+    for key, sampler, weighting in phases:
+        if sampler in REBALANCING_SAMPLERS and weighting:
+            use = "sampler 'none' or a plain loss" if key == "sampler" else \
+                f"a {key} that keeps the class mix ('none') or a plain loss without deferred weights"
+            raise ConfigError(
+                f"{weighting[0]} re-weights classes and {key} {sampler!r} already re-balances "
+                f"them, which over-corrects (the tail gets counted twice); use {use}, "
+                "or set allow_double_weighting: true to run it anyway")

@@ -1,15 +1,25 @@
-"""timm backbone + emotion head + AU head (18-way multi-label)."""
+"""timm backbone + emotion head + AU head (18-way multi-label).
+
+The emotion head is chosen by the config key ``head`` from ``HEADS``: ``linear`` (a plain
+``nn.Linear``, the default) or ``cosine`` (normalised features and class weights, logits
+``s * cos``, the classifier LDAM was published with).
+"""
 
 from __future__ import annotations
 
 import difflib
+import math
 from functools import lru_cache
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fer_core.errors import ConfigError, first_line
+from fer_core.registry import Registry, lookup
+
+HEADS = Registry("classifier head", "head")
 
 
 @lru_cache(maxsize=1)
@@ -27,6 +37,41 @@ def check_backbone(name: str) -> None:
     raise ConfigError(f"backbone: unknown timm model {name!r}{hint}")
 
 
+class CosineHead(nn.Module):
+    """Cosine classifier: logits_c = s * cos(f, w_c), so every logit lies in [-s, s].
+
+    The normalised classifier of Cao et al., "Learning Imbalanced Datasets with
+    Label-Distribution-Aware Margin Loss" (NeurIPS 2019; their ``NormedLinear``): both the
+    feature and each class's weight vector are L2-normalised, no bias, and the loss works on
+    ``s * cos`` (they scale inside the loss, s = 30; we scale in the head, so the logits the
+    metrics and post-hoc methods see are the ones the loss trained). Unlike theirs the weight
+    is (classes, features) and initialised like ``nn.Linear`` (kaiming-uniform; the norm of
+    an initial weight is irrelevant once it is normalised).
+    """
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = 30.0) -> None:
+        super().__init__()
+        self.scale = float(scale)
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
+
+
+@HEADS.register("linear")
+def linear_head(in_features: int, num_classes: int, scale: float) -> nn.Module:
+    return nn.Linear(in_features, num_classes)  # scale: unused (a linear head's logits have a free scale)
+
+
+@HEADS.register("cosine")
+def cosine_head(in_features: int, num_classes: int, scale: float) -> nn.Module:
+    return CosineHead(in_features, num_classes, scale)
+
+
 class FerNet(nn.Module):
     """Shared features -> emotion logits and AU logits."""
 
@@ -39,8 +84,12 @@ class FerNet(nn.Module):
         pretrained: bool = False,
         pretrained_path: str | None = None,
         drop_rate: float = 0.0,
+        head: str = "linear",
+        cosine_scale: float = 30.0,
+        class_scales: bool = False,
     ) -> None:
         super().__init__()
+        make_head = lookup(HEADS, head)
         check_backbone(backbone)
         kwargs: dict = {"pretrained": pretrained, "num_classes": 0, "drop_rate": drop_rate}
         if pretrained_path:
@@ -55,14 +104,28 @@ class FerNet(nn.Module):
         # pooled features out of forward(); models with a hidden head layer (MobileNetV3,
         # some EfficientNets) return head_hidden_size features, not num_features
         feat = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
-        self.emotion_head = nn.Linear(feat, num_classes)
+        self.emotion_head = make_head(feat, num_classes, cosine_scale)
+        # per-class scales of the emotion logits (LWS, fer_core/stages.py); absent (None) otherwise, so
+        # a model without them has exactly the state dict it always had
+        self.register_parameter("emotion_scale", None)
+        if class_scales:
+            self.add_class_scales()
         self.au_head = nn.Linear(feat, num_aus)
         cfg = self.backbone.pretrained_cfg or {}
         # normalisation the backbone expects (ImageNet stats for most timm models)
         self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), persistent=False)
 
+    def add_class_scales(self) -> nn.Parameter:
+        """Learnable per-class scales of the emotion logits, starting at 1 (the logits unchanged)."""
+        w = next(self.emotion_head.parameters())
+        self.emotion_scale = nn.Parameter(torch.ones(w.shape[0], device=w.device, dtype=w.dtype))
+        return self.emotion_scale
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: float images in [0, 1], (B,3,H,W)."""
         feats = self.backbone((x - self.mean) / self.std)
-        return {"logits": self.emotion_head(feats), "au_logits": self.au_head(feats)}
+        logits = self.emotion_head(feats)
+        if self.emotion_scale is not None:
+            logits = logits * self.emotion_scale
+        return {"logits": logits, "au_logits": self.au_head(feats)}

@@ -33,9 +33,10 @@ class Registry(dict[str, Any]):
         return deco
 
 
-def lookup(registry: Registry, name: Any) -> Any:
-    """Return ``registry[name]`` or raise a ConfigError listing the valid names."""
+def lookup(registry: Registry, name: Any, key: str | None = None) -> Any:
+    """Return ``registry[name]`` or raise a ConfigError listing the valid names. ``key`` names the
+    config key when it is not the registry's own (``stage2_sampler`` picks from the data samplers)."""
     if isinstance(name, str) and name in registry:
         return registry[name]
     valid = ", ".join(sorted(registry))
-    raise ConfigError(f"{registry.key}: unknown {registry.kind} {name!r}; valid: {valid}")
+    raise ConfigError(f"{key or registry.key}: unknown {registry.kind} {name!r}; valid: {valid}")

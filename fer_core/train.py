@@ -5,7 +5,8 @@ The loop keeps the decoded uint8 data set on the training device for the whole r
 draws index batches from the data sampler, augments whole batches as tensor ops, and
 selects the epoch on validation by ``select_metric`` (the study's objective; macro-F1 by
 default). The test split is evaluated once, at the selected epoch, never used for selection
-or early stopping.
+or early stopping. Schedule switches (deferred re-sampling/re-weighting, stage 2: cRT, LWS)
+live in ``fer_core/stages.py``; with a stage 2 the selected epoch is stage 2's.
 """
 
 from __future__ import annotations
@@ -35,7 +36,17 @@ from fer_core.metrics import au_macro_f1, class_groups, classification_metrics
 from fer_core.models import FerNet
 from fer_core.posthoc import POSTHOC, Head, applicable, choose_tau
 from fer_core.registry import lookup
-from fer_core.sampling import DATA_SAMPLERS
+from fer_core.stages import (
+    SETTLED_KEY,
+    SamplerSchedule,
+    begin_stage2,
+    schedule_settled_epoch,
+    stage2_lr_lambda,
+    stage_mode,
+    stage_summary,
+    total_epochs,
+    with_deferred_weights,
+)
 from fer_core.tta import TTA
 
 Report = Callable[..., None]  # report(metrics: dict, checkpoint: dict) -> None
@@ -96,6 +107,25 @@ def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     return f
 
 
+def make_optimizer(named_params, cfg: TrainConfig, device: torch.device,
+                   schedule: Callable[[int], float]) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no decay on norms/biases/scales) and its per-step LambdaLR schedule."""
+    named = list(named_params)
+    decay = [p for n, p in named if p.ndim > 1]
+    no_decay = [p for n, p in named if p.ndim <= 1]
+    # fused: one kernel over all parameters (measured ~3x faster than foreach on this CPU), CPU and CUDA alike
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
+        fused=device.type in ("cpu", "cuda"),
+    )
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+def no_best() -> dict:
+    """The selection state before any epoch of a stage was validated."""
+    return {"score": -2.0, "epoch": -1, "state": None, "val": None, "val_pred": None}
+
+
 def train_step(model, x, target, au_target, loss_fn, au_weight: float, epoch: int, amp: bool,
                teacher: Teacher | None = None, alpha: float = 0.0) -> dict:
     """One forward/loss; returns {"loss", "logits"} (timm task style). Backward is the caller's."""
@@ -153,7 +183,9 @@ def posthoc_predictions(model: FerNet, preds: dict[str, dict], labels: dict[str,
     """Every applicable post-hoc correction of the selected model (``fer_core/posthoc.py``): its tau
     chosen on validation by ``select_metric``, then the corrected logits and metrics of each split."""
     layer = model.emotion_head
-    linear = isinstance(layer, torch.nn.Linear)
+    # tau-norm rescales a linear head's class weights; a cosine head has unit weights, and LWS's
+    # per-class scales sit outside the weights the formula reads
+    linear = isinstance(layer, torch.nn.Linear) and model.emotion_scale is None
     head = Head(counts, layer.weight.detach().float().norm(dim=1).cpu().numpy() if linear else None,
                 layer.bias.detach().float().cpu().numpy() if linear and layer.bias is not None else None)
     k = len(counts)
@@ -223,27 +255,22 @@ def train_fer(
     train_idx_dev, labels_dev = train_idx.to(device), train_labels.to(device)
     aus_dev = ds.aus[train_idx].to(device)
 
-    # 3. model, loss, data sampler, optimizer, schedule
+    # 3. model, loss (with deferred class weights, if any), data sampler by epoch, optimizer, schedule
     model = FerNet(
         cfg.backbone, ds.num_classes, len(AU_VOCAB),
         pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path, drop_rate=cfg.drop_rate,
+        head=cfg.head, cosine_scale=cfg.cosine_scale,
     ).to(device)
     if cl:
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if cfg.compile else model
-    loss_fn = lookup(LOSSES, cfg.loss)(cfg.model_dump(), counts, cfg.epochs).to(device)
+    loss_fn = with_deferred_weights(lookup(LOSSES, cfg.loss)(cfg.model_dump(), counts, cfg.epochs), cfg, counts)
+    loss_fn = loss_fn.to(device)
     teacher = (Teacher.load(cfg.teacher, ds.class_names, cfg.distill_temperature).to(device)
                if cfg.teacher and cfg.distill_alpha > 0 else None)
-    plan = lookup(DATA_SAMPLERS, cfg.sampler)(train_labels, cfg.batch_size, cfg.epochs)
-    steps_per_epoch = len(plan.batches(0, torch.Generator().manual_seed(0)))
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # no decay on norms/biases
-    # fused: one kernel over all parameters (measured ~3x faster than foreach on this CPU), CPU and CUDA alike
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
-        fused=device.type in ("cpu", "cuda"),
-    )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch))
+    plans = SamplerSchedule(cfg, train_labels)  # sampler, then defer_sampler (DRS), then stage2_sampler
+    steps_per_epoch = plans.steps_per_epoch
+    opt, sched = make_optimizer(model.named_parameters(), cfg, device, lr_lambda(cfg, steps_per_epoch))
     mixup = (
         Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha, prob=cfg.mixup_prob,
               label_smoothing=0.0, num_classes=ds.num_classes)
@@ -252,11 +279,20 @@ def train_fer(
     sampler_gen = torch.Generator().manual_seed(cfg.seed)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     history: list[dict] = []
-    best = {"score": -2.0, "epoch": -1, "state": None, "val": None, "val_pred": None}
-    start_epoch, bad_epochs = 0, 0
+    best = no_best()
+    start_epoch, bad_epochs, stopped_early = 0, 0, False
+    stage, stage1 = 1, None  # stage1: what stage 1 selected, once stage 2 has begun
+    last_epoch, settled = total_epochs(cfg), schedule_settled_epoch(cfg)
 
-    # 4. resume from a checkpoint (a paused or restarted trial continues exactly)
+    def start_stage2() -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+        # only the stage-2 method's parameters train (cRT: a fresh head; LWS: per-class scales)
+        return make_optimizer(begin_stage2(cfg, model), cfg, device, stage2_lr_lambda(cfg, steps_per_epoch))
+
+    # 4. resume from a checkpoint (a paused or restarted trial continues exactly, in the stage it was in)
     if checkpoint is not None:
+        if checkpoint.get("stage", 1) == 2:  # stage 2's parameters and optimizer exist before their state loads
+            stage, stage1 = 2, checkpoint["stage1"]
+            opt, sched = start_stage2()
         model.load_state_dict(checkpoint["model"])
         opt.load_state_dict(checkpoint["optimizer"])
         sched.load_state_dict(checkpoint["scheduler"])
@@ -264,13 +300,23 @@ def train_fer(
         history = list(checkpoint["history"])
         best = {**checkpoint["best"], "val_pred": pred_from_state(checkpoint["best"]["val_pred"])}
         start_epoch, bad_epochs = checkpoint["epoch"] + 1, checkpoint["bad_epochs"]
+        stopped_early = checkpoint.get("stopped_early", False)
+        if stage == 1 and cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
+            start_epoch = cfg.epochs  # stage 1 had stopped early: on to stage 2, if any
 
-    stopped_early = False
-    for epoch in range(start_epoch, cfg.epochs):
-        # 5. one epoch: index batches -> uint8 gather -> batched augmentation -> mixup -> step
-        model.train()
+    epoch = start_epoch
+    while epoch < last_epoch:
+        # 5. stage 2 begins after stage 1's epochs: from stage 1's selected weights, only the
+        #    classifier trains, and stage 2 selects its own epoch (fer_core/stages.py)
+        if stage == 1 and epoch >= cfg.epochs:
+            model.load_state_dict(best["state"])
+            stage, stage1, best, bad_epochs = 2, stage_summary(best), no_best(), 0
+            opt, sched = start_stage2()
+
+        # 6. one epoch: index batches -> uint8 gather -> batched augmentation -> mixup -> step
+        stage_mode(model, stage)
         t0, seen, loss_sum = time.perf_counter(), 0, torch.zeros((), device=device)
-        for pos in plan.batches(epoch, sampler_gen):
+        for pos in plans.batches(epoch, sampler_gen):
             pos = pos.to(device)
             x = images[train_idx_dev[pos]].float().div_(255)
             y = labels_dev[pos]
@@ -297,7 +343,7 @@ def train_fer(
             raise FloatingPointError(f"training loss is {train_loss} at epoch {epoch} (lr {cfg.lr} too high?)")
         train_s = time.perf_counter() - t0
 
-        # 6. validate; keep the best epoch's weights (selected on validation only, by the study's
+        # 7. validate; keep the best epoch's weights (selected on validation only, by the study's
         #    objective metric; an undefined score, e.g. tail F1 without tail classes, ranks last)
         val_pred = predict(model, images, val_idx.to(device), cfg, amp, cl)
         val = evaluate(val_pred, ds, val_idx, groups, with_aus)
@@ -311,29 +357,36 @@ def train_fer(
         metrics = flat_epoch_metrics(epoch, train_loss, val, {
             "lr": opt.param_groups[0]["lr"], "images_per_s": seen / train_s, "epoch_s": time.perf_counter() - t0,
             "best_macro_f1": best["val"]["macro_f1"], "best_score": best["score"], "best_epoch": best["epoch"],
+            # the stage, and the first epoch a pruner may judge (every schedule switch has acted)
+            "stage": stage, SETTLED_KEY: settled,
         })
         history.append(metrics)
 
-        # 7. report (a scheduler may stop us here) with a resumable checkpoint: tensors and plain
+        # 8. report (a scheduler may stop us here) with a resumable checkpoint: tensors and plain
         #    containers only, so it loads back weights-only (fer_core.checkpoint)
+        if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
+            stopped_early = True
         if report is not None:
             state = {
-                "epoch": epoch, "bad_epochs": bad_epochs, "history": history,
+                "epoch": epoch, "bad_epochs": bad_epochs, "history": history, "stopped_early": stopped_early,
                 "best": {**best, "val_pred": pred_to_state(best["val_pred"])},
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "rng": rng_state(sampler_gen, aug_gen),
+                "rng": rng_state(sampler_gen, aug_gen), "stage": stage, "stage1": stage1,
             }
             report(metrics, checkpoint=state)
         if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
-            stopped_early = True
-            break
+            if stage == 2 or last_epoch == cfg.epochs:
+                break
+            epoch = cfg.epochs  # stage 1 stopped early; stage 2 still runs from its selected epoch
+            continue
+        epoch += 1
 
-    # 8. the selected epoch: restore its weights, evaluate the test split once
+    # 9. the selected epoch: restore its weights, evaluate the test split once
     model.load_state_dict(best["state"])
     test_pred = predict(model, images, test_idx.to(device), cfg, amp, cl)
     test = evaluate(test_pred, ds, test_idx, groups, with_aus)
 
-    # 9. test-time augmentation of the same selected model: its own metrics, beside the plain ones
+    # 10. test-time augmentation of the same selected model: its own metrics, beside the plain ones
     tta = None
     if cfg.tta != "none":
         tta = {"name": cfg.tta, "predictions": {}}
@@ -341,7 +394,8 @@ def train_fer(
             pred = predict(model, images, idx.to(device), cfg, amp, cl, tta=cfg.tta)
             tta[split] = evaluate(pred, ds, idx, groups, with_aus)
             tta["predictions"][split] = pred["probs"]
-    # 10. post-hoc corrections for the label prior (logit adjustment, tau-norm), tau chosen on
+
+    # 11. post-hoc corrections for the label prior (logit adjustment, tau-norm), tau chosen on
     #     validation; a study that asks for one (``posthoc``) gets it as the trial's own output
     preds = {"val": best["val_pred"], "test": test_pred}
     labels = {"val": ds.labels[val_idx].numpy(), "test": ds.labels[test_idx].numpy()}
@@ -356,6 +410,7 @@ def train_fer(
         "best_epoch": best["epoch"],
         "epochs_run": len(history),
         "stopped_early": stopped_early,
+        "stage1": stage1,  # None without a stage 2; else stage 1's selected epoch and its validation metrics
         "val": val,
         "test": test,
         "history": history,

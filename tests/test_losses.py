@@ -39,7 +39,8 @@ def make(name: str, counts: list[int] = RAFCE_TRAIN, **params: Any):
 
 def test_registry_names() -> None:
     assert set(LOSSES) == {
-        "ce", "weighted_ce", "focal", "class_balanced", "label_smoothing", "balanced_softmax", "ldam", "ldam_drw"
+        "ce", "weighted_ce", "focal", "class_balanced", "label_smoothing", "balanced_softmax", "ldam", "ldam_drw",
+        "ldam_cosine", "ldam_drw_cosine",
     }  # fmt: skip
     assert CLASS_WEIGHTED_LOSSES <= set(LOSSES)
     with pytest.raises(ConfigError, match="loss"):
@@ -181,6 +182,8 @@ def test_ldam_drw_weights_switch_on_at_drw_start() -> None:
         ("ldam", {"ldam_scale": -30}, "ldam_scale"),
         ("ldam_drw", {"drw_start": 0.0}, "drw_start"),
         ("ldam_drw", {"drw_start": 1.5}, "drw_start"),
+        ("ldam_cosine", {"cosine_scale": 0.0}, "cosine_scale"),
+        ("ldam_drw_cosine", {"drw_start": 0.0}, "drw_start"),
     ],
 )
 def test_bad_params_raise_config_error_naming_the_key(name: str, params: dict, key: str) -> None:

@@ -44,6 +44,7 @@ from ray.tune.stopper import Stopper
 from fer_core.errors import ConfigError, DataError, FerError, first_line
 from fer_core.study.artifacts import upload_trial_artifacts
 from fer_core.study.claims import DRIVER_ATTR, Claims
+from fer_core.study.components import schedule_unsettled
 from fer_core.study.outputs import retain_checkpoint
 from fer_core.study.result import WorkerResult, store_result
 from fer_core.study.spec import Cell, StudySpec
@@ -383,5 +384,7 @@ class OptunaPrunerScheduler(FIFOScheduler):
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if result.get("final"):
             return TrialScheduler.CONTINUE
-        self.bridge.record(trial.trial_id, result)
+        self.bridge.record(trial.trial_id, result)  # every epoch stays an intermediate value (the curve)
+        if schedule_unsettled(result):  # but the pruner judges none before the schedule's last switch acted
+            return TrialScheduler.CONTINUE
         return TrialScheduler.STOP if self.bridge.should_prune(trial.trial_id) else TrialScheduler.CONTINUE

@@ -14,6 +14,7 @@ import optuna
 
 from fer_core.errors import ConfigError
 from fer_core.registry import Registry
+from fer_core.stages import SETTLED_KEY
 
 OPTUNA_SAMPLERS = Registry("Optuna sampler", "optuna_sampler")
 PRUNERS = Registry("Optuna pruner", "pruner")
@@ -83,11 +84,32 @@ PRUNERS.register("hyperband")(lambda **o: optuna.pruners.HyperbandPruner(**o))
 PRUNERS.register("wilcoxon")(lambda **o: optuna.pruners.WilcoxonPruner(**o))
 
 
+def schedule_unsettled(result: dict[str, Any]) -> bool:
+    """True while a trial's last schedule switch (DRW start, deferred sampler or weights, stage 2)
+    has not yet had an epoch to act (``fer_core/stages.py``): no pruner or scheduler may judge
+    that epoch, it would compare a run before its switch with runs after theirs (or with none)."""
+    return "epoch" in result and int(result["epoch"]) < int(result.get(SETTLED_KEY, 0) or 0)
+
+
+def _settled(cls: type) -> type:
+    """A Ray scheduler class that does not see a trial's results before its schedule has settled:
+    it neither stops the trial on them nor counts them against other trials (its first result is
+    the settled epoch's, judged at every milestone it has passed)."""
+    from ray.tune.schedulers import TrialScheduler
+
+    def on_trial_result(self, tune_controller, trial, result):
+        if schedule_unsettled(result):
+            return TrialScheduler.CONTINUE
+        return cls.on_trial_result(self, tune_controller, trial, result)
+
+    return type(f"Settled{cls.__name__}", (cls,), {"on_trial_result": on_trial_result})
+
+
 def _ray_scheduler(cls_name: str, defaults: dict[str, Any]):
     def make(metric: str, mode: str, max_t: int, **o):
         from ray.tune import schedulers
 
-        cls = getattr(schedulers, cls_name)
+        cls = _settled(getattr(schedulers, cls_name))
         kw = {"metric": metric, "mode": mode, "time_attr": "training_iteration", **defaults, **o}
         if cls_name in ("ASHAScheduler", "HyperBandScheduler"):
             kw.setdefault("max_t", max_t)

@@ -316,6 +316,16 @@ def launch(name: str, opts: LaunchOptions | None = None) -> dict[str, Any]:
             ray_start.cancel()  # stopped before Tune ran (bad data, refused spec, nothing left to run)
 
 
+def max_epochs(spec: StudySpec) -> int:
+    """The most epochs one planned trial reports (stage 1 plus stage 2; a search: its base config's),
+    so a Ray scheduler's ``max_t`` lies past every trial's last epoch."""
+    from fer_core.config import resolve_config
+    from fer_core.stages import total_epochs
+
+    configs = [spec.trial_config(c.params) for c in spec.cells()] if spec.design != "search" else [spec.base]
+    return max(total_epochs(resolve_config(c, check_names=False)) for c in configs)
+
+
 def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_start: RayStart | None,
             warm: list[WarmStart], opts: LaunchOptions) -> dict[str, Any]:
     # every planned cell's data before the study is created or changed: bad data (a corrupt image,
@@ -375,7 +385,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
     if spec.pruner["name"] != "none":
         scheduler = OptunaPrunerScheduler(bridge)
     else:
-        epochs = int(spec.base.get("epochs", 12))
+        epochs = max_epochs(spec)
         mode = "max" if spec.direction == "maximize" else "min"
         # max_t past the last epoch: the trial's own final report must not look like a stop
         scheduler = make_scheduler(spec.scheduler, spec.metric, mode, epochs + 2)
