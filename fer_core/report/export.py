@@ -123,6 +123,9 @@ def report(
         trials = data.trials.drop(columns=["confusion_matrix"])
         trials.to_csv(out_dir / "trials.csv", index=False, float_format="%.17g")
         files += [out_dir / "report.csv", out_dir / "trials.csv"]
+        if data.effects is not None:  # a two-level grid's main effects and interactions
+            data.effects.to_csv(out_dir / "effects.csv", index=False, float_format="%.17g")
+            files.append(out_dir / "effects.csv")
     if "tex" in formats:
         tex = _latex(summary_frame(data, table), f"{name}: test {data.metric} with 95\\% CIs over seeds and test "
                      "images; validation (selection split) secondary")

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from fer_core.errors import FerError, first_line
 from fer_core.metrics import classification_metrics
 from fer_core.report import evidence, stats
+from fer_core.report.effects import effects_markdown, factorial_effects
 from fer_core.report.ensemble import stored_ensembles
 from fer_core.report.evidence import GROUP_LABELS, GROUPS, ReportSettings, class_column, shot_groups
 from fer_core.study.artifacts import PREDICTIONS_JSON, read_json_artifact
@@ -61,6 +62,7 @@ class StudyData:
     counts: dict[str, int] = field(default_factory=dict)
     ensembles: list[dict] = field(default_factory=list)  # derived entries (study user attrs ensemble:<name>)
     warm_started: dict[str, int] = field(default_factory=dict)  # source study -> copies told (not in the table)
+    effects: pd.DataFrame | None = None  # a two-level grid's factorial effects (set by build_table)
 
     @property
     def missing(self) -> int | None:
@@ -315,6 +317,9 @@ def build_table(data: StudyData) -> pd.DataFrame:
         rows += _posthoc_rows(data, g, labels, next(x for x in variants if x.name == v))
     rows += [_ensemble_row(data, e) for e in data.ensembles]
     table = pd.DataFrame(rows)
+    # a two-level grid (full or fractional): main effects and two-way interactions, same evidence
+    data.effects = factorial_effects(data.spec, variants, labels, data.metric, len(data.class_names),
+                                               data.tail)
     real = table["derived"] == ""
     # the star marks the variant validation would pick (selection split), never the test's best
     means = table["val_macro_f1_mean"].where(real)
@@ -632,6 +637,12 @@ def markdown(data: StudyData, table: pd.DataFrame) -> str:
     if "delta" in table.columns:
         lines += ["Per-class Δ test F1 vs the baseline [95 % CI]:", "",
                   per_class_frame(data, table, delta=True).to_markdown(index=False), ""]
+    effects = data.effects
+    if effects is not None and len(effects):
+        lines += [f"Factorial effects on test {data.metric}: mean of the runs at a contrast's + level minus "
+                  "its - level (an interaction: the product of its factors' codes), paired by seed, both "
+                  "variance parts, Holm across the effects (fer_core/report/effects.py):", "",
+                  effects_markdown(effects, data.metric), ""]
     cal = calibration_frame(data, table)
     if cal is not None and len(cal):
         where = "the out-of-fold pool (folds weighted by their images)" if data.trials["fold"].notna().any() \

@@ -18,6 +18,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import os
 import warnings
 from collections.abc import Mapping
@@ -77,6 +78,7 @@ class StudySpec:
     cv_prune: dict[str, Any] | None = None  # pruning across folds {name, options} (foldprune.py); None = off
     teacher_from: dict[str, Any] | None = None  # distillation: {study, top}, resolved at launch (study/teachers.py)
     factors: dict[str, tuple] = field(default_factory=dict)  # grid
+    fraction: dict[str, tuple[str, ...]] = field(default_factory=dict)  # grid: fractional factorial generators
     baseline: str = "baseline"  # one_at_a_time
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # one_at_a_time (+ named combinations)
     space: SearchSpace | None = None  # search
@@ -92,7 +94,8 @@ class StudySpec:
             return []
         if self.design == "grid":
             keys = list(self.factors)
-            combos = [dict(zip(keys, vals)) for vals in itertools.product(*self.factors.values())]
+            combos = [c for c in (dict(zip(keys, vals)) for vals in itertools.product(*self.factors.values()))
+                      if self.in_fraction(c)]
             named = [(",".join(f"{k}={v}" for k, v in c.items()), c) for c in combos]
         else:
             named = [(self.baseline, {}), *self.variants.items()]
@@ -125,7 +128,19 @@ class StudySpec:
             return None
         if self.design == "one_at_a_time":
             return self.baseline
-        return ",".join(f"{k}={v[0]}" for k, v in self.factors.items())
+        first = next(c for c in (dict(zip(self.factors, vals)) for vals in itertools.product(*self.factors.values()))
+                     if self.in_fraction(c))
+        return ",".join(f"{k}={v}" for k, v in first.items())
+
+    def code(self, factor: str, level: Any) -> int:
+        """A two-level factor's level as -1 (its first) or +1 (its second)."""
+        return -1 if repr(level) == repr(self.factors[factor][0]) else 1
+
+    def in_fraction(self, combo: Mapping[str, Any]) -> bool:
+        """Whether a grid combination is a cell of the fraction: each generated factor's code equals
+        the product of its word's codes (all combinations without ``fraction``)."""
+        return all(self.code(gen, combo[gen]) == math.prod(self.code(w, combo[w]) for w in word)
+                   for gen, word in self.fraction.items())
 
     def factor_keys(self) -> list[str]:
         if self.design == "grid":
@@ -192,6 +207,7 @@ def load_study(name: str, profile: str | None = None, data: str | None = None,
     kw: dict[str, Any] = {}
     if kind == "grid":
         kw["factors"] = {k: tuple(v) for k, v in study.design.factors.items()}
+        kw["fraction"] = {str(k): tuple(v) for k, v in (study.design.fraction or {}).items()}
     elif kind == "one_at_a_time":
         kw["baseline"] = str(study.design.baseline)
         kw["variants"] = {str(k): dict(v) for k, v in study.design.variants.items()}

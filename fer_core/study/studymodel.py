@@ -212,6 +212,28 @@ class CrossValidation(Section):
     prune: Any = None  # pruning across folds: checked by foldprune.parse_fold_prune, which knows the folds
 
 
+def check_fraction(fraction: Any, factors: Mapping[str, list]) -> None:
+    """``design.fraction``: each generated factor (two levels) is the ± product of other two-level
+    factors, so the grid keeps the cells whose levels satisfy every generator (a regular 2^(k-p))."""
+    if fraction is None:
+        return
+    gens = _section(fraction, "design.fraction")
+    if not gens:
+        raise ValueError("design.fraction: a mapping {generated factor: [factors]}")
+    for gen, word in gens.items():
+        if not isinstance(word, list) or len(word) < 2 or len(set(word)) != len(word):
+            raise ValueError(f"design.fraction.{gen}: a list of at least two distinct factors")
+        for name in [gen, *word]:
+            if name not in factors:
+                raise ValueError(f"design.fraction.{gen}: {name!r} is not one of design.factors "
+                                 f"({', '.join(factors)})")
+            if len(factors[name]) != 2:
+                raise ValueError(f"design.fraction.{gen}: factor {name!r} needs exactly two levels, "
+                                 f"has {len(factors[name])}")
+        if gen in word or any(w in gens for w in word):
+            raise ValueError(f"design.fraction.{gen}: a generator's word must name base factors only")
+
+
 class Design(Section):
     """One of three kinds: ``grid`` (factors x seeds), ``one_at_a_time`` (a baseline and variants that
     each change it), ``search`` (a search space sampled ``budget.trials`` times)."""
@@ -220,6 +242,8 @@ class Design(Section):
     kind: Annotated[str, BeforeValidator(lambda v: _one_of(v, "design.kind", DESIGNS))] = \
         Field(None, validate_default=True)
     factors: Any = None  # grid
+    # grid as a regular two-level fractional factorial: {generated factor: [factors whose ± product sets it]}
+    fraction: Any = None
     baseline: Any = "baseline"  # one_at_a_time
     variants: Any = None  # one_at_a_time (+ named combinations)
     space: Any = None  # search: a file in search_spaces/
@@ -235,6 +259,7 @@ class Design(Section):
                 for k, vals in factors.items():
                     if not isinstance(vals, list) or not vals or len(set(map(repr, vals))) != len(vals):
                         raise ValueError(f"design.factors.{k}: a non-empty list of distinct values")
+                check_fraction(self.fraction, factors)
             elif self.kind == "one_at_a_time":
                 variants = _section(self.variants, "design.variants")
                 if not variants:
@@ -245,6 +270,8 @@ class Design(Section):
                     check_config_keys(diff, f"design.variants.{vname}")
                     if vname == str(self.baseline):
                         raise ValueError(f"design.variants: {vname!r} is the baseline's name")
+            elif self.fraction is not None:
+                raise ValueError("design.fraction: only a grid design can be fractional")
             elif not isinstance(self.space, str):
                 raise ValueError("design.space must name a file in search_spaces/")
         except ConfigError as err:
