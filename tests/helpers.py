@@ -24,3 +24,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def patch_validation_scores(monkeypatch, scores) -> None:
+    """Make ``train_fer`` see the given validation macro-F1s, one per epoch (early-stopping tests)."""
+    import fer_core.train as train_mod
+    from fer_core.data.dataset import VAL
+
+    it, real = iter(scores), train_mod.evaluate
+
+    def fake_eval(pred, ds, idx, groups, with_aus):
+        m = real(pred, ds, idx, groups, with_aus)
+        if idx.numel() and int(ds.split[idx[0]]) == VAL:
+            m["macro_f1"] = next(it)
+        return m
+
+    monkeypatch.setattr(train_mod, "evaluate", fake_eval)

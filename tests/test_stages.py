@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import patch_validation_scores
 
 from fer_core.checkpoint import load_model, load_training_state, model_payload
 from fer_core.config import resolve_config
@@ -194,18 +195,7 @@ def test_lws_learns_only_per_class_scales_on_the_cosine_head(small, tmp_path):
 
 
 def test_stage_1_stopping_early_still_runs_stage_2_from_its_selected_epoch(small, monkeypatch):
-    import fer_core.train as train_mod
-
-    scores = iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
-    real = train_mod.evaluate
-
-    def fake_eval(pred, ds, idx, groups, with_aus):
-        m = real(pred, ds, idx, groups, with_aus)
-        if idx.numel() and int(ds.split[idx[0]]) == 1:
-            m["macro_f1"] = next(scores)  # validation gets worse every epoch after the first
-        return m
-
-    monkeypatch.setattr(train_mod, "evaluate", fake_eval)
+    patch_validation_scores(monkeypatch, [0.5, 0.4, 0.3, 0.2, 0.1, 0.05])  # worse every epoch after the first
     cfg = {**TINY, "epochs": 4, "early_stopping_patience": 1, "stage2": "lws", "stage2_epochs": 2,
            "stage2_sampler": "none"}
     result = train_fer(cfg, dataset=small)

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import patch_validation_scores
 
 import fer_core.train as train_mod
 from fer_core.checkpoint import load_training_state
@@ -101,16 +102,7 @@ def test_test_split_is_evaluated_once_at_the_selected_epoch(small, monkeypatch):
 
 
 def test_early_stopping_on_validation_macro_f1(small, monkeypatch):
-    scores = iter([0.5, 0.4, 0.3, 0.2, 0.1])
-    real = train_mod.evaluate
-
-    def fake_eval(pred, ds, idx, groups, with_aus):
-        m = real(pred, ds, idx, groups, with_aus)
-        if idx.numel() and int(ds.split[idx[0]]) == 1:
-            m["macro_f1"] = next(scores)  # validation gets worse every epoch after the first
-        return m
-
-    monkeypatch.setattr(train_mod, "evaluate", fake_eval)
+    patch_validation_scores(monkeypatch, [0.5, 0.4, 0.3, 0.2, 0.1])  # worse every epoch after the first
     result = train_fer({**TINY, "epochs": 5, "early_stopping_patience": 2}, dataset=small)
     assert result["stopped_early"] and result["epochs_run"] == 3 and result["best_epoch"] == 0
 
