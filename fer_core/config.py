@@ -50,6 +50,9 @@ class TrainConfig(BaseModel):
     stage2: str = "none"
     stage2_epochs: int = Field(0, ge=0, le=1000)
     stage2_sampler: str = "balanced"
+    # stage 2's peak lr (0: lr). LWS learns one scale per class: at a fine-tuning lr its scales barely
+    # move in a few epochs (measured on the digits: LWS equal to its stage 1 on every image)
+    stage2_lr: float = Field(0.0, ge=0.0, le=10.0)
     # augmentation
     aug_strength: float = Field(0.3, ge=0.0, le=1.0)
     minority_boost: float = Field(0.0, ge=0.0, le=1.0)

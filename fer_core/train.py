@@ -107,15 +107,15 @@ def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     return f
 
 
-def make_optimizer(named_params, cfg: TrainConfig, device: torch.device,
-                   schedule: Callable[[int], float]) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def make_optimizer(named_params, cfg: TrainConfig, device: torch.device, schedule: Callable[[int], float],
+                   lr: float | None = None) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW (no decay on norms/biases/scales) and its per-step LambdaLR schedule."""
     named = list(named_params)
     decay = [p for n, p in named if p.ndim > 1]
     no_decay = [p for n, p in named if p.ndim <= 1]
     # fused: one kernel over all parameters (measured ~3x faster than foreach on this CPU), CPU and CUDA alike
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr or cfg.lr,
         fused=device.type in ("cpu", "cuda"),
     )
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
@@ -286,7 +286,8 @@ def train_fer(
 
     def start_stage2() -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
         # only the stage-2 method's parameters train (cRT: a fresh head; LWS: per-class scales)
-        return make_optimizer(begin_stage2(cfg, model), cfg, device, stage2_lr_lambda(cfg, steps_per_epoch))
+        return make_optimizer(begin_stage2(cfg, model), cfg, device, stage2_lr_lambda(cfg, steps_per_epoch),
+                              cfg.stage2_lr)
 
     # 4. resume from a checkpoint (a paused or restarted trial continues exactly, in the stage it was in)
     if checkpoint is not None:

@@ -194,6 +194,16 @@ def test_lws_learns_only_per_class_scales_on_the_cosine_head(small, tmp_path):
     torch.testing.assert_close(logits, unscaled * final["emotion_scale"])
 
 
+def test_stage_2_trains_at_its_own_lr(small):
+    base = {**TINY, "epochs": 1, "stage2": "lws", "stage2_epochs": 2, "lr": 1e-3}
+    plain, own = train_fer(base, dataset=small), train_fer({**base, "stage2_lr": 0.05}, dataset=small)
+    # the lr logged after stage 2's first epoch: the cosine halfway down from the stage's peak
+    assert plain["history"][1]["stage"] == own["history"][1]["stage"] == 2
+    assert own["history"][1]["lr"] == pytest.approx(50 * plain["history"][1]["lr"])
+    moved = {n: (r["model_state"]["emotion_scale"] - 1).abs().max().item() for n, r in (("plain", plain), ("own", own))}
+    assert moved["own"] > 5 * moved["plain"]  # the scales move with the lr
+
+
 def test_stage_1_stopping_early_still_runs_stage_2_from_its_selected_epoch(small, monkeypatch):
     patch_validation_scores(monkeypatch, [0.5, 0.4, 0.3, 0.2, 0.1, 0.05])  # worse every epoch after the first
     cfg = {**TINY, "epochs": 4, "early_stopping_patience": 1, "stage2": "lws", "stage2_epochs": 2,
