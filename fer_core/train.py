@@ -40,6 +40,7 @@ from fer_core.stages import (
     SETTLED_KEY,
     SamplerSchedule,
     begin_stage2,
+    first_selectable_epoch,
     schedule_settled_epoch,
     stage2_lr_lambda,
     stage_mode,
@@ -282,7 +283,7 @@ def train_fer(
     best = no_best()
     start_epoch, bad_epochs, stopped_early = 0, 0, False
     stage, stage1 = 1, None  # stage1: what stage 1 selected, once stage 2 has begun
-    last_epoch, settled = total_epochs(cfg), schedule_settled_epoch(cfg)
+    last_epoch, settled, selectable_from = total_epochs(cfg), schedule_settled_epoch(cfg), first_selectable_epoch(cfg)
 
     def start_stage2() -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
         # only the stage-2 method's parameters train (cRT: a fresh head; LWS: per-class scales)
@@ -345,11 +346,14 @@ def train_fer(
         train_s = time.perf_counter() - t0
 
         # 7. validate; keep the best epoch's weights (selected on validation only, by the study's
-        #    objective metric; an undefined score, e.g. tail F1 without tail classes, ranks last)
+        #    objective metric; an undefined score, e.g. tail F1 without tail classes, ranks last;
+        #    with a deferred switch only from its epoch on: the method is the model after it)
         val_pred = predict(model, images, val_idx.to(device), cfg, amp, cl)
         val = evaluate(val_pred, ds, val_idx, groups, with_aus)
         score = val[cfg.select_metric] if val[cfg.select_metric] == val[cfg.select_metric] else -1.0
-        if score > best["score"]:
+        if stage == 1 and epoch < selectable_from:
+            pass  # neither selected nor counted towards early stopping
+        elif score > best["score"]:
             best = {"score": score, "epoch": epoch, "val": val, "val_pred": val_pred,
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
             bad_epochs = 0
@@ -357,7 +361,8 @@ def train_fer(
             bad_epochs += 1
         metrics = flat_epoch_metrics(epoch, train_loss, val, {
             "lr": opt.param_groups[0]["lr"], "images_per_s": seen / train_s, "epoch_s": time.perf_counter() - t0,
-            "best_macro_f1": best["val"]["macro_f1"], "best_score": best["score"], "best_epoch": best["epoch"],
+            "best_macro_f1": (best["val"] or {}).get("macro_f1", float("nan")), "best_score": best["score"],
+            "best_epoch": best["epoch"],
             # the stage, and the first epoch a pruner may judge (every schedule switch has acted)
             "stage": stage, SETTLED_KEY: settled,
         })

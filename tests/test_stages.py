@@ -194,6 +194,15 @@ def test_lws_learns_only_per_class_scales_on_the_cosine_head(small, tmp_path):
     torch.testing.assert_close(logits, unscaled * final["emotion_scale"])
 
 
+def test_a_deferred_method_is_selected_only_after_its_switch(small, monkeypatch):
+    # validation best at epoch 0, before the switch at epoch 2: DRS must not be reported as plain CE
+    patch_validation_scores(monkeypatch, [0.9, 0.8, 0.3, 0.5, 0.2])
+    cfg = {**TINY, "epochs": 5, "defer_start": 0.4, "defer_sampler": "balanced", "early_stopping_patience": 1}
+    result = train_fer(cfg, dataset=small)
+    assert result["best_epoch"] == 3  # the best post-switch epoch; patience counted from the switch on
+    assert result["epochs_run"] == 5 and [h["best_epoch"] for h in result["history"]] == [-1, -1, 2, 3, 3]
+
+
 def test_stage_2_trains_at_its_own_lr(small):
     base = {**TINY, "epochs": 1, "stage2": "lws", "stage2_epochs": 2, "lr": 1e-3}
     plain, own = train_fer(base, dataset=small), train_fer({**base, "stage2_lr": 0.05}, dataset=small)
