@@ -16,7 +16,7 @@ from rich.table import Table
 
 from fer_core.argtypes import existing_path, host, int_range, key_value, out_dir, out_file, port
 from fer_core.console import console, err_console
-from fer_core.errors import FerError, LaunchInterrupted, first_line
+from fer_core.errors import ConfigError, FerError, LaunchInterrupted, first_line
 from fer_core.metric_names import CLASSIFICATION_METRICS, SELECT_METRICS
 
 
@@ -179,7 +179,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from fer_core.study.spec import load_study
+    from fer_core.study.spec import check_weights_here, load_study
 
     spec = load_study(args.study, args.profile, args.data, dict(args.set or ()))
     n = spec.n_planned()
@@ -187,6 +187,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
                   f"{n} trials planned, seeds {list(spec.seeds)}, objective {spec.metric} ({spec.direction}), "
                   f"optuna sampler {spec.optuna_sampler['name']}, pruner {spec.pruner['name']}, "
                   f"scheduler {spec.scheduler['name']}", highlight=False)
+    try:  # a property of this machine, not of the file: a note here, the launch stops on it
+        check_weights_here(spec)
+    except ConfigError as err:
+        console.print(f"note: a launch here would stop: {err}", highlight=False)
     return 0
 
 
