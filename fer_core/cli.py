@@ -72,6 +72,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     console.print(f"validation macro-F1 {val['macro_f1']:.4f} | test macro-F1 {test['macro_f1']:.4f} "
                   f"(selected epoch {result['best_epoch']}, {result['epochs_run']} epochs run, "
                   f"{result['seconds']:.0f} s on {result['device']})")
+    console.print(f"weights: {result['weights']}", highlight=False)  # a file: what was loaded, missing, left over
+    if "au_f1_tuned" in test:  # AU thresholds chosen on validation, applied to test
+        console.print(f"AUs: test macro-F1 {test['au_f1']:.4f} at 0.5, {test['au_f1_tuned']:.4f} at the validation "
+                      f"thresholds; macro AUC {test['au_auc']:.4f}", highlight=False)
     if args.save:
         import torch
 
