@@ -17,9 +17,7 @@ needs more is refused with one line naming it; its payload never runs.
 from __future__ import annotations
 
 import os
-import pickle
 import random
-import re
 from typing import Any
 
 import numpy as np
@@ -27,21 +25,8 @@ import torch
 
 from fer_core.errors import ModelFileError
 
-
-def load_weights_only(path: str | os.PathLike, what: str = "model file") -> Any:
-    """``torch.load`` of a file we wrote, with arbitrary unpickling refused (a one-line ModelFileError)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # torch's restricted unpickler names what the file asked for: say it, so an honest
-        # old file (a numpy array, say) can be told from a planted payload
-        asked = re.search(r"GLOBAL (\S+)", str(err))
-        why = f" (it asks for {asked.group(1)})" if asked else ""
-        raise ModelFileError(f"{path}: refused: the file needs arbitrary unpickling (not a fer-study {what}, "
-                             f"or a planted payload); only weights are loaded{why}") from None
-    except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError, AttributeError, TypeError) as err:
-        # not a torch file at all (torch.load fails on arbitrary bytes in many ways, e.g. KeyError)
-        raise ModelFileError(f"{path}: not a fer-study {what} ({type(err).__name__})") from None
+# the one weights-only reader, re-exported here where it always was (also used by fer_core/pretrained.py)
+from fer_core.safeload import load_weights_only as load_weights_only
 
 
 # -- model files ---------------------------------------------------------------------------------
@@ -65,7 +50,9 @@ def load_model(path: str | os.PathLike):
     # the head and LWS scales as trained (files from before those keys: a linear head, no scales)
     model = FerNet(cfg["backbone"], len(names), len(AU_VOCAB), drop_rate=cfg.get("drop_rate", 0.0),
                    head=cfg.get("head", "linear"), cosine_scale=cfg.get("cosine_scale", 30.0),
-                   class_scales=cfg.get("stage2") == "lws")
+                   class_scales=cfg.get("stage2") == "lws",
+                   # the input normalisation it was trained with (a buffer no state dict carries)
+                   norm_mean=cfg.get("norm_mean"), norm_std=cfg.get("norm_std"))
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as err:

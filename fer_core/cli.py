@@ -16,7 +16,7 @@ from rich.table import Table
 
 from fer_core.argtypes import existing_path, host, int_range, key_value, out_dir, out_file, port
 from fer_core.console import console, err_console
-from fer_core.errors import FerError, LaunchInterrupted, first_line
+from fer_core.errors import ConfigError, FerError, LaunchInterrupted, first_line
 from fer_core.metric_names import CLASSIFICATION_METRICS, SELECT_METRICS
 
 
@@ -72,6 +72,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     console.print(f"validation macro-F1 {val['macro_f1']:.4f} | test macro-F1 {test['macro_f1']:.4f} "
                   f"(selected epoch {result['best_epoch']}, {result['epochs_run']} epochs run, "
                   f"{result['seconds']:.0f} s on {result['device']})")
+    console.print(f"weights: {result['weights']}", highlight=False)  # a file: what was loaded, missing, left over
+    if "au_f1_tuned" in test:  # AU thresholds chosen on validation, applied to test
+        console.print(f"AUs: test macro-F1 {test['au_f1']:.4f} at 0.5, {test['au_f1_tuned']:.4f} at the validation "
+                      f"thresholds; macro AUC {test['au_auc']:.4f}", highlight=False)
     if args.save:
         import torch
 
@@ -179,7 +183,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from fer_core.study.spec import load_study
+    from fer_core.study.spec import check_weights_here, load_study
 
     spec = load_study(args.study, args.profile, args.data, dict(args.set or ()))
     n = spec.n_planned()
@@ -187,6 +191,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
                   f"{n} trials planned, seeds {list(spec.seeds)}, objective {spec.metric} ({spec.direction}), "
                   f"optuna sampler {spec.optuna_sampler['name']}, pruner {spec.pruner['name']}, "
                   f"scheduler {spec.scheduler['name']}", highlight=False)
+    try:  # a property of this machine, not of the file: a note here, the launch stops on it
+        check_weights_here(spec)
+    except ConfigError as err:
+        console.print(f"note: a launch here would stop: {err}", highlight=False)
     return 0
 
 

@@ -61,11 +61,18 @@ class TrainConfig(BaseModel):
     mixup_prob: float = Field(1.0, ge=0.0, le=1.0)
     # model
     backbone: str = "resnet10t"  # fast on a laptop CPU at 64 px; resnet50 at 224 px on GPUs
-    pretrained: bool = False
+    # starting weights (fer_core/pretrained.py): false = scratch, true = timm's own (hub cache), file =
+    # pretrained_path (read only by file); norm_mean/norm_std: the input normalisation (RGB, images in
+    # [0, 1]); unset: the backbone's pretrained_cfg, as its timm weights expect
+    pretrained: bool | Literal["file"] = False
     pretrained_path: str | None = None
+    norm_mean: tuple[float, float, float] | None = None
+    norm_std: tuple[float, float, float] | None = None
     img_size: int = Field(64, ge=32, le=512)
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
     au_weight: float = Field(0.0, ge=0.0, le=10.0)
+    # AU BCE: balanced = pos_weight n_neg/n_pos per AU from the training split (AU prevalence runs from ~1 % to 87 %)
+    au_pos_weight: Literal["none", "balanced"] = "none"
     # the emotion head: linear | cosine (normalised, logits cosine_scale * cos; LDAM as published)
     head: str = "linear"
     cosine_scale: float = Field(30.0, gt=0.0, le=100.0)
@@ -111,6 +118,13 @@ class TrainConfig(BaseModel):
     # tau_norm; tau chosen on validation); every trial reports all of them beside its plain metrics anyway
     posthoc: str = "none"
 
+    @field_validator("pretrained", mode="before")
+    @classmethod
+    def _regime(cls, v: Any) -> Any:
+        if isinstance(v, bool) or v == "file":
+            return v
+        raise ValueError("must be false (scratch), true (timm's pretrained weights) or file (pretrained_path)")
+
     @field_validator("teacher", mode="before")
     @classmethod
     def _teacher_list(cls, v: Any) -> Any:
@@ -129,8 +143,11 @@ class TrainConfig(BaseModel):
                              f"selecting the epoch, the rest training), got {self.cv_folds}")
         if self.cv_fold >= max(self.cv_folds, 1):
             raise ValueError(f"cv_fold ({self.cv_fold}) must be smaller than cv_folds ({self.cv_folds})")
-        if self.pretrained_path and not self.pretrained:
-            raise ValueError("pretrained_path is set but pretrained is false")
+        for key, lo, hi in (("norm_mean", 0.0, 1.0), ("norm_std", 0.0, 1.0)):
+            v = getattr(self, key)
+            if v is not None and not all((lo < x if key == "norm_std" else lo <= x) and x <= hi for x in v):
+                raise ValueError(f"{key} must be 3 numbers (R, G, B) in {'(0, 1]' if key == 'norm_std' else '[0, 1]'} "
+                                 f"for images scaled to [0, 1], got {list(v)}")
         if self.stage2 != "none" and self.stage2_epochs < 1:
             raise ValueError(f"stage2_epochs must be at least 1 with stage2 {self.stage2!r} (got {self.stage2_epochs})")
         switches = self.defer_sampler != "keep" or self.defer_weighting != "none"
@@ -161,8 +178,10 @@ def _one_line(err: ValidationError) -> str:
     return f"config key {loc!r}: {msg} (got {e.get('input')!r})"
 
 
-def resolve_config(config: Mapping[str, Any] | TrainConfig, *, check_names: bool = True) -> TrainConfig:
-    """Validate a flat config dict into a frozen TrainConfig; resolve every registry name."""
+def resolve_config(config: Mapping[str, Any] | TrainConfig, *, check_names: bool = True,
+                   check_weights: bool = True) -> TrainConfig:
+    """Validate a flat config dict into a frozen TrainConfig; resolve every registry name; with
+    ``check_weights``, the starting weights must be here (``check_weight_files``)."""
     if isinstance(config, TrainConfig):
         cfg = config
     else:
@@ -176,6 +195,8 @@ def resolve_config(config: Mapping[str, Any] | TrainConfig, *, check_names: bool
             raise ConfigError(f"config keys must be strings: {err}") from None
     if check_names:
         check_registry_names(cfg)
+        if check_weights:
+            check_weight_files(cfg)
     return cfg
 
 
@@ -216,8 +237,14 @@ def check_registry_names(cfg: TrainConfig) -> None:
     for path in cfg.teacher:
         if not Path(path).is_file():
             raise ConfigError(f"teacher: model file not found: {path}")
-    if cfg.pretrained_path and not Path(cfg.pretrained_path).is_file():
-        raise ConfigError(f"pretrained_path: file not found: {cfg.pretrained_path}")
+
+def check_weight_files(cfg: TrainConfig) -> None:
+    """The starting weights are to be had here (fer_core/pretrained.py: a file, timm's hub cache).
+    Part of resolving a config for a run; a study checks it at launch, not in ``validate`` (the
+    weights are a property of the machine that trains, like its GPU)."""
+    from fer_core.pretrained import check_weights
+
+    check_weights(cfg)
 
 
 def parse_override(item: str) -> tuple[str, Any]:

@@ -58,3 +58,57 @@ def au_macro_f1(au_true: np.ndarray, au_prob: np.ndarray, threshold: float = 0.5
         return float("nan")
     pred = (au_prob >= threshold).astype(int)
     return float(f1_score(au_true[:, present].astype(int), pred[:, present], average="macro", zero_division=0))
+
+
+# -- action units, one by one -------------------------------------------------------------------
+# AU prevalence runs from about 1 % to 87 %: one threshold and one macro number hide the rare AUs,
+# so each AU gets its own F1, AUC and decision threshold (chosen on validation, applied to test).
+def au_pos_weight(au_train: np.ndarray) -> np.ndarray:
+    """Balanced BCE: ``pos_weight = n_neg / n_pos`` per AU on the training split (1 for an AU with
+    no positive or no negative image: its positive term has nothing to balance)."""
+    au = np.asarray(au_train, dtype=np.float64)
+    pos = au.sum(0)
+    neg = len(au) - pos
+    return np.where((pos > 0) & (neg > 0), neg / np.maximum(pos, 1), 1.0).astype(np.float32)
+
+
+def choose_au_thresholds(au_true: np.ndarray, au_prob: np.ndarray, default: float = 0.5) -> np.ndarray:
+    """Per AU, the threshold (predict positive when prob >= t) with the highest F1 on these labels;
+    ``default`` for an AU without a positive (its F1 is undefined). Among equal F1s the highest
+    threshold wins (fewest positives predicted)."""
+    y = np.asarray(au_true) > 0.5
+    out = np.full(y.shape[1], default, dtype=np.float64)
+    for a in range(y.shape[1]):
+        n_pos = int(y[:, a].sum())
+        if n_pos == 0:
+            continue
+        order = np.argsort(-au_prob[:, a], kind="stable")
+        p, t = au_prob[order, a], y[order, a]
+        tp = np.cumsum(t)
+        last = np.r_[p[1:] != p[:-1], True]  # predicting the first k+1 positive: only at a tie group's end
+        k = np.arange(1, len(p) + 1)
+        f1 = np.where(last, 2 * tp / (k + n_pos), -1.0)
+        out[a] = float(p[int(np.argmax(f1))])
+    return out
+
+
+def au_metrics(au_true: np.ndarray, au_prob: np.ndarray, thresholds: np.ndarray | float = 0.5) -> dict:
+    """Per-AU F1 (at ``thresholds``) and ROC AUC, NaN for an AU a split cannot score (F1: no positive;
+    AUC: no positive or no negative), and their macro means over the scored AUs."""
+    from sklearn.metrics import roc_auc_score
+
+    y = (np.asarray(au_true) > 0.5).astype(int)
+    th = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (y.shape[1],))
+    pred = (au_prob >= th).astype(int)
+    f1, auc = [], []
+    for a in range(y.shape[1]):
+        pos = y[:, a].sum()
+        f1.append(float(f1_score(y[:, a], pred[:, a], zero_division=0)) if pos else float("nan"))
+        auc.append(float(roc_auc_score(y[:, a], au_prob[:, a])) if 0 < pos < len(y) else float("nan"))
+
+    def macro(v: list[float]) -> float:
+        ok = [x for x in v if x == x]
+        return float(np.mean(ok)) if ok else float("nan")
+
+    return {"au_f1_tuned": macro(f1), "au_auc": macro(auc), "au_f1_per_au": f1, "au_auc_per_au": auc,
+            "au_threshold": [float(x) for x in th]}

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fer_core.errors import ConfigError, first_line
+from fer_core.pretrained import HOW_TO, load_backbone_file
 from fer_core.registry import Registry, lookup
 
 HEADS = Registry("classifier head", "head")
@@ -81,26 +82,30 @@ class FerNet(nn.Module):
         num_classes: int,
         num_aus: int,
         *,
-        pretrained: bool = False,
+        pretrained: bool | str = False,
         pretrained_path: str | None = None,
         drop_rate: float = 0.0,
         head: str = "linear",
         cosine_scale: float = 30.0,
         class_scales: bool = False,
+        norm_mean: tuple[float, float, float] | None = None,
+        norm_std: tuple[float, float, float] | None = None,
     ) -> None:
         super().__init__()
         make_head = lookup(HEADS, head)
         check_backbone(backbone)
-        kwargs: dict = {"pretrained": pretrained, "num_classes": 0, "drop_rate": drop_rate}
-        if pretrained_path:
-            # a local weights file instead of the hub (machines without network)
-            kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_path)}
+        # a local file (pretrained_path) is read by fer_core/pretrained.py, weights-only and with FER
+        # repositories' wrappers and prefixes; timm's own weights come through the hub cache
+        hub = bool(pretrained) and not pretrained_path
         try:
-            self.backbone = timm.create_model(backbone, **kwargs)
+            self.backbone = timm.create_model(backbone, pretrained=hub, num_classes=0, drop_rate=drop_rate)
         except (RuntimeError, OSError) as err:
-            where = pretrained_path or "the hub cache"
-            first = first_line(err)
-            raise ConfigError(f"backbone {backbone!r}: cannot load pretrained weights from {where}: {first}") from None
+            raise ConfigError(f"backbone {backbone!r}: cannot load timm's pretrained weights from the hub cache "
+                              f"({first_line(err)}); {HOW_TO.format(name=backbone)}") from None
+        # what the starting weights were, in one line (train_fer stores it with the result)
+        self.weights_summary = f"timm pretrained weights for {backbone}" if hub else "random init"
+        if pretrained_path:
+            self.weights_summary = load_backbone_file(self.backbone, backbone, pretrained_path)
         # pooled features out of forward(); models with a hidden head layer (MobileNetV3,
         # some EfficientNets) return head_hidden_size features, not num_features
         feat = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
@@ -112,9 +117,12 @@ class FerNet(nn.Module):
             self.add_class_scales()
         self.au_head = nn.Linear(feat, num_aus)
         cfg = self.backbone.pretrained_cfg or {}
-        # normalisation the backbone expects (ImageNet stats for most timm models)
-        self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), persistent=False)
+        # normalisation the backbone expects (ImageNet stats for most timm models), unless set (a face
+        # network trained with its own statistics)
+        mean = norm_mean or cfg.get("mean", (0.485, 0.456, 0.406))
+        std = norm_std or cfg.get("std", (0.229, 0.224, 0.225))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def add_class_scales(self) -> nn.Parameter:
         """Learnable per-class scales of the emotion logits, starting at 1 (the logits unchanged)."""

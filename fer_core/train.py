@@ -11,6 +11,7 @@ live in ``fer_core/stages.py``; with a stage 2 the selected epoch is stage 2's.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -32,7 +33,14 @@ from fer_core.data.sources import load_dataset
 from fer_core.distill import Teacher
 from fer_core.losses import LOSSES
 from fer_core.metric_names import SCALAR_METRICS
-from fer_core.metrics import au_macro_f1, class_groups, classification_metrics
+from fer_core.metrics import (
+    au_macro_f1,
+    au_metrics,
+    au_pos_weight,
+    choose_au_thresholds,
+    class_groups,
+    classification_metrics,
+)
 from fer_core.models import FerNet
 from fer_core.posthoc import POSTHOC, Head, applicable, choose_tau
 from fer_core.registry import lookup
@@ -51,6 +59,7 @@ from fer_core.stages import (
 from fer_core.tta import TTA
 
 Report = Callable[..., None]  # report(metrics: dict, checkpoint: dict) -> None
+log = logging.getLogger(__name__)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -128,7 +137,7 @@ def no_best() -> dict:
 
 
 def train_step(model, x, target, au_target, loss_fn, au_weight: float, epoch: int, amp: bool,
-               teacher: Teacher | None = None, alpha: float = 0.0) -> dict:
+               teacher: Teacher | None = None, alpha: float = 0.0, au_pos: torch.Tensor | None = None) -> dict:
     """One forward/loss; returns {"loss", "logits"} (timm task style). Backward is the caller's."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         out = model(x)
@@ -138,7 +147,8 @@ def train_step(model, x, target, au_target, loss_fn, au_weight: float, epoch: in
     if soft_loss is not None:  # distillation: the labels' loss shares its weight with the teacher's soft targets
         loss = (1 - alpha) * loss + alpha * soft_loss
     if au_weight > 0:
-        loss = loss + au_weight * F.binary_cross_entropy_with_logits(out["au_logits"].float(), au_target)
+        loss = loss + au_weight * F.binary_cross_entropy_with_logits(out["au_logits"].float(), au_target,
+                                                                     pos_weight=au_pos)  # au_pos_weight
     return {"loss": loss, "logits": logits}
 
 
@@ -176,7 +186,16 @@ def evaluate(pred: dict, ds: FerDataset, idx: torch.Tensor, groups: dict, with_a
     m["loss"] = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean()) if len(y) else float("nan")
     if with_aus:
         m["au_f1"] = au_macro_f1(ds.aus[idx].numpy(), pred["au_probs"])
+        m["au_auc"] = au_metrics(ds.aus[idx].numpy(), pred["au_probs"])["au_auc"]
     return m
+
+
+def with_au_thresholds(splits: dict[str, dict], preds: dict[str, dict], ds: FerDataset,
+                       idx: dict[str, torch.Tensor]) -> dict[str, dict]:
+    """Per-AU F1/AUC of each split with every AU's threshold chosen on validation (max F1 there),
+    the same thresholds applied to test (``au_threshold``); ``au_f1`` stays the macro-F1 at 0.5."""
+    th = choose_au_thresholds(ds.aus[idx["val"]].numpy(), preds["val"]["au_probs"])
+    return {s: {**m, **au_metrics(ds.aus[idx[s]].numpy(), preds[s]["au_probs"], th)} for s, m in splits.items()}
 
 
 def posthoc_predictions(model: FerNet, preds: dict[str, dict], labels: dict[str, np.ndarray], counts: list[int],
@@ -259,9 +278,14 @@ def train_fer(
     # 3. model, loss (with deferred class weights, if any), data sampler by epoch, optimizer, schedule
     model = FerNet(
         cfg.backbone, ds.num_classes, len(AU_VOCAB),
-        pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path, drop_rate=cfg.drop_rate,
-        head=cfg.head, cosine_scale=cfg.cosine_scale,
+        # the regime (fer_core/pretrained.py): pretrained_path is read only by pretrained: file
+        pretrained=cfg.pretrained is True, pretrained_path=cfg.pretrained_path if cfg.pretrained == "file" else None,
+        drop_rate=cfg.drop_rate, head=cfg.head, cosine_scale=cfg.cosine_scale,
+        norm_mean=cfg.norm_mean, norm_std=cfg.norm_std,
     ).to(device)
+    log.info("%s", model.weights_summary)
+    au_pos = (torch.from_numpy(au_pos_weight(ds.aus[train_idx].numpy())).to(device)
+              if with_aus and cfg.au_pos_weight == "balanced" else None)
     if cl:
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if cfg.compile else model
@@ -333,7 +357,7 @@ def train_fer(
             if cl:
                 x = x.contiguous(memory_format=torch.channels_last)
             out = train_step(step_model, x, target, au_target, loss_fn, cfg.au_weight if with_aus else 0.0, epoch, amp,
-                             teacher, cfg.distill_alpha)
+                             teacher, cfg.distill_alpha, au_pos)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()
@@ -407,11 +431,23 @@ def train_fer(
     labels = {"val": ds.labels[val_idx].numpy(), "test": ds.labels[test_idx].numpy()}
     posthoc = posthoc_predictions(model, preds, labels, counts, groups, cfg)
     val = best["val"]
+    if with_aus:  # AU decision thresholds chosen on validation, applied to test (per AU)
+        tuned = with_au_thresholds({"val": val, "test": test}, preds, ds, {"val": val_idx, "test": test_idx})
+        val, test = tuned["val"], tuned["test"]
     if cfg.posthoc != "none":
         chosen = posthoc[cfg.posthoc]
         val, test = {**val, **chosen["val"]}, {**test, **chosen["test"]}
         preds = {split: {**p, "logits": chosen["logits"][split], "probs": softmax_np(chosen["logits"][split])}
                  for split, p in preds.items()}
+    held_out = {
+        "val": {"probs": preds["val"]["probs"], "logits": preds["val"]["logits"], "labels": labels["val"]},
+        # index: the images' positions in the data set (k-fold CV: the report pools the folds by it)
+        "test": {"probs": preds["test"]["probs"], "logits": preds["test"]["logits"], "labels": labels["test"],
+                 "index": test_idx.numpy()},
+    }
+    if with_aus:  # the AU probabilities the per-AU thresholds were chosen and applied on
+        for split, p in held_out.items():
+            p["au_probs"] = preds[split]["au_probs"]
     return {
         "best_epoch": best["epoch"],
         "epochs_run": len(history),
@@ -423,18 +459,14 @@ def train_fer(
         "tta": tta,  # None without TTA
         "posthoc": {name: {"tau": r["tau"], "val": r["val"], "test": r["test"], "test_pred": r["logits"]["test"].argmax(1)}
                     for name, r in posthoc.items()},
-        "predictions": {
-            "val": {"probs": preds["val"]["probs"], "logits": preds["val"]["logits"], "labels": labels["val"]},
-            # index: the images' positions in the data set (k-fold CV: the report pools the folds by it)
-            "test": {"probs": preds["test"]["probs"], "logits": preds["test"]["logits"], "labels": labels["test"],
-                     "index": test_idx.numpy()},
-        },
+        "predictions": held_out,
         "class_names": list(ds.class_names),
         "train_counts": counts,
         "groups": groups,
         "fingerprint": ds.fingerprint,
         "config": cfg.model_dump(),
         "device": str(device),
+        "weights": model.weights_summary,  # where the starting weights came from (a file: what was loaded)
         "seconds": time.perf_counter() - t_start,
         "model_state": best["state"],  # already a detached clone
     }

@@ -6,6 +6,10 @@ import pytest
 
 from fer_core.data.dataset import TEST, TRAIN, VAL, FerDataset
 
+# Tests never reach for the network (there may be none, and a hanging download would stall the
+# suite): pretrained weights come from a file or a hub cache a test populates itself.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 
 # Tests never touch the user's cache; one session-wide cache holds the rendered stand-in.
 @pytest.fixture(scope="session")

@@ -38,7 +38,11 @@ def test_design_contract_keys_exist():
         ({"warmup_epochs": 5, "epochs": 3}, "warmup_epochs (5) must be smaller than epochs (3)"),
         ({"mixup_alpha": 0.2, "batch_size": 33}, "batch_size must be even"),
         ({"dataset": "rafce"}, "data_path is required"),
-        ({"pretrained": True, "pretrained_path": "/nonexistent/w.pth"}, "pretrained_path: file not found"),
+        ({"pretrained": "file", "pretrained_path": "/nonexistent/w.pth"}, "pretrained_path: file not found"),
+        ({"pretrained": "file"}, "pretrained: file needs pretrained_path"),
+        ({"pretrained": "yes please"}, "config key 'pretrained': must be false (scratch), true"),
+        ({"norm_std": [0.2, 0.2, 2.0]}, "norm_std must be 3 numbers (R, G, B) in (0, 1]"),
+        ({"au_pos_weight": "inverse"}, "config key 'au_pos_weight'"),
         ({"loss": "weighted_ce", "sampler": "weighted"}, "allow_double_weighting"),
     ],
 )

@@ -115,6 +115,34 @@ def test_au_head_loss_only_when_weighted(small):
     assert on["history"][0]["loss"] > off["history"][0]["loss"]  # the BCE term is added
 
 
+def test_au_metrics_per_au_with_thresholds_chosen_on_validation(small):
+    from fer_core.data.dataset import AU_VOCAB, TEST, VAL
+    from fer_core.metrics import au_metrics, choose_au_thresholds
+
+    plain = train_fer({**ONE_EPOCH, "au_weight": 1.0}, dataset=small)
+    bal = train_fer({**ONE_EPOCH, "au_weight": 1.0, "au_pos_weight": "balanced"}, dataset=small)
+    assert bal["history"][0]["loss"] != plain["history"][0]["loss"]  # the balanced BCE is what trained
+    val, test = bal["val"], bal["test"]
+    assert len(val["au_f1_per_au"]) == len(test["au_auc_per_au"]) == len(AU_VOCAB)
+    # thresholds chosen on validation's predictions, the same ones applied to test
+    th = choose_au_thresholds(small.aus[small.indices(VAL)].numpy(), bal["predictions"]["val"]["au_probs"])
+    assert val["au_threshold"] == test["au_threshold"] == th.tolist()
+    again = au_metrics(small.aus[small.indices(TEST)].numpy(), bal["predictions"]["test"]["au_probs"], th)
+    np.testing.assert_equal(test["au_f1_per_au"], again["au_f1_per_au"])  # NaN where test has no positive
+    assert 0.0 <= val["au_auc"] <= 1.0 and "au_auc" in bal["history"][0]
+
+
+def test_pretrained_file_regime_trains_and_says_what_it_loaded(small, tmp_path):
+    import timm
+
+    path = tmp_path / "face.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in timm.create_model("test_resnet").state_dict().items()}}, path)
+    result = train_fer({**ONE_EPOCH, "pretrained": "file", "pretrained_path": str(path)}, dataset=small)
+    assert "face.pth: " in result["weights"] and "unexpected: 2 (fc.weight, fc.bias)" in result["weights"]
+    scratch = train_fer({**ONE_EPOCH, "pretrained_path": str(path)}, dataset=small)  # read only by 'file'
+    assert scratch["weights"] == "random init"
+
+
 def test_pretrained_weights_from_a_local_file(small, tmp_path):
     import timm
 

@@ -30,7 +30,12 @@ class SplitMetrics(TypedDict, total=False):
     medium_f1: float
     tail_f1: float
     au_f1: float
+    au_auc: float  # macro ROC AUC over the AUs the split can score (both labels present)
+    au_f1_tuned: float  # macro-F1 at the per-AU thresholds chosen on validation
     loss: float
+    au_f1_per_au: list[float]  # fer_core.metric_names.AU_LISTS: per AU, NaN where the split cannot score it
+    au_auc_per_au: list[float]
+    au_threshold: list[float]  # chosen on validation, applied to test
     f1: list[float]
     precision: list[float]
     recall: list[float]
@@ -68,6 +73,8 @@ class TrialResult(TypedDict):
     # post-hoc corrections (fer_core/posthoc.py): {name: {tau, val, test, test_pred (packed)}}; None in
     # trials stored before they existed
     posthoc_metrics: dict[str, dict[str, Any]] | None
+    # where the starting weights came from, one line (fer_core/pretrained.py); None in older trials
+    weights: str | None
 
 
 class WorkerResult(TrialResult):

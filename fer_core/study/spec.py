@@ -317,11 +317,35 @@ def validate_components(spec: StudySpec) -> None:
     if spec.pruner["name"] != "none" and spec.scheduler["name"] != "none":
         raise ConfigError(f"{spec.source}: pick one of pruner ({spec.pruner['name']}) and scheduler "
                           f"({spec.scheduler['name']}): both would stop trials")
-    configs = [spec.trial_config(c.params) for c in spec.cells()]
-    if spec.space is not None:
-        configs = [spec.trial_config({**c, "seed": spec.seeds[0]}) for c in spec.space.corner_configs()]
-    for cfg in configs:
+    for cfg in planned_configs(spec):
         try:
-            resolve_config(cfg)
+            # the starting weights are checked at launch (check_weights_here), on the machine that trains
+            resolve_config(cfg, check_weights=False)
         except ConfigError as err:
             raise ConfigError(f"{spec.source}: {err}") from None
+
+
+def planned_configs(spec: StudySpec) -> list[dict[str, Any]]:
+    """Every planned trial config (a search: its space's corner configs)."""
+    if spec.space is not None:
+        return [spec.trial_config({**c, "seed": spec.seeds[0]}) for c in spec.space.corner_configs()]
+    return [spec.trial_config(c.params) for c in spec.cells()]
+
+
+def check_weights_here(spec: StudySpec) -> None:
+    """Every planned trial's starting weights are to be had on this machine (a ``pretrained_path``
+    file, timm's weights in the hub cache or downloadable): else one line before any trial starts,
+    saying how to supply them. Looks at each (backbone, regime, file) once; downloads nothing."""
+    from fer_core.config import check_weight_files
+
+    seen = set()
+    for cfg in planned_configs(spec):
+        c = resolve_config(cfg, check_names=False)
+        key = (c.backbone, c.pretrained, c.pretrained_path if c.pretrained == "file" else None)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_weight_files(c)
+        except ConfigError as err:
+            raise ConfigError(f"{spec.source} (profile {spec.profile}): {err}") from None

@@ -18,7 +18,7 @@ import torch
 from fer_core.checkpoint import load_training_state
 from fer_core.data.dataset import FerDataset
 from fer_core.errors import ConfigError, DataError, first_line
-from fer_core.metric_names import SELECT_METRICS
+from fer_core.metric_names import AU_LISTS, SELECT_METRICS
 from fer_core.study.outputs import pack_classes, write_trial_outputs
 from fer_core.study.result import WorkerResult, split_metrics
 from fer_core.train import train_fer
@@ -135,8 +135,9 @@ def trial_function(threads: int):
 def _summary(result: dict) -> WorkerResult:
     """What the driver stores as trial user attrs (JSON-safe), under the names they are stored by
     (the contract in ``fer_core/study/result.py``), plus the predictions it uploads as an artifact."""
-    val = split_metrics(result["val"], "f1", "precision", "recall", "support", "confusion_matrix")
-    test = split_metrics(result["test"], "f1", "support", "confusion_matrix")
+    au = [k for k in AU_LISTS if k in result["val"]]  # per-AU metrics: only with AU labels
+    val = split_metrics(result["val"], "f1", "precision", "recall", "support", "confusion_matrix", *au)
+    test = split_metrics(result["test"], "f1", "support", "confusion_matrix", *au)
     tta = result.get("tta")
     return {
         "best_epoch": result["best_epoch"],
@@ -169,6 +170,7 @@ def _summary(result: dict) -> WorkerResult:
         "predictions": {split: {"labels": [int(v) for v in p["labels"]],
                                 "pred": [int(v) for v in p["probs"].argmax(1)]}
                         for split, p in result["predictions"].items()},
+        "weights": result.get("weights"),
         "fingerprint": result["fingerprint"],
     }
 

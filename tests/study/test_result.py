@@ -18,7 +18,7 @@ from fer_core.train import train_fer
 # written by every version so far (README "Trial results"): renaming one orphans stored studies
 STORED_NAMES = ("best_epoch", "epochs_run", "stopped_early", "val_metrics", "test_metrics", "val_f1_per_class",
                 "test_f1_per_class", "test_macro_f1", "val_tail_f1", "test_tail_f1", "device", "train_seconds",
-                "node_id", "tta_metrics", "predictions_packed", "posthoc_metrics")
+                "node_id", "tta_metrics", "predictions_packed", "posthoc_metrics", "weights")
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +55,16 @@ def test_a_trial_without_results_reads_as_nones():
     study = quiet_memory_study()
     study.tell(study.ask(), state=TrialState.PRUNED)
     assert stored_result(study.trials[0]) == dict.fromkeys(RESULT_ATTRS)
+
+
+def test_per_au_metrics_and_thresholds_are_stored_with_a_trial(small):
+    from fer_core.metric_names import AU_LISTS
+
+    result = train_fer({"backbone": "test_resnet", "img_size": 48, "batch_size": 32, "epochs": 1,
+                        "warmup_epochs": 0, "au_weight": 1.0}, dataset=small)
+    summary = json.loads(json.dumps(_summary(result)))  # NaN (an AU a split cannot score) survives JSON
+    for split in ("val_metrics", "test_metrics"):
+        assert all(len(summary[split][k]) == 18 for k in AU_LISTS)
+        assert {"au_f1", "au_auc", "au_f1_tuned"} <= set(summary[split])
+    assert summary["val_metrics"]["au_threshold"] == summary["test_metrics"]["au_threshold"]
+    assert summary["weights"] == "random init"
