@@ -51,25 +51,13 @@ class Cluster:
     address: str
     head_dir: str
     worker_dir: str
-    worker_lost: bool = False
-
-    def start_worker_node(self) -> None:
-        worker = _ray("start", f"--address={self.address}", "--node-ip-address=127.0.0.1",
-                      f"--temp-dir={self.worker_dir}", *NODE_FLAGS)
-        assert worker.returncode == 0, worker.stderr
-        self.worker_lost = False
 
     def kill_worker_node(self) -> list[str]:
-        self.worker_lost = True
         return _kill_processes_under(self.worker_dir)
 
 
-NODE_FLAGS = ("--num-cpus=1", "--num-gpus=0", "--disable-usage-stats")
-
-
-@pytest.fixture(scope="module")
-def cluster_of_module():
-    """One cluster for the module's tests (starting two nodes is ~20 s of a loaded 2-core machine)."""
+@pytest.fixture
+def two_node_cluster():
     import ray
 
     ray.shutdown()  # no in-process Ray of an earlier module may linger
@@ -78,27 +66,19 @@ def cluster_of_module():
     # processes, so teardown and the node-loss test kill exactly them
     root = tempfile.mkdtemp(prefix="fr", dir="/tmp")
     head_dir, worker_dir = os.path.join(root, "h"), os.path.join(root, "w")
+    env_flags = ["--num-cpus=1", "--num-gpus=0", "--disable-usage-stats"]
     try:
         head = _ray("start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-                    f"--temp-dir={head_dir}", *NODE_FLAGS)
+                    f"--temp-dir={head_dir}", *env_flags)
         assert head.returncode == 0, head.stderr
-        cluster = Cluster(f"127.0.0.1:{port}", head_dir, worker_dir)
-        cluster.start_worker_node()
-        yield cluster
+        worker = _ray("start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
+                      f"--temp-dir={worker_dir}", *env_flags)
+        assert worker.returncode == 0, worker.stderr
+        yield Cluster(f"127.0.0.1:{port}", head_dir, worker_dir)
     finally:
         _kill_processes_under(worker_dir)
         _kill_processes_under(head_dir)
         shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-def two_node_cluster(cluster_of_module):
-    """The module's cluster with both nodes up: a test after the node-loss test gets a new worker node."""
-    if cluster_of_module.worker_lost:
-        _kill_processes_under(cluster_of_module.worker_dir)  # what the kill left, if anything
-        cluster_of_module.start_worker_node()
-    return cluster_of_module
-
 
 # Four epochs, not the smoke study's two: on a loaded 2-core machine a Ray worker actor takes longer
 # to start than a two-epoch trial takes to run, and Tune then reuses the first node's actor for
