@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 
+import psycopg
 import pytest
+from pg_server import LocalPostgres
 
 from fer_core.data.dataset import TEST, TRAIN, VAL, FerDataset
 
@@ -31,3 +35,34 @@ def standin(cache_dir) -> FerDataset:
 def small(standin) -> FerDataset:
     """A few hundred images with the stand-in's imbalance clipped: fast enough for every registry entry."""
     return standin.subset_per_class({TRAIN: 24, VAL: 8, TEST: 8})
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[str]:
+    """An admin libpq URL of the real PostgreSQL server the session's tests make databases on.
+
+    ``$FER_TEST_PG_URL`` names a running server to use (e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``);
+    without it the session starts its own from the wheel's binaries (tests/pg_server.py) on a free port in a
+    temp dir, and removes it at the end. Never mocked, never skipped."""
+    given = os.environ.get("FER_TEST_PG_URL")
+    if given:
+        yield given
+        return
+    pg = LocalPostgres.create()
+    try:
+        pg.start()
+        yield pg.admin_dsn
+    finally:
+        pg.remove()
+
+
+@pytest.fixture
+def pg_url(pg_admin) -> Iterator[str]:
+    """A fresh database on that server (a storage URL for fer-study), dropped afterwards."""
+    name = f"fer_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_admin, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = pg_admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    yield f"{base}/{name}"
+    with psycopg.connect(pg_admin, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
