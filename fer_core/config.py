@@ -210,6 +210,9 @@ def check_registry_names(cfg: TrainConfig) -> None:
     check_double_weighting(cfg.model_dump())
     if cfg.dataset not in GENERATED and not cfg.data_path:
         raise ConfigError(f"data_path is required for dataset {cfg.dataset!r}")
+    if cfg.dataset not in GENERATED and not Path(cfg.data_path).expanduser().exists():
+        # found here, not 20 s into a launch once Ray is up and the data is being decoded
+        raise ConfigError(f"data_path: {cfg.data_path}: no such file or directory (dataset {cfg.dataset!r})")
     for path in cfg.teacher:
         if not Path(path).is_file():
             raise ConfigError(f"teacher: model file not found: {path}")

@@ -15,6 +15,7 @@ rest of the code uses.
 from __future__ import annotations
 
 import difflib
+import glob
 import hashlib
 import itertools
 import json
@@ -146,6 +147,10 @@ def _default(key: str) -> Any:
 
 
 def default_profile() -> str:
+    # without a GPU device node (NVIDIA or ROCm) CUDA cannot be available: answer without importing
+    # torch (~2 s), so that `validate` and a relaunch's first line come at once on CPU machines
+    if not glob.glob("/dev/nvidia[0-9]*") and not os.path.exists("/dev/kfd"):
+        return "cpu"
     import torch
 
     return "gpu" if torch.cuda.is_available() else "cpu"
