@@ -29,7 +29,7 @@ from fer_core.report.table import (
     status_line,
     summary_frame,
 )
-from fer_core.study.artifacts import artifact_dir, open_store
+from fer_core.study.artifacts import STORE_ATTR, open_store, study_artifact_dir
 from fer_core.study.storage import load_stored_study, planned_trials, storage_url
 
 FORMATS = ("md", "csv", "tex", "html")
@@ -46,11 +46,26 @@ def _writable_dir(out: Path) -> Path:
     return out
 
 
-def load(name: str, storage: str | None, artifacts: str | None = None):
-    """(study, StudyData, table) from the storage; errors name the study and the storage."""
+MISSING_STORE = "ECE/NLL/Brier columns and the reliability diagram"  # what needs the stored logits
+
+
+def missing_store_warning(study: optuna.Study, where: Path) -> str:
+    """The one line a report without its artifact store prints (it still has every held-out column:
+    the predictions are user attrs; only what needs the stored logits is left out)."""
+    how = "recorded at launch" if study.user_attrs.get(STORE_ATTR) else "default"
+    return (f"warning: no artifact store at {where} ({how}): the {MISSING_STORE} are left out; "
+            "pass --artifacts DIR (the launch's store)")
+
+
+def load(name: str, storage: str | None, artifacts: str | None = None, warnings: list[str] | None = None):
+    """(study, StudyData, table) from the storage; errors name the study and the storage. A missing
+    artifact store is a line appended to ``warnings``."""
     url = storage_url(storage)
     study = load_stored_study(name, url)
-    store = open_store(artifact_dir(url, artifacts), create=False)
+    where = study_artifact_dir(study, url, artifacts)
+    store = open_store(where, create=False)
+    if store is None and warnings is not None:
+        warnings.append(missing_store_warning(study, where))
     data = load_study_data(study, planned=planned_trials(study), store=store)
     return study, data, build_table(data)
 
@@ -90,7 +105,8 @@ def report(
     for f in formats:
         if f not in FORMATS:
             raise FerError(f"--format: unknown format {f!r}; valid: {', '.join(FORMATS)}, all")
-    study, data, table = load(name, storage, artifacts)
+    warnings: list[str] = []
+    study, data, table = load(name, storage, artifacts, warnings)
     # made only once the study loads: a refused report leaves no empty reports/NAME behind (--out was
     # probed while the arguments were parsed)
     out_dir = _writable_dir(Path(out or Path("reports") / name))
@@ -146,7 +162,7 @@ def report(
         (out_dir / "report.html").write_text(page)
         files.append(out_dir / "report.html")
     return {"files": [str(f) for f in files], "markdown": md, "status": status_line(data), "table": table,
-            "data": data, "out": str(out_dir)}
+            "data": data, "out": str(out_dir), "warnings": warnings}
 
 
 def note_markdown(study: optuna.Study, planned: int | None) -> str | None:

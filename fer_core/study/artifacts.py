@@ -45,6 +45,25 @@ def artifact_dir(storage_url: str, arg: str | None = None) -> Path:
     return (Path.cwd() / "fer-study-artifacts").resolve()
 
 
+STORE_ATTR = "artifact_store"  # study user attr: the store directory the latest launch wrote to
+
+
+def recorded_dir(study: optuna.Study) -> Path | None:
+    """The artifact store the study's launch recorded, if it is still there."""
+    rec = study.user_attrs.get(STORE_ATTR)
+    return Path(rec) if isinstance(rec, str) and Path(rec).is_dir() else None
+
+
+def study_artifact_dir(study: optuna.Study, storage_url: str, arg: str | None = None) -> Path:
+    """The store of ``study``: ``--artifacts`` or ``$FER_STUDY_ARTIFACTS`` (said now) > the one recorded
+    at launch (while it exists) > beside the SQLite file > ./fer-study-artifacts. So ``report``,
+    ``ensemble``, ``export`` and a relaunch find what a launch with ``--artifacts DIR`` wrote without
+    being told DIR again."""
+    if arg or os.environ.get(ENV):
+        return artifact_dir(storage_url, arg)
+    return recorded_dir(study) or artifact_dir(storage_url)
+
+
 class ArtifactPathError(FerError, ValueError):
     """An artifact id (read from the storage, which others may write) points outside the store."""
 
@@ -78,6 +97,23 @@ class ArtifactStore(FileSystemArtifactStore):
         except OSError as err:
             return err.strerror or str(err)
         return None
+
+
+class FallbackStore(ArtifactStore):
+    """A store that also reads from other stores (the dashboard serves studies launched with different
+    ``--artifacts``); writes go to the first."""
+
+    def __init__(self, path: Path, others: list[ArtifactStore]) -> None:
+        super().__init__(path)
+        self.others = others
+
+    def open_reader(self, artifact_id: str):  # type: ignore[override]
+        for store in (self, *self.others):
+            try:
+                return ArtifactStore.open_reader(store, artifact_id)
+            except ArtifactNotFound:
+                continue
+        raise ArtifactNotFound(f"artifact {artifact_id} is in none of the stores {[str(self.path)]}")
 
 
 def open_store(path: Path, create: bool = True) -> ArtifactStore | None:
