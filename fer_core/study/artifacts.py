@@ -129,7 +129,10 @@ def open_store(path: Path, create: bool = True) -> ArtifactStore | None:
     return ArtifactStore(path)
 
 
-def confusion_png(cm: list[list[int]], class_names: list[str], title: str, path: str) -> None:
+def confusion_png(cm: list[list[int]], class_names: list[str], title: str, path: str,
+                  counts: list[int] | None = None) -> None:
+    """Row-normalised confusion matrix with class names on both axes (and, given ``counts``, each true
+    class's training images)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,10 +149,11 @@ def confusion_png(cm: list[list[int]], class_names: list[str], title: str, path:
             if m[i, j]:
                 ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(k), [f"{c}" for c in range(k)])
-    ax.set_yticks(range(k), [f"{c} {n}" for c, n in enumerate(class_names)], fontsize=8)
+    ax.set_xticks(range(k), list(class_names), fontsize=8, rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(k), [f"{n} ({counts[c]})" if counts and c < len(counts) else n
+                             for c, n in enumerate(class_names)], fontsize=8)
     ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    ax.set_ylabel("true class" + (" (training images)" if counts else ""))
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.04, label="row-normalised")
     fig.tight_layout()

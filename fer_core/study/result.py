@@ -68,6 +68,8 @@ class TrialResult(TypedDict):
     # post-hoc corrections (fer_core/posthoc.py): {name: {tau, val, test, test_pred (packed)}}; None in
     # trials stored before they existed
     posthoc_metrics: dict[str, dict[str, Any]] | None
+    # the training loss of every epoch run, in order (the report's learning curves); None in older trials
+    train_loss: list[float] | None
 
 
 class WorkerResult(TrialResult):
