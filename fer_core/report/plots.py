@@ -84,7 +84,7 @@ def heatmap(data: StudyData, table: pd.DataFrame, path: Path) -> None:
 
 def _delta_formatter(span: float) -> FuncFormatter:
     """Tick labels with as many decimals as the tick step needs (0.05, not 0.0500), signed."""
-    decimals = int(max(1, min(4, np.ceil(-np.log10(max(span, 1e-6) / 5)) + 0)))
+    decimals = int(max(1, min(4, np.ceil(-np.log10(max(span, 1e-6) / 5)))))
     return FuncFormatter(lambda v, _: "0" if abs(v) < 10 ** -(decimals + 2) else f"{v:+.{decimals}f}")
 
 
