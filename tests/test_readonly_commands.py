@@ -33,14 +33,22 @@ def test_a_missing_storage_is_one_line_and_no_database_file(argv, tmp_path, monk
     assert list(tmp_path.iterdir()) == []  # no fer-study.db, no reports/, no artifacts dir
 
 
-def test_read_only_commands_do_not_import_torch_ray_or_timm(tmp_path):
+def test_read_only_commands_do_not_import_torch_ray_or_timm(tmp_path, monkeypatch):
+    from fer_core import config_rules
+
+    monkeypatch.setenv("FER_STUDY_CACHE", str(tmp_path / "cache"))
+    config_rules.timm_model_names.cache_clear()
+    config_rules.timm_model_names()  # timm's names cached once per timm version, as any launch leaves them
+    config_rules.timm_model_names.cache_clear()
+    db = f"sqlite:///{tmp_path}/x.db"
     code = ("import sys; from fer_core.cli import main\n"
-            f"for argv in (['studies', '--storage', 'sqlite:///{tmp_path}/x.db'], ['status', 's', '--storage', "
-            f"'sqlite:///{tmp_path}/x.db']):\n    main(argv)\n"
+            f"for argv in (['studies', '--storage', '{db}'], ['status', 's', '--storage', '{db}'], "
+            "['validate', 'smoke', '--profile', 'smoke'], ['validate', 'imbalance-cv-digits', '--profile', 'cpu']):\n    main(argv)\n"
             "print(sorted(m for m in ('torch', 'ray', 'timm', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
-    assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                              "FER_STUDY_CACHE": str(tmp_path / "cache")}, timeout=120)
+    assert "is valid" in out.stdout and out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
 
 
 def test_validate_prints_the_plan(capsys):

@@ -188,7 +188,7 @@ def load_study(name: str, profile: str | None = None, data: str | None = None,
     base = {**(spec.get("data") or {}), **study.base}  # the data keys as the file orders them
     if study.objective.metric != "macro_f1" and "select_metric" not in base:
         base = {**base, "select_metric": study.objective.metric}  # a trial's epoch is selected by it too
-    from fer_core.distill import parse_teacher
+    from fer_core.config_rules import parse_teacher
 
     teacher_path, teacher_from = parse_teacher(study.teacher, src)
     if teacher_path:
