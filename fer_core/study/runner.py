@@ -354,6 +354,10 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
         for k, v in attrs.items():
             if study.user_attrs.get(k) != v:
                 study.set_user_attr(k, v)
+        if study.metric_names != [spec.metric]:  # optuna-dashboard names the objective, not "Objective 0"
+            with warnings.catch_warnings():  # experimental in Optuna 4
+                warnings.simplefilter("ignore")
+                study.set_metric_names([spec.metric])
     summary = {"study": spec.name, "storage": redact(url), "profile": spec.profile, "planned": total,
                "ran": 0, "reconciled": reconciled, "warm_start": [w.line() for w in warm]}
     if n_todo == 0:

@@ -109,6 +109,11 @@ def test_trials_carry_artifacts_and_the_study_note(launched):
     d, url = launched
     study = optuna.load_study(study_name="report-test", storage=url)
     assert (d / "fer-study-artifacts").is_dir()  # beside the SQLite file by default
+    # recorded, so report/ensemble/dashboard find it without --artifacts (issue 19)
+    assert study.user_attrs["artifact_store"] == str((d / "fer-study-artifacts").resolve())
+    assert study.metric_names == ["macro_f1"]  # the dashboard names the objective
+    for t in study.get_trials():
+        assert len(t.user_attrs["train_loss"]) == t.user_attrs["epochs_run"]  # the curves' loss panel
     for t in study.get_trials():
         names = sorted(m.filename for m in get_all_artifact_meta(t, storage=study._storage))
         assert names == ["confusion_matrix.png", "per_class_report.json", "predictions.json", "probabilities.npz"]
