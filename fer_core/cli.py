@@ -152,6 +152,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     formats = FORMATS if "all" in args.format else tuple(dict.fromkeys(args.format))
     out = report(args.study, storage=args.storage, formats=formats, out=args.out, artifacts=args.artifacts)
+    for line in out["warnings"]:
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(out["status"], highlight=False, soft_wrap=True)
     if "md" in formats and not args.quiet:
         console.print(out["markdown"], highlight=False, markup=False, soft_wrap=True)  # no wrapped table rows
@@ -160,17 +162,30 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    import optuna
     import optuna_dashboard
 
-    from fer_core.study.artifacts import artifact_dir, open_store
-    from fer_core.study.storage import open_storage, redact, storage_url
+    from fer_core.study.artifacts import ENV, STORE_ATTR, FallbackStore, artifact_dir, open_store
+    from fer_core.study.storage import open_existing_storage, redact, storage_url
 
     url = storage_url(args.storage)
-    storage = open_storage(url)
-    store_dir = artifact_dir(url, args.artifacts)
-    store = open_store(store_dir)
+    storage = open_existing_storage(url)
+    if args.artifacts or os.environ.get(ENV):  # said now: made if missing (a fresh compose: before the driver)
+        store = open_store(artifact_dir(url, args.artifacts))
+        shown = str(artifact_dir(url, args.artifacts))
+    else:  # the stores the studies' launches recorded (one server shows every study of the storage)
+        recorded = [s.user_attrs.get(STORE_ATTR) for s in optuna.get_all_study_summaries(storage, False)]
+        dirs = [Path(d) for d in dict.fromkeys(recorded) if isinstance(d, str)] or [artifact_dir(url)]
+        missing = [d for d in dirs if not d.is_dir()]
+        if missing:
+            err_console.print(f"warning: no artifact store at {', '.join(map(str, missing))}: the dashboard shows "
+                              "no confusion matrices or per-class reports of those trials (pass --artifacts DIR)",
+                              markup=False, highlight=False, soft_wrap=True)
+        stores = [s for s in (open_store(d, create=False) for d in dirs if d.is_dir()) if s is not None]
+        store = FallbackStore(stores[0].path, stores[1:]) if stores else None  # None: no artifact pages
+        shown = ", ".join(str(s.path) for s in stores) or "none"
     host = "[" + args.host + "]" if ":" in args.host else args.host
-    console.print(f"optuna-dashboard on {redact(url)} (artifacts: {store_dir}): http://{host}:{args.port}/dashboard/",
+    console.print(f"optuna-dashboard on {redact(url)} (artifacts: {shown}): http://{host}:{args.port}/dashboard/",
                   highlight=False)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"warning: listening on {args.host}: anyone who can reach this address sees the study",
@@ -186,11 +201,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from fer_core.study.spec import check_weights_here, load_study
 
     spec = load_study(args.study, args.profile, args.data, dict(args.set or ()))
-    n = spec.n_planned()
-    console.print(f"{spec.source}: study {spec.name!r} ({spec.design}, profile {spec.profile}) is valid: "
-                  f"{n} trials planned, seeds {list(spec.seeds)}, objective {spec.metric} ({spec.direction}), "
-                  f"optuna sampler {spec.optuna_sampler['name']}, pruner {spec.pruner['name']}, "
-                  f"scheduler {spec.scheduler['name']}", highlight=False)
+    for line in plan_lines(spec):
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
     try:  # a property of this machine, not of the file: a note here, the launch stops on it
         check_weights_here(spec)
     except ConfigError as err:
@@ -198,11 +210,43 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def plan_lines(spec) -> list[str]:
+    """What ``validate`` prints: the verdict, then the plan (variants, seeds, data, backbone, selection)."""
+    from fer_core.config import TrainConfig
+
+    n = spec.n_planned()
+    base = {**{k: f.default for k, f in TrainConfig.model_fields.items()}, **spec.base}  # what a trial trains with
+    lines = [f"{spec.source}: study {spec.name!r} is valid ({spec.design}, profile {spec.profile}): "
+             + (f"{n} trials planned" if n is not None else f"{spec.trials} search trials")]
+    if spec.question:
+        lines.append(f"  question: {spec.question}")
+    if spec.design == "one_at_a_time":
+        names = [spec.baseline, *spec.variants]
+        lines.append(f"  variants ({len(names)}, baseline first): {', '.join(names)}")
+    elif spec.design == "grid":
+        lines.append("  grid: " + " x ".join(f"{k} {list(v)}" for k, v in spec.factors.items()))
+    else:
+        keys = [p.name for p in spec.space.params if p.type != "fixed"] if spec.space is not None else []
+        lines.append(f"  search: {spec.trials} trials" + (f" over {', '.join(keys)}" if keys else "")
+                     + f"; optuna sampler {spec.optuna_sampler['name']}")
+    lines.append(f"  seeds: {list(spec.seeds)}" + (f"; {spec.cv_folds}-fold CV x {spec.cv_repeats}"
+                                                   if spec.cv_folds else ""))
+    data = base.get("dataset", "synthetic")
+    where = base.get("data_path")
+    lines.append(f"  data: {data}" + (f" at {where}" if where else " (generated in the cache)"))
+    lines.append(f"  backbone: {base.get('backbone', '?')}, {base.get('img_size', '?')} px, "
+                 f"{base.get('epochs', '?')} epochs")
+    budget = f"; time budget {spec.time_s:.0f} s" if spec.time_s else ""
+    lines.append(f"  objective: validation {spec.metric} ({spec.direction}); pruner {spec.pruner['name']}, "
+                 f"scheduler {spec.scheduler['name']}; up to {spec.max_concurrent} trials at once{budget}")
+    return lines
+
+
 def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
     from fer_core.study.queries import STATES
-    from fer_core.study.storage import open_storage, redact, storage_url
+    from fer_core.study.storage import open_existing_storage, redact, storage_url
     from fer_core.study.studyfile import search_dirs
     from fer_core.study.warmstart import is_warm_start
 
@@ -217,7 +261,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
                 files.add_row(f.stem, str(f))
     console.print(files)
     url = storage_url(args.storage)
-    storage = open_storage(url)
+    storage = open_existing_storage(url)  # a missing SQLite file: one line, and none is created
     stored = Table(title=f"stored studies in {redact(url)}")
     for col in ("study", *STATES, "warm-start", "best"):
         stored.add_column(col, justify="left" if col == "study" else "right")
@@ -264,12 +308,16 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     from fer_core.report.ensemble import build_ensemble, save_ensemble
     from fer_core.report.export import refresh_note
     from fer_core.report.table import study_groups
-    from fer_core.study.artifacts import artifact_dir, open_store
+    from fer_core.study.artifacts import open_store, study_artifact_dir
     from fer_core.study.storage import load_stored_study, planned_trials, storage_url
 
     url = storage_url(args.storage)
     study = load_stored_study(args.study, url)
-    store = open_store(artifact_dir(url, args.artifacts), create=False)
+    where = study_artifact_dir(study, url, args.artifacts)
+    store = open_store(where, create=False)
+    if store is None:  # an ensemble averages the stored probabilities: nothing to do without them
+        raise FerError(f"no artifact store at {where}: an ensemble needs the trials' stored probabilities; "
+                       "pass --artifacts DIR (the launch's store)")
     groups = study_groups(study.user_attrs.get("spec") or {}, list(study.user_attrs.get("class_counts") or []))
     entry = build_ensemble(study, store, args.top, by=args.by, diverse=args.diverse, name=args.name, groups=groups,
                            tta=args.tta)
@@ -296,13 +344,13 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from fer_core.study.artifacts import artifact_dir
+    from fer_core.study.artifacts import study_artifact_dir
     from fer_core.study.outputs import export_trial
     from fer_core.study.storage import load_stored_study, storage_url
 
     url = storage_url(args.storage)
     study = load_stored_study(args.study, url)
-    dest = export_trial(study, args.trial, artifact_dir(url, args.artifacts), args.out)
+    dest = export_trial(study, args.trial, study_artifact_dir(study, url, args.artifacts), args.out)
     console.print(f"trial {args.trial} of study {args.study} exported to {dest} (model, config, class names; "
                   "load with fer_core.checkpoint.load_model)", highlight=False)
     return 0
@@ -337,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     artifacts_help = ("artifact store directory (default: $FER_STUDY_ARTIFACTS, else beside the SQLite file, "
                       "else ./fer-study-artifacts)")
+    recorded_help = ("artifact store directory (default: the one recorded in the study at launch, else "
+                     "$FER_STUDY_ARTIFACTS, else beside the SQLite file, else ./fer-study-artifacts)")
     storage_help = "SQLAlchemy URL (default: $FER_STUDY_STORAGE, else sqlite:///fer-study.db in the working dir)"
     la = sub.add_parser("launch", help="run (or continue) a study: Ray Tune trials into an Optuna study")
     la.add_argument("study", help="a name in studies/ or a path to a study YAML")
@@ -377,8 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     co.set_defaults(func=cmd_confirm)
 
     va = sub.add_parser("validate", help="resolve a study file and every planned config; train nothing")
-    va.add_argument("study")
-    va.add_argument("--profile", choices=["smoke", "cpu", "gpu"])
+    va.add_argument("study", help="a name in studies/ or a path to a study YAML")
+    va.add_argument("--profile", choices=["smoke", "cpu", "gpu"],
+                    help="budget profile (default: $FER_STUDY_PROFILE, else gpu if CUDA, else cpu)")
     overrides(va)
     va.set_defaults(func=cmd_validate)
 
@@ -387,22 +438,23 @@ def build_parser() -> argparse.ArgumentParser:
     ss.set_defaults(func=cmd_studies)
 
     st = sub.add_parser("status", help="progress, best so far and per-state counts of a stored study")
-    st.add_argument("study")
+    st.add_argument("study", help="a stored study's name (see fer-study studies)")
     st.add_argument("--storage", help=storage_help)
     st.set_defaults(func=cmd_status)
 
     rp = sub.add_parser("report", help="the ablation table of a stored study (md, csv, tex, html) with plots")
-    rp.add_argument("study")
+    rp.add_argument("study", help="a stored study's name (see fer-study studies)")
     rp.add_argument("--storage", help=storage_help)
-    rp.add_argument("--format", nargs="+", default=["all"], choices=["md", "csv", "tex", "html", "all"])
+    rp.add_argument("--format", nargs="+", default=["all"], choices=["md", "csv", "tex", "html", "all"],
+                    help="one or more of md, csv, tex, html (default: all)")
     rp.add_argument("--out", type=out_dir, help="output directory (default: reports/STUDY)")
-    rp.add_argument("--artifacts", help=artifacts_help)
+    rp.add_argument("--artifacts", help=recorded_help)
     rp.add_argument("--quiet", action="store_true", help="do not print the Markdown table")
     rp.set_defaults(func=cmd_report)
 
     en = sub.add_parser("ensemble", help="average the stored probabilities of a study's best trials; store it as "
                                          "a derived entry")
-    en.add_argument("study")
+    en.add_argument("study", help="a stored study's name (see fer-study studies)")
     en.add_argument("--top", type=int_range(1, 1000), default=5,
                     help="members: the best K complete trials, 1..1000 (default 5)")
     en.add_argument("--by", default="macro_f1", choices=SELECT_METRICS,
@@ -413,16 +465,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "(trials run with tta: flip or multi_crop)")
     en.add_argument("--name", help="entry name (default: top<K>-<by>[-diverse][-tta]); the same name replaces it")
     en.add_argument("--storage", help=storage_help)
-    en.add_argument("--artifacts", help=artifacts_help)
+    en.add_argument("--artifacts", help=recorded_help)
     en.set_defaults(func=cmd_ensemble)
 
     ex = sub.add_parser("export", help="write a kept trial's model with its config and class names, for inference")
-    ex.add_argument("study")
+    ex.add_argument("study", help="a stored study's name (see fer-study studies)")
     ex.add_argument("--trial", type=int_range(0, 10**9), required=True,
                     help="trial number (its checkpoint must be kept)")
     ex.add_argument("--out", type=out_file, help="output file (default: STUDY-trial-N.pt)")
     ex.add_argument("--storage", help=storage_help)
-    ex.add_argument("--artifacts", help=artifacts_help)
+    ex.add_argument("--artifacts", help=recorded_help)
     ex.set_defaults(func=cmd_export)
 
     db = sub.add_parser("dashboard", help="optuna-dashboard on the storage, with the artifact store")
@@ -430,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--host", type=host, default="127.0.0.1",
                     help="bind address (default 127.0.0.1: this machine only)")
     db.add_argument("--port", type=port, default=8080, help="1..65535 (default 8080)")
-    db.add_argument("--artifacts", help=artifacts_help)
+    db.add_argument("--artifacts", help="artifact store directory (default: the one each study recorded at "
+                                          "launch, else as for launch)")
     db.set_defaults(func=cmd_dashboard)
 
     d = sub.add_parser("data", help="data set tools")
@@ -441,10 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--img-size", type=int_range(48, 224), default=64, help="48..224 (default 64)")
     s.set_defaults(func=cmd_data_synth)
     i = dsub.add_parser("inspect", help="per-split class counts, AU frequencies and AU-label quirks")
-    i.add_argument("path")
+    i.add_argument("path", help="a RAF-CE directory, a manifest CSV or a folder of class folders")
     i.add_argument("--kind", choices=["rafce", "manifest", "folder"], help="source kind (detected if omitted)")
     i.add_argument("--img-size", type=int_range(32, 512), default=64, help="32..512 (default 64)")
-    i.add_argument("--cache-dir", type=out_dir)
+    i.add_argument("--cache-dir", type=out_dir,
+                   help="decoded-image cache (default: $FER_STUDY_CACHE, else ~/.cache/fer-study)")
     i.set_defaults(func=cmd_data_inspect)
     return p
 

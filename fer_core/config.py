@@ -201,16 +201,16 @@ def resolve_config(config: Mapping[str, Any] | TrainConfig, *, check_names: bool
 
 
 def check_registry_names(cfg: TrainConfig) -> None:
-    # imported here: the component modules import torch/timm, config validation should not need to
-    from fer_core.data.sources import DATASETS, GENERATED
-    from fer_core.losses import LOSSES, check_double_weighting, check_head
-    from fer_core.models import HEADS, check_backbone
+    # names and rules from config_rules, not the component modules: those import torch (~2 s), which
+    # `fer-study validate` must not wait for (tests/test_config_rules.py keeps the names in step)
+    from fer_core import config_rules as rules
     from fer_core.posthoc import POSTHOC
     from fer_core.registry import lookup
-    from fer_core.sampling import DATA_SAMPLERS
-    from fer_core.stages import STAGE2
-    from fer_core.tta import TTA
 
+    LOSSES, HEADS, STAGE2, TTA = rules.LOSS_NAMES, rules.HEAD_NAMES, rules.STAGE2_NAMES, rules.TTA_NAMES
+    DATA_SAMPLERS, DATASETS, GENERATED = rules.DATA_SAMPLER_NAMES, rules.DATASET_NAMES, rules.GENERATED
+    check_head, check_double_weighting, check_backbone = rules.check_head, rules.check_double_weighting, \
+        rules.check_backbone
     lookup(LOSSES, cfg.loss)
     lookup(HEADS, cfg.head)
     check_head(cfg.model_dump())
@@ -225,7 +225,7 @@ def check_registry_names(cfg: TrainConfig) -> None:
     if cfg.posthoc != "none" and cfg.posthoc not in POSTHOC:
         raise ConfigError(f"posthoc: unknown post-hoc method {cfg.posthoc!r}; valid: none, {', '.join(sorted(POSTHOC))}")
     if cfg.cv_group_by != "none":
-        from fer_core.data.folds import check_group_by
+        from fer_core.config_rules import check_group_by
 
         check_group_by(cfg.cv_group_by)
     lookup(DATA_SAMPLERS, cfg.sampler)
@@ -234,6 +234,9 @@ def check_registry_names(cfg: TrainConfig) -> None:
     check_double_weighting(cfg.model_dump())
     if cfg.dataset not in GENERATED and not cfg.data_path:
         raise ConfigError(f"data_path is required for dataset {cfg.dataset!r}")
+    if cfg.dataset not in GENERATED and not Path(cfg.data_path).expanduser().exists():
+        # found here, not 20 s into a launch once Ray is up and the data is being decoded
+        raise ConfigError(f"data_path: {cfg.data_path}: no such file or directory (dataset {cfg.dataset!r})")
     for path in cfg.teacher:
         if not Path(path).is_file():
             raise ConfigError(f"teacher: model file not found: {path}")

@@ -20,13 +20,12 @@ file that would need arbitrary unpickling is refused, its contents never run.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fer_core.checkpoint import load_model
+from fer_core.config_rules import parse_teacher  # noqa: F401  (config time, no torch)
 from fer_core.errors import ConfigError
 
 
@@ -74,16 +73,3 @@ def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor,
     log_student = F.log_softmax(student_logits.float() / temperature, dim=1)
     return F.kl_div(log_student, teacher_probs, reduction="batchmean") * temperature**2
 
-
-def parse_teacher(value: Any, src: str) -> tuple[str | None, dict[str, Any] | None]:
-    """A study's ``teacher:``: (a model file path, None) or (None, {study, top})."""
-    if value is None:
-        return None, None
-    if isinstance(value, str):
-        return value, None
-    if isinstance(value, dict) and set(value) <= {"study", "top"} and isinstance(value.get("study"), str):
-        top = value.get("top", 1)
-        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-            raise ConfigError(f"{src}: teacher.top must be an integer >= 1, got {top!r}")
-        return None, {"study": value["study"], "top": top}
-    raise ConfigError(f"{src}: teacher must be a model file path or {{study: NAME, top: k}}, got {value!r}")

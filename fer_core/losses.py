@@ -29,25 +29,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# the config-time rules live without torch (validate answers without importing it); re-exported here
+from fer_core.config_rules import (  # noqa: F401
+    CLASS_WEIGHTED_LOSSES,
+    HEAD_OF_LOSS,
+    WEIGHTINGS,
+    check_double_weighting,
+    check_head,
+    reweights_classes,
+)
 from fer_core.errors import ConfigError, DataError
 from fer_core.registry import Registry
-from fer_core.sampling import REBALANCING_SAMPLERS
 
 LOSSES = Registry("loss", "loss")
 
-# Losses that always re-balance classes. focal counts only when focal_alpha != "none";
-# use reweights_classes(config), which knows that.
-CLASS_WEIGHTED_LOSSES: frozenset[str] = frozenset(
-    {"weighted_ce", "class_balanced", "balanced_softmax", "ldam_drw", "ldam_drw_cosine"}
-)
 # LDAM with its own deferred re-weighting from drw_start (a schedule switch: fer_core/stages.py)
 DRW_LOSSES: frozenset[str] = frozenset({"ldam_drw", "ldam_drw_cosine"})
-# The classifier head each LDAM entry is coherent with (config ``head``): the margin is in
-# logit units, ldam_scale * m_c on a linear head, cosine_scale * m_c = s * m_c on the cosine one
-HEAD_OF_LOSS: dict[str, str] = {"ldam": "linear", "ldam_drw": "linear",
-                                "ldam_cosine": "cosine", "ldam_drw_cosine": "cosine"}
-
-WEIGHTINGS = ("inverse", "sqrt")
 DRW_BETA = 0.9999  # Cao et al. use the effective-number weights with this beta for DRW
 
 
@@ -340,60 +337,4 @@ def make_ldam_drw_cosine(params: Mapping[str, Any], class_counts: Sequence[int],
     return LDAMLoss(class_counts, *_ldam_cosine_params(params), **_drw(params, class_counts, epochs))
 
 
-def check_head(config: Mapping[str, Any]) -> None:
-    """Refuse an LDAM entry on the head its margin does not fit (one line naming both keys)."""
-    loss, head = config.get("loss", "ce"), config.get("head", "linear")
-    want = HEAD_OF_LOSS.get(loss)
-    if want is not None and head != want:
-        other = {"linear": "ldam_cosine or ldam_drw_cosine", "cosine": "ldam or ldam_drw"}[head] \
-            if head in ("linear", "cosine") else "another loss"
-        raise ConfigError(f"loss: {loss!r} needs head: {want} (its margin is in that head's logit units), got "
-                          f"head: {head!r}; use head: {want}, or loss {other} with head: {head}")
-
-
 # ---------------------------------------------------------------- double weighting
-
-
-def reweights_classes(config: Mapping[str, Any]) -> bool:
-    """True when the configured loss re-balances classes (focal only with focal_alpha)."""
-    loss = config.get("loss", "ce")
-    if loss == "focal":
-        return _choice(config, "focal_alpha", "none", ("none", *WEIGHTINGS)) != "none"
-    return loss in CLASS_WEIGHTED_LOSSES
-
-
-def check_double_weighting(config: Mapping[str, Any]) -> None:
-    """Reject re-balancing twice: a class-reweighting loss or deferred class weights (DRW) on top of
-    a re-balancing data sampler, in any phase of the run (stage 1, after the deferred switch
-    ``defer_start``, stage 2), or deferred weights on top of a loss that already re-weights."""
-    allow = config.get("allow_double_weighting", False)
-    if not isinstance(allow, bool):
-        raise ConfigError(f"allow_double_weighting: must be true or false, got {allow!r}")
-    if allow:
-        return
-    loss = config.get("loss", "ce")
-    own = [f"loss: {loss!r}"] if reweights_classes(config) else []
-    deferring = config.get("defer_start", 0.0) not in (0, 0.0, None)
-    defer_w = config.get("defer_weighting", "none")
-    deferred = [f"defer_weighting: {defer_w!r}"] if deferring and defer_w != "none" else []
-    if own and deferred:
-        raise ConfigError(
-            f"{deferred[0]} re-weights classes on top of {own[0]}, which already re-balances them "
-            "(the tail gets counted twice); use defer_weighting 'none' or a plain loss, or set "
-            "allow_double_weighting: true to run it anyway")
-    defer_s = config.get("defer_sampler", "keep") if deferring else "keep"
-    # (key, data sampler, what re-weights classes while that sampler draws)
-    phases = [("sampler", config.get("sampler", "none"), own)]
-    if deferred or defer_s != "keep":
-        phases.append(("defer_sampler", defer_s, own + deferred) if defer_s != "keep"
-                      else ("sampler", config.get("sampler", "none"), own + deferred))
-    if config.get("stage2", "none") != "none":
-        phases.append(("stage2_sampler", config.get("stage2_sampler", "balanced"), own + deferred))
-    for key, sampler, weighting in phases:
-        if sampler in REBALANCING_SAMPLERS and weighting:
-            use = "sampler 'none' or a plain loss" if key == "sampler" else \
-                f"a {key} that keeps the class mix ('none') or a plain loss without deferred weights"
-            raise ConfigError(
-                f"{weighting[0]} re-weights classes and {key} {sampler!r} already re-balances "
-                f"them, which over-corrects (the tail gets counted twice); use {use}, "
-                "or set allow_double_weighting: true to run it anyway")

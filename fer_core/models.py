@@ -7,35 +7,19 @@ The emotion head is chosen by the config key ``head`` from ``HEADS``: ``linear``
 
 from __future__ import annotations
 
-import difflib
 import math
-from functools import lru_cache
 
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fer_core.config_rules import check_backbone  # config time, no torch (re-exported)
 from fer_core.errors import ConfigError, first_line
 from fer_core.pretrained import HOW_TO, load_backbone_file
 from fer_core.registry import Registry, lookup
 
 HEADS = Registry("classifier head", "head")
-
-
-@lru_cache(maxsize=1)
-def _all_models() -> frozenset[str]:
-    return frozenset(timm.list_models())
-
-
-def check_backbone(name: str) -> None:
-    """Reject unknown timm names before any trial starts (with the closest matches)."""
-    base = name.split(".", 1)[0]  # allow pretrained tags such as resnet50.a1_in1k
-    if base in _all_models():
-        return
-    close = difflib.get_close_matches(base, sorted(_all_models()), n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
-    raise ConfigError(f"backbone: unknown timm model {name!r}{hint}")
 
 
 class CosineHead(nn.Module):

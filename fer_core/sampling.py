@@ -18,14 +18,12 @@ import math
 import torch
 from torch import Tensor
 
+from fer_core.config_rules import REBALANCING_SAMPLERS  # noqa: F401  (its home: config time, no torch)
 from fer_core.errors import ConfigError, DataError
 from fer_core.registry import Registry
 
 DATA_SAMPLERS = Registry("data sampler", "sampler")
 
-# Samplers that change the class mix away from the empirical one; combined with a
-# class-reweighting loss they correct for imbalance twice (see losses.check_double_weighting).
-REBALANCING_SAMPLERS = frozenset({"weighted", "sqrt", "balanced", "curriculum"})
 
 
 class BatchPlan:

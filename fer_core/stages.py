@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from fer_core.config_rules import SETTLED_KEY  # noqa: F401  (the study layer reads it without torch)
 from fer_core.losses import (
     DRW_BETA,
     DRW_LOSSES,
@@ -68,8 +69,6 @@ class TrainConfig(Protocol):
     def model_dump(self) -> dict[str, Any]: ...
 
 
-# the per-epoch metric that tells a scheduler when the trial's schedule has settled
-SETTLED_KEY = "schedule_settled_epoch"
 
 
 # ---------------------------------------------------------------- when the switches happen

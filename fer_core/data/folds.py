@@ -35,20 +35,9 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from fer_core.config_rules import check_group_by  # noqa: F401  (config time, no torch)
 from fer_core.data.dataset import TEST, TRAIN, UNUSED, VAL, FerDataset
 from fer_core.errors import ConfigError, DataError
-
-
-def check_group_by(group_by: str) -> None:
-    """Config-time check (no data needed): a compilable pattern or a column name."""
-    if group_by.startswith("re:"):
-        try:
-            re.compile(group_by[3:])
-        except re.error as err:
-            raise ConfigError(f"cv_group_by: invalid regex {group_by[3:]!r} ({err})") from None
-    elif not group_by or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", group_by):
-        raise ConfigError(f"cv_group_by: {group_by!r}; allowed: none, a manifest column name, or re:<regex> "
-                          "over the image file names")
 
 
 def image_groups(ds: FerDataset, group_by: str) -> np.ndarray | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fer_core.config_rules import GENERATED  # noqa: F401  (made in the cache on first use: no data_path)
 from fer_core.data.cache import build_dataset, build_once, cache_root
 from fer_core.data.dataset import FerDataset
 from fer_core.data.digits import IMBALANCE_RATIO, digits_dir
@@ -21,7 +22,6 @@ from fer_core.errors import ConfigError
 from fer_core.registry import Registry, lookup
 
 DATASETS = Registry("dataset", "dataset")
-GENERATED = ("synthetic", "digits")  # made in the cache on first use: no data_path
 
 
 def _standin_ready(target: Path) -> bool:

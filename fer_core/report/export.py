@@ -16,12 +16,13 @@ import pandas as pd
 import yaml
 
 from fer_core.errors import FerError
-from fer_core.report.plots import make_plots
+from fer_core.report.plots import caption, make_plots
 from fer_core.report.table import (
     build_table,
     calibration_frame,
     design_line,
     group_frame,
+    header_lines,
     load_study_data,
     markdown,
     per_class_frame,
@@ -29,7 +30,7 @@ from fer_core.report.table import (
     status_line,
     summary_frame,
 )
-from fer_core.study.artifacts import artifact_dir, open_store
+from fer_core.study.artifacts import STORE_ATTR, open_store, study_artifact_dir
 from fer_core.study.storage import load_stored_study, planned_trials, storage_url
 
 FORMATS = ("md", "csv", "tex", "html")
@@ -46,11 +47,26 @@ def _writable_dir(out: Path) -> Path:
     return out
 
 
-def load(name: str, storage: str | None, artifacts: str | None = None):
-    """(study, StudyData, table) from the storage; errors name the study and the storage."""
+MISSING_STORE = "ECE/NLL/Brier columns and the reliability diagram"  # what needs the stored logits
+
+
+def missing_store_warning(study: optuna.Study, where: Path) -> str:
+    """The one line a report without its artifact store prints (it still has every held-out column:
+    the predictions are user attrs; only what needs the stored logits is left out)."""
+    how = "recorded at launch" if study.user_attrs.get(STORE_ATTR) else "default"
+    return (f"warning: no artifact store at {where} ({how}): the {MISSING_STORE} are left out; "
+            "pass --artifacts DIR (the launch's store)")
+
+
+def load(name: str, storage: str | None, artifacts: str | None = None, warnings: list[str] | None = None):
+    """(study, StudyData, table) from the storage; errors name the study and the storage. A missing
+    artifact store is a line appended to ``warnings``."""
     url = storage_url(storage)
     study = load_stored_study(name, url)
-    store = open_store(artifact_dir(url, artifacts), create=False)
+    where = study_artifact_dir(study, url, artifacts)
+    store = open_store(where, create=False)
+    if store is None and warnings is not None:
+        warnings.append(missing_store_warning(study, where))
     data = load_study_data(study, planned=planned_trials(study), store=store)
     return study, data, build_table(data)
 
@@ -67,19 +83,34 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{b64}" style="max-width:100%">'
 
 
-def _html(title: str, status: str, md_tables: list[tuple[str, pd.DataFrame]], plots: dict[str, Path],
-          notes: str) -> str:
+def _html(title: str, header: list[str], status: str, md_tables: list[tuple[str, pd.DataFrame]],
+          figures: list[tuple[str, str, Path]], notes: str) -> str:
+    """A self-contained page: the header (question, data, profile, budget), the tables, then each figure
+    with its title and caption."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
+             "<style>body{font-family:sans-serif;margin:2em;max-width:110em}"
+             "table{border-collapse:collapse;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child{text-align:left}"
-             "th{background:#eee}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1><p>{html.escape(status)}</p>"]
+             "th{background:#eee}dl.header{display:grid;grid-template-columns:max-content auto;gap:2px 1em}"
+             "dl.header dt{font-weight:bold}dl.header dd{margin:0}figure{margin:1em 0}"
+             "figcaption{font-size:13px;color:#333;max-width:60em}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>", "<dl class='header'>"]
+    for line in header:
+        key, _, value = line.partition(": ")
+        parts.append(f"<dt>{html.escape(key)}</dt><dd>{html.escape(value)}</dd>")
+    parts += ["</dl>", f"<p>{html.escape(status)}</p>"]
     for heading, df in md_tables:
         parts += [f"<h2>{html.escape(heading)}</h2>", df.to_html(index=False, escape=True)]
-    for name, path in plots.items():
-        parts += [f"<h2>{html.escape(name)}</h2>", _img(path)]
+    for i, (fig_title, text, path) in enumerate(figures, 1):
+        parts += [f"<h2>Figure {i}. {html.escape(fig_title)}</h2>",
+                  f"<figure>{_img(path)}<figcaption><b>Figure {i}.</b> {html.escape(text)}</figcaption></figure>"]
     parts += [f"<p>{html.escape(notes)}</p></body></html>"]
     return "\n".join(parts)
+
+
+def _figures(data, plots: dict[str, Path]) -> list[tuple[str, str, Path]]:
+    """(title, caption, file) of each figure written, in report order."""
+    return [(*caption(key, data), path) for key, path in plots.items()]
 
 
 def report(
@@ -90,7 +121,8 @@ def report(
     for f in formats:
         if f not in FORMATS:
             raise FerError(f"--format: unknown format {f!r}; valid: {', '.join(FORMATS)}, all")
-    study, data, table = load(name, storage, artifacts)
+    warnings: list[str] = []
+    study, data, table = load(name, storage, artifacts, warnings)
     # made only once the study loads: a refused report leaves no empty reports/NAME behind (--out was
     # probed while the arguments were parsed)
     out_dir = _writable_dir(Path(out or Path("reports") / name))
@@ -115,7 +147,8 @@ def report(
     plots = make_plots(data, table, out_dir) if ("html" in formats or "md" in formats) else {}
     files += list(plots.values())
     if "md" in formats:
-        md_plots = "".join(f"\n![{k}]({p.name})\n" for k, p in plots.items())
+        md_plots = "".join(f"\n### Figure {i}. {t}\n\n![{t}]({p.name})\n\n*Figure {i}.* {c}\n"
+                           for i, (t, c, p) in enumerate(_figures(data, plots), 1))
         (out_dir / "report.md").write_text(md + md_plots)
         files.append(out_dir / "report.md")
     if "csv" in formats:
@@ -127,10 +160,14 @@ def report(
             data.effects.to_csv(out_dir / "effects.csv", index=False, float_format="%.17g")
             files.append(out_dir / "effects.csv")
     if "tex" in formats:
-        tex = _latex(summary_frame(data, table), f"{name}: test {data.metric} with 95\\% CIs over seeds and test "
+        # comments: the file is \\input into a paper, and the header is for whoever opens it
+        tex = "".join(f"% {line}\n" for line in [f"{name}: ablation report", *header_lines(data), status_line(data),
+                                                  design_line(data, table)])
+        tex += _latex(summary_frame(data, table), f"{name}: test {data.metric} with 95\\% CIs over seeds and test "
                      "images; validation (selection split) secondary")
         tex += "\n" + _latex(group_frame(data, table), f"{name}: class groups, test F1 and $\\Delta$")
-        tex += "\n" + _latex(per_class_frame(data, table), f"{name}: per-class test F1")
+        tex += "\n" + _latex(per_class_frame(data, table), f"{name}: per-class test F1 [95\\% CI]; column: class "
+                              "(training/test images)")
         (out_dir / "report.tex").write_text(tex)
         files.append(out_dir / "report.tex")
     if "html" in formats:
@@ -144,12 +181,17 @@ def report(
             tables.append(("Calibration (test split)", cal))
         if extras:
             tables.append(("Best trials", extras["best_trials"]))
-        page = _html(f"{name}: ablation report", f"{status_line(data)}. {design_line(data, table)}.", tables, plots,
-                     md.strip().splitlines()[-1] if md.strip() else "")
+        page = _html(f"{name}: ablation report", header_lines(data), f"{status_line(data)}. {design_line(data, table)}.",
+                     tables, _figures(data, plots), _reading_note(md))
         (out_dir / "report.html").write_text(page)
         files.append(out_dir / "report.html")
     return {"files": [str(f) for f in files], "markdown": md, "status": status_line(data), "table": table,
-            "data": data, "out": str(out_dir)}
+            "data": data, "out": str(out_dir), "warnings": warnings}
+
+
+def _reading_note(md: str) -> str:
+    """The "how to read it" paragraph of the Markdown report (its first line starting "Every effect")."""
+    return next((ln for ln in md.splitlines() if ln.startswith("Every effect")), "")
 
 
 def note_markdown(study: optuna.Study, planned: int | None) -> str | None:

@@ -129,6 +129,7 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
             "test_accuracy": test.get("accuracy"), "test_balanced_accuracy": test.get("balanced_accuracy"),
             "val_f1": val.get("f1"), "test_f1": test.get("f1"), "confusion_matrix": val.get("confusion_matrix"),
             "curve": dict(sorted(t.intermediate_values.items())), "params": dict(t.params),
+            "train_loss": res.get("train_loss"),  # per epoch run (None in older trials): the curves' second panel
             "config": ua.get("config"), "error": ua.get("error"), "tta": res["tta_metrics"],
             "posthoc": res["posthoc_metrics"],
             # pruning across folds (fer_core/study/foldprune.py): a skipped fold and why
@@ -614,17 +615,43 @@ def _ci(lo: Any, hi: Any) -> str:
     return f"[{lo:.3f}, {hi:.3f}]"
 
 
-def markdown(data: StudyData, table: pd.DataFrame) -> str:
-    """The whole report as Markdown: status, design, the table, groups, per class, calibration, how to read it."""
-    lines = [f"## {data.name}: ablation table", "", status_line(data) + ".", "", design_line(data, table) + ".", ""]
-    q = data.spec.get("question")
-    if q:
-        lines += [f"Question: {q}", ""]
-    given = data.spec.get("overrides") or {}
+def header_lines(data: StudyData) -> list[str]:
+    """What every format opens with (Markdown, HTML, LaTeX comments): the study's question, its data
+    and classes, profile and training recipe, and budget; then "Given at launch" when --data/--set were."""
+    spec = data.spec
+    base = {**(spec.get("data") or {}), **(spec.get("base") or {})}
+    lines = []
+    if spec.get("question"):
+        lines.append(f"Question: {spec['question']}")
+    given = spec.get("overrides") or {}
+    dataset = base.get("dataset", "synthetic")
+    where = f" at {base['data_path']}" if base.get("data_path") else ""
+    classes = ", ".join(f"{n} ({c})" for n, c in zip(data.class_names, data.class_counts))
+    lines.append(f"Data: {dataset}{where}; {len(data.class_names)} classes (training images): {classes}"
+                 if classes else f"Data: {dataset}{where}")
+    recipe = ", ".join(f"{k} {base[k]}" for k in ("backbone", "img_size", "epochs", "loss", "sampler") if k in base)
+    lines.append(f"Profile: {spec.get('profile', '?')}" + (f" ({recipe})" if recipe else ""))
+    budget = spec.get("budget") or {}
+    seeds = spec.get("seeds")
+    parts = [f"{data.planned} trials planned" if data.planned is not None else "trials: as budgeted"]
+    if isinstance(seeds, list):
+        parts.append(f"seeds {', '.join(map(str, seeds))}")
+    parts += [f"{k.replace('_', ' ')} {v}" for k, v in budget.items() if v is not None]
+    lines.append("Budget: " + "; ".join(parts))
     if given:  # fer-study launch --data / --set: what this study ran on besides its file
-        parts = [f"data {given['data']['path']} ({given['data']['kind']})"] if given.get("data") else []
-        parts += [f"{k}={v}" for k, v in (given.get("set") or {}).items()]
-        lines += ["Given at launch: " + ", ".join(parts) + ".", ""]
+        g = [f"data {given['data']['path']} ({given['data']['kind']})"] if given.get("data") else []
+        g += [f"{k}={v}" for k, v in (given.get("set") or {}).items()]
+        lines.append("Given at launch: " + ", ".join(g))
+    return lines
+
+
+def markdown(data: StudyData, table: pd.DataFrame) -> str:
+    """The whole report as Markdown: header, status, design, the table, groups, per class, calibration,
+    how to read it."""
+    lines = [f"## {data.name}: ablation table", ""]
+    for h in header_lines(data):
+        lines += [h + ("" if h.endswith((".", "?", "!")) else "."), ""]
+    lines += [status_line(data) + ".", "", design_line(data, table) + ".", ""]
     lines += [summary_frame(data, table).to_markdown(index=False), ""]
     st = data.settings
     if any(data.groups.values()):

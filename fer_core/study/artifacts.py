@@ -45,6 +45,25 @@ def artifact_dir(storage_url: str, arg: str | None = None) -> Path:
     return (Path.cwd() / "fer-study-artifacts").resolve()
 
 
+STORE_ATTR = "artifact_store"  # study user attr: the store directory the latest launch wrote to
+
+
+def recorded_dir(study: optuna.Study) -> Path | None:
+    """The artifact store the study's launch recorded, if it is still there."""
+    rec = study.user_attrs.get(STORE_ATTR)
+    return Path(rec) if isinstance(rec, str) and Path(rec).is_dir() else None
+
+
+def study_artifact_dir(study: optuna.Study, storage_url: str, arg: str | None = None) -> Path:
+    """The store of ``study``: ``--artifacts`` or ``$FER_STUDY_ARTIFACTS`` (said now) > the one recorded
+    at launch (while it exists) > beside the SQLite file > ./fer-study-artifacts. So ``report``,
+    ``ensemble``, ``export`` and a relaunch find what a launch with ``--artifacts DIR`` wrote without
+    being told DIR again."""
+    if arg or os.environ.get(ENV):
+        return artifact_dir(storage_url, arg)
+    return recorded_dir(study) or artifact_dir(storage_url)
+
+
 class ArtifactPathError(FerError, ValueError):
     """An artifact id (read from the storage, which others may write) points outside the store."""
 
@@ -80,6 +99,23 @@ class ArtifactStore(FileSystemArtifactStore):
         return None
 
 
+class FallbackStore(ArtifactStore):
+    """A store that also reads from other stores (the dashboard serves studies launched with different
+    ``--artifacts``); writes go to the first."""
+
+    def __init__(self, path: Path, others: list[ArtifactStore]) -> None:
+        super().__init__(path)
+        self.others = others
+
+    def open_reader(self, artifact_id: str):  # type: ignore[override]
+        for store in (self, *self.others):
+            try:
+                return ArtifactStore.open_reader(store, artifact_id)
+            except ArtifactNotFound:
+                continue
+        raise ArtifactNotFound(f"artifact {artifact_id} is in none of the stores {[str(self.path)]}")
+
+
 def open_store(path: Path, create: bool = True) -> ArtifactStore | None:
     """The store, or None (with a warning) when its directory cannot be made."""
     try:
@@ -93,7 +129,10 @@ def open_store(path: Path, create: bool = True) -> ArtifactStore | None:
     return ArtifactStore(path)
 
 
-def confusion_png(cm: list[list[int]], class_names: list[str], title: str, path: str) -> None:
+def confusion_png(cm: list[list[int]], class_names: list[str], title: str, path: str,
+                  counts: list[int] | None = None) -> None:
+    """Row-normalised confusion matrix with class names on both axes (and, given ``counts``, each true
+    class's training images)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,10 +149,11 @@ def confusion_png(cm: list[list[int]], class_names: list[str], title: str, path:
             if m[i, j]:
                 ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(k), [f"{c}" for c in range(k)])
-    ax.set_yticks(range(k), [f"{c} {n}" for c, n in enumerate(class_names)], fontsize=8)
+    ax.set_xticks(range(k), list(class_names), fontsize=8, rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(k), [f"{n} ({counts[c]})" if counts and c < len(counts) else n
+                             for c, n in enumerate(class_names)], fontsize=8)
     ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    ax.set_ylabel("true class" + (" (training images)" if counts else ""))
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.04, label="row-normalised")
     fig.tight_layout()

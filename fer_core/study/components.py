@@ -12,9 +12,9 @@ from typing import Any
 
 import optuna
 
+from fer_core.config_rules import SETTLED_KEY
 from fer_core.errors import ConfigError
 from fer_core.registry import Registry
-from fer_core.stages import SETTLED_KEY
 
 OPTUNA_SAMPLERS = Registry("Optuna sampler", "optuna_sampler")
 PRUNERS = Registry("Optuna pruner", "pruner")

@@ -75,6 +75,8 @@ class TrialResult(TypedDict):
     posthoc_metrics: dict[str, dict[str, Any]] | None
     # where the starting weights came from, one line (fer_core/pretrained.py); None in older trials
     weights: str | None
+    # the training loss of every epoch run, in order (the report's learning curves); None in older trials
+    train_loss: list[float] | None
 
 
 class WorkerResult(TrialResult):

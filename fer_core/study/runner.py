@@ -26,7 +26,7 @@ import fer_core
 from fer_core.console import console
 from fer_core.data.dataset import FerDataset
 from fer_core.errors import ConfigError, FerError, LaunchInterrupted, first_line
-from fer_core.study.artifacts import artifact_dir, open_store
+from fer_core.study.artifacts import STORE_ATTR, open_store, study_artifact_dir
 from fer_core.study.bridge import (
     BridgeCallback,
     LaunchStopper,
@@ -266,7 +266,7 @@ class LaunchOptions:
     restart: bool = False  # delete the stored study and start over (default: resume it)
     # search designs: studies in the same storage whose finished trials are told first (study.warmstart)
     warm_start: tuple[str, ...] = ()
-    artifacts: str | None = None  # artifact store directory (None: see study.artifacts.artifact_dir)
+    artifacts: str | None = None  # artifact store directory (None: see study.artifacts.study_artifact_dir)
     runs_dir: str | None = None  # Ray checkpoints (None: $FER_STUDY_RUNS, else ~/.cache/fer-study/runs)
     quiet: bool = True  # no Ray logs, no Optuna INFO lines
     show_progress: bool = True  # the live progress line
@@ -346,12 +346,19 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
     # 3. data (loaded above, once): shared with every trial through the object store
     first = next(iter(datasets.values()))
     attrs = spec_attrs(spec, list(first.class_names), first.class_counts())
+    # recorded, so that report/ensemble/export/dashboard (and a relaunch) find the store without --artifacts
+    store_dir = study_artifact_dir(study, url, opts.artifacts)
+    attrs[STORE_ATTR] = str(store_dir)
     # under the claim lock: Optuna writes a new attr as select-then-insert, which two drivers
     # launched together would race on (a duplicate-key error for the loser)
     with claim_lock(study._storage, claim_key(spec.name)):
         for k, v in attrs.items():
             if study.user_attrs.get(k) != v:
                 study.set_user_attr(k, v)
+        if study.metric_names != [spec.metric]:  # optuna-dashboard names the objective, not "Objective 0"
+            with warnings.catch_warnings():  # experimental in Optuna 4
+                warnings.simplefilter("ignore")
+                study.set_metric_names([spec.metric])
     summary = {"study": spec.name, "storage": redact(url), "profile": spec.profile, "planned": total,
                "ran": 0, "reconciled": reconciled, "warm_start": [w.line() for w in warm]}
     if n_todo == 0:
@@ -378,7 +385,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
 
     driver = driver_id()
     study.set_user_attr(DRIVER_ATTR + driver, time.time())
-    store = open_store(artifact_dir(url, opts.artifacts))
+    store = open_store(store_dir)
     runs = Path(opts.runs_dir or os.environ.get("FER_STUDY_RUNS") or Path.home() / ".cache" / "fer-study" / "runs")
     experiment = f"{spec.name}-{driver.replace(':', '-')}"
     bridge = OptunaBridge(study, spec, todo, n_search, trial_attrs, driver, artifact_store=store, planned=total,

@@ -15,6 +15,7 @@ rest of the code uses.
 from __future__ import annotations
 
 import difflib
+import glob
 import hashlib
 import itertools
 import json
@@ -161,6 +162,10 @@ def _default(key: str) -> Any:
 
 
 def default_profile() -> str:
+    # without a GPU device node (NVIDIA or ROCm) CUDA cannot be available: answer without importing
+    # torch (~2 s), so that `validate` and a relaunch's first line come at once on CPU machines
+    if not glob.glob("/dev/nvidia[0-9]*") and not os.path.exists("/dev/kfd"):
+        return "cpu"
     import torch
 
     return "gpu" if torch.cuda.is_available() else "cpu"
@@ -198,7 +203,7 @@ def load_study(name: str, profile: str | None = None, data: str | None = None,
     base = {**(spec.get("data") or {}), **study.base}  # the data keys as the file orders them
     if study.objective.metric != "macro_f1" and "select_metric" not in base:
         base = {**base, "select_metric": study.objective.metric}  # a trial's epoch is selected by it too
-    from fer_core.distill import parse_teacher
+    from fer_core.config_rules import parse_teacher
 
     teacher_path, teacher_from = parse_teacher(study.teacher, src)
     if teacher_path:
@@ -342,7 +347,7 @@ def check_weights_here(spec: StudySpec) -> None:
     for cfg in planned_configs(spec):
         c = resolve_config(cfg, check_names=False)
         key = (c.backbone, c.pretrained, c.pretrained_path if c.pretrained == "file" else None)
-        if key in seen:
+        if key in seen or c.pretrained is False:  # from scratch: nothing to find (and no torch import)
             continue
         seen.add(key)
         try:

@@ -168,14 +168,32 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
 
 
+def require_storage(url: str) -> None:
+    """Refuse (one line) a SQLite URL whose file does not exist: opening it would create an empty
+    database, which a read-only command (``studies``, ``status``, ``report``, ``dashboard``) must never
+    leave behind in the working directory."""
+    if make_url(url).get_backend_name() != "sqlite":
+        return
+    db = make_url(url).database
+    if db and db != ":memory:" and not Path(db).expanduser().exists():
+        raise StorageError(f"no storage at {redact(url)}: the database file does not exist (launch a study "
+                           "first, or pass --storage)")
+
+
+def open_existing_storage(url: str) -> optuna.storages.RDBStorage:
+    """``open_storage`` for readers: never creates a database (``require_storage``)."""
+    require_storage(url)
+    return open_storage(url)
+
+
 def load_stored_study(name: str, url: str, storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
     """An existing study (never creates one); the error lists what the storage holds. ``storage``:
     ``url`` already opened (a launch opens it once)."""
-    if storage is None and make_url(url).get_backend_name() == "sqlite":
-        db = make_url(url).database
-        if db and db != ":memory:" and not Path(db).expanduser().exists():
-            # opening would create an empty database file for a lookup that fails anyway
-            raise FerError(f"no study {name!r} in {redact(url)}: the database file does not exist")
+    if storage is None:
+        try:  # opening would create an empty database file for a lookup that fails anyway
+            require_storage(url)
+        except StorageError as err:
+            raise StorageError(f"no study {name!r}: {err}") from None
     storage = storage or open_storage(url)
     names = study_names(storage)
     if name not in names:

@@ -79,6 +79,9 @@ def _seeds(v: Any) -> tuple[int, ...]:
 
 
 def _name(v: Any) -> str:
+    if v is None:
+        raise ValueError("name: missing; every study file needs one (e.g. name: my-ablation), the study's name "
+                         "in the storage")
     if not isinstance(v, str) or not NAME_RE.match(v):
         raise ValueError(f"name must match {NAME_RE.pattern} (letters, digits, '_', '.', '-'), got {v!r}")
     return v

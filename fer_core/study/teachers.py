@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from fer_core.errors import ConfigError, FerError
-from fer_core.study.artifacts import artifact_dir  # where the store is (the runner imports it too)
+from fer_core.study.artifacts import study_artifact_dir  # where the store is (the runner imports it too)
 from fer_core.study.outputs import checkpoint_path, top_trials
 from fer_core.study.spec import StudySpec
 from fer_core.study.storage import load_stored_study
@@ -24,7 +24,7 @@ def resolve_teacher(spec: StudySpec, url: str, artifacts: str | None, storage=No
         teacher_study = load_stored_study(name, url, storage)
     except FerError as err:
         raise ConfigError(f"{spec.source}: teacher: {err}") from None
-    store = artifact_dir(url, artifacts)
+    store = study_artifact_dir(teacher_study, url, artifacts)  # where the teacher's launch kept them
     best = top_trials(teacher_study, k)
     paths = [checkpoint_path(store, name, t.number) for t in best]
     missing = [t.number for t, p in zip(best, paths) if not p.is_file()]

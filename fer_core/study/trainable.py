@@ -165,6 +165,7 @@ def _summary(result: dict) -> WorkerResult:
         "posthoc_metrics": {name: {"tau": r["tau"], "val": split_metrics(r["val"], "f1"),
                                    "test": split_metrics(r["test"], "f1"), "test_pred": pack_classes(r["test_pred"])}
                             for name, r in (result.get("posthoc") or {}).items()} or None,
+        "train_loss": [float(h["loss"]) for h in result["history"]],
         # predicted classes (probabilities go through write_trial_outputs: results stay small) so the
         # report can bootstrap over validation images; uploaded by the driver as an artifact
         "predictions": {split: {"labels": [int(v) for v in p["labels"]],

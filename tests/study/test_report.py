@@ -112,6 +112,11 @@ def test_trials_carry_artifacts_and_the_study_note(launched):
     d, url = launched
     study = optuna.load_study(study_name="report-test", storage=url)
     assert (d / "fer-study-artifacts").is_dir()  # beside the SQLite file by default
+    # recorded, so report/ensemble/dashboard find it without --artifacts (issue 19)
+    assert study.user_attrs["artifact_store"] == str((d / "fer-study-artifacts").resolve())
+    assert study.metric_names == ["macro_f1"]  # the dashboard names the objective
+    for t in study.get_trials():
+        assert len(t.user_attrs["train_loss"]) == t.user_attrs["epochs_run"]  # the curves' loss panel
     for t in study.get_trials():
         names = sorted(m.filename for m in get_all_artifact_meta(t, storage=study._storage))
         assert names == ["confusion_matrix.png", "per_class_report.json", "predictions.json", "probabilities.npz"]
@@ -138,6 +143,10 @@ def test_report_every_format_matches_a_hand_computation(launched, tmp_path):
         test[t.user_attrs["variant"]][t.user_attrs["seed"]] = (unpack_classes(packed["labels"]),
                                                                 unpack_classes(packed["pred"]))
     table = pd.read_csv(out / "report.csv")
+    # each variant is followed by its post-hoc rows (derived, paired with it: tests/report/test_posthoc_rows.py)
+    assert table.loc[table["derived"].notna(), "variant"].tolist() == [
+        f"{v} +posthoc:{m}" for v in VARIANTS for m in ("logit_adjust", "tau_norm")]
+    table = table[table["derived"].isna()]
     assert list(table["variant"]) == VARIANTS  # baseline first, then the spec's order
     k = len(study.user_attrs["class_names"])
     pvals = []
@@ -386,6 +395,7 @@ def test_search_study_report_has_best_trials_importances_and_a_ready_config(stud
     study = optuna.load_study(study_name="search-test", storage=url)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     table = pd.read_csv(out / "report.csv")
+    table = table[table["derived"].isna()]  # the configs' own rows (post-hoc rows follow each)
     # one row per distinct config, best first; no baseline, so no deltas
     assert len(table) == len({json.dumps({k: v for k, v in t.params.items() if k != "seed"}, sort_keys=True)
                               for t in complete})

@@ -1,0 +1,89 @@
+"""Read-only commands (issue 19, item 4): never create a database, answer without importing torch, Ray
+or timm, and `validate` prints the plan it checked (variants, data, backbone) or one line why not."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fer_core.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _one_error(capsys, *argv: str) -> str:
+    rc = main(list(argv))
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("argv", [["studies"], ["status", "s"], ["report", "s"], ["ensemble", "s"],
+                                  ["dashboard"]])
+def test_a_missing_storage_is_one_line_and_no_database_file(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FER_STUDY_STORAGE", raising=False)
+    line = _one_error(capsys, *argv)
+    assert f"no storage at sqlite:///{tmp_path}/fer-study.db" in line
+    assert list(tmp_path.iterdir()) == []  # no fer-study.db, no reports/, no artifacts dir
+
+
+def test_read_only_commands_do_not_import_torch_ray_or_timm(tmp_path, monkeypatch):
+    from fer_core import config_rules
+
+    monkeypatch.setenv("FER_STUDY_CACHE", str(tmp_path / "cache"))
+    config_rules.timm_model_names.cache_clear()
+    config_rules.timm_model_names()  # timm's names cached once per timm version, as any launch leaves them
+    config_rules.timm_model_names.cache_clear()
+    db = f"sqlite:///{tmp_path}/x.db"
+    code = ("import sys; from fer_core.cli import main\n"
+            f"for argv in (['studies', '--storage', '{db}'], ['status', 's', '--storage', '{db}'], "
+            "['validate', 'smoke', '--profile', 'smoke'], ['validate', 'imbalance-cv-digits', '--profile', 'cpu']):\n    main(argv)\n"
+            "print(sorted(m for m in ('torch', 'ray', 'timm', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                              "FER_STUDY_CACHE": str(tmp_path / "cache")}, timeout=120)
+    assert "is valid" in out.stdout and out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_validate_prints_the_plan(capsys):
+    assert main(["validate", "smoke", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "is valid" in out and "variants (3, baseline first): plain-ce, balanced_softmax, sampler_sqrt" in out
+    assert "data: synthetic" in out and "backbone: test_resnet, 48 px, 2 epochs" in out
+    assert "optuna sampler" not in out  # a designed study asks no sampler for anything
+
+
+def test_validate_refuses_a_data_path_that_does_not_exist(capsys, tmp_path):
+    line = _one_error(capsys, "validate", "smoke", "--profile", "smoke", "--set", "dataset=folder",
+                      "--set", f"data_path={tmp_path}/nope")
+    assert f"data_path: {tmp_path}/nope: no such file or directory" in line
+
+
+def test_a_study_file_without_a_name_says_so(capsys, tmp_path):
+    doc = yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text())
+    doc.pop("name")
+    doc.pop("extends", None)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    line = _one_error(capsys, "validate", str(tmp_path / "s.yaml"))
+    assert "name: missing" in line and "None" not in line
+
+
+def test_every_option_has_help_text():
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif not action.help:
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "fer-study")
+    assert not missing
