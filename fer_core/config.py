@@ -224,6 +224,10 @@ def check_registry_names(cfg: TrainConfig) -> None:
     lookup(TTA, cfg.tta)
     if cfg.posthoc != "none" and cfg.posthoc not in POSTHOC:
         raise ConfigError(f"posthoc: unknown post-hoc method {cfg.posthoc!r}; valid: none, {', '.join(sorted(POSTHOC))}")
+    if cfg.posthoc == "tau_norm" and (cfg.head != "linear" or cfg.stage2 == "lws"):
+        # tau-norm rescales a linear head's class weights: a cosine head's are unit length, LWS scales sit outside
+        raise ConfigError(f"posthoc: tau_norm needs a plain linear head (head: linear, no stage2: lws), got "
+                          f"head: {cfg.head}, stage2: {cfg.stage2}; use posthoc: logit_adjust")
     if cfg.cv_group_by != "none":
         from fer_core.config_rules import check_group_by
 
