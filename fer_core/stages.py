@@ -86,30 +86,29 @@ def total_epochs(cfg: TrainConfig) -> int:
     return cfg.epochs + (cfg.stage2_epochs if cfg.stage2 != "none" else 0)
 
 
-def first_selectable_epoch(cfg: TrainConfig) -> int:
-    """Stage 1's first epoch validation may select: the epoch of its last switch (DRW start, deferred
-    sampler or weights), 0 without one. A deferred method is the model after its switch: an epoch
-    before it is plain training of another recipe, and selecting it would report CE as DRS (seen on
-    the digits: every DRS trial selected a pre-switch epoch, identical to its plain-CE twin)."""
+def _stage1_switches(cfg: TrainConfig) -> list[int]:
+    """Stage 1's schedule switches (DRW start, deferred sampler or weights), with 0 for "none"."""
     switches = [0]
     if cfg.loss in DRW_LOSSES:
         switches.append(drw_epoch(cfg.model_dump(), cfg.epochs))
     if deferred_epoch(cfg) is not None:
         switches.append(deferred_epoch(cfg))
-    return max(e for e in switches if e < cfg.epochs)
+    return switches
+
+
+def first_selectable_epoch(cfg: TrainConfig) -> int:
+    """Stage 1's first epoch validation may select: the epoch of its last switch (DRW start, deferred
+    sampler or weights), 0 without one. A deferred method is the model after its switch: an epoch
+    before it is plain training of another recipe, and selecting it would report CE as DRS (seen on
+    the digits: every DRS trial selected a pre-switch epoch, identical to its plain-CE twin)."""
+    return max(e for e in _stage1_switches(cfg) if e < cfg.epochs)
 
 
 def schedule_settled_epoch(cfg: TrainConfig) -> int:
     """The epoch whose report is the first after the run's last schedule switch (DRW start, deferred
     sampler or weights, stage 2) has trained one epoch; 0 for a run without switches. A switch at
     or after the last epoch never happens (``drw_start: 1.0``) and does not count."""
-    switches = [0]
-    if cfg.loss in DRW_LOSSES:
-        switches.append(drw_epoch(cfg.model_dump(), cfg.epochs))
-    if deferred_epoch(cfg) is not None:
-        switches.append(deferred_epoch(cfg))
-    if cfg.stage2 != "none":
-        switches.append(cfg.epochs)
+    switches = _stage1_switches(cfg) + ([cfg.epochs] if cfg.stage2 != "none" else [])
     return max(e for e in switches if e < total_epochs(cfg))
 
 
