@@ -26,6 +26,19 @@ def class_groups(train_counts: Sequence[int], tail_max_count: int, head_min_coun
     return groups
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (stable: the row max subtracted)."""
+    z = np.asarray(logits, dtype=np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def mean_nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-probability of the true class (probabilities floored at 1e-12); NaN without images."""
+    y = np.asarray(labels, dtype=np.int64)
+    return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean()) if len(y) else float("nan")
+
+
 def classification_metrics(
     y_true: np.ndarray,
     y_pred: np.ndarray,

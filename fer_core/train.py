@@ -40,6 +40,8 @@ from fer_core.metrics import (
     choose_au_thresholds,
     class_groups,
     classification_metrics,
+    mean_nll,
+    softmax,
 )
 from fer_core.models import FerNet
 from fer_core.posthoc import POSTHOC, Head, applicable, choose_tau
@@ -73,12 +75,6 @@ def amp_and_channels_last(cfg: TrainConfig, device: torch.device) -> tuple[bool,
     convnets on CPU too)."""
     amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
     return amp, cfg.channels_last != "off"
-
-
-def softmax_np(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(1, keepdims=True)).astype(np.float32)
 
 
 def seed_everything(seed: int) -> None:
@@ -183,7 +179,7 @@ def evaluate(pred: dict, ds: FerDataset, idx: torch.Tensor, groups: dict, with_a
     y = ds.labels[idx].numpy()
     probs = pred["probs"]
     m = classification_metrics(y, probs.argmax(1), ds.num_classes, groups)
-    m["loss"] = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean()) if len(y) else float("nan")
+    m["loss"] = mean_nll(probs, y)
     if with_aus:
         m["au_f1"] = au_macro_f1(ds.aus[idx].numpy(), pred["au_probs"])
         m["au_auc"] = au_metrics(ds.aus[idx].numpy(), pred["au_probs"])["au_auc"]
@@ -213,8 +209,7 @@ def posthoc_predictions(model: FerNet, preds: dict[str, dict], labels: dict[str,
     def metrics(split: str, logits: np.ndarray) -> dict:
         y = labels[split]
         m = classification_metrics(y, logits.argmax(1), k, groups)
-        m["loss"] = float(-np.log(np.clip(softmax_np(logits)[np.arange(len(y)), y], 1e-12, None)).mean()) \
-            if len(y) else float("nan")
+        m["loss"] = mean_nll(softmax(logits), y)
         return m
 
     out = {}
@@ -437,7 +432,7 @@ def train_fer(
     if cfg.posthoc != "none":
         chosen = posthoc[cfg.posthoc]
         val, test = {**val, **chosen["val"]}, {**test, **chosen["test"]}
-        preds = {split: {**p, "logits": chosen["logits"][split], "probs": softmax_np(chosen["logits"][split])}
+        preds = {split: {**p, "logits": chosen["logits"][split], "probs": softmax(chosen["logits"][split]).astype(np.float32)}
                  for split, p in preds.items()}
     held_out = {
         "val": {"probs": preds["val"]["probs"], "logits": preds["val"]["logits"], "labels": labels["val"]},

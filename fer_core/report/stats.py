@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from fer_core.metrics import softmax  # one softmax for the core and the report (stats.softmax)
+
 N_BOOT = 5000
 ALPHA = 0.05
 POWER = 0.80
@@ -187,13 +189,6 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 
 # -- calibration (from stored logits) ---------------------------------------------------------------
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> dict[str, np.ndarray]:
     """Top-label confidence vs accuracy in ``bins`` equal-width bins (Guo et al., ICML 2017)."""
     conf = probs.max(1)
