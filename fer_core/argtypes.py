@@ -126,25 +126,20 @@ def _out_dir(text: str) -> str:
 
 
 def key_value(text: str) -> tuple[str, object]:
-    """``KEY=VALUE`` for ``--set``: the value read as YAML (``1e-3`` as a number too); whether KEY is
-    a trial-config key the design leaves alone is checked with the study (``spec.launch_overrides``)."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key or not key.replace("_", "").isalnum():
+    """``KEY=VALUE`` for ``--set``: the value read as ``fer-study train --set`` reads it
+    (``config.parse_override``); whether KEY is a trial-config key the design leaves alone is checked
+    with the study (``spec.launch_overrides``)."""
+    key = text.partition("=")[0].strip()
+    if "=" not in text or not key or not key.replace("_", "").isalnum():
         shown = text if len(text) <= 40 else text[:36] + "..."
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a trial-config key, got {shown!r}")
-    import yaml
+    from fer_core.config import parse_override
+    from fer_core.errors import ConfigError
 
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    if isinstance(value, str):
-        try:  # YAML 1.1 reads 1e-3 as a string; a config key that wants a number would refuse it
-            value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
-        except ValueError:
-            pass
-    return key, value
+        return parse_override(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def existing_path(text: str) -> str:
