@@ -18,6 +18,7 @@ import yaml
 from fer_core.errors import FerError
 from fer_core.report.plots import caption, make_plots
 from fer_core.report.table import (
+    au_frame,
     build_table,
     calibration_frame,
     design_line,
@@ -176,6 +177,9 @@ def report(
                   ("Per-class test F1 (95 % CI)", per_class_frame(data, table))]
         if "delta" in table.columns:
             tables.append(("Per-class Δ test F1 vs baseline (95 % CI)", per_class_frame(data, table, delta=True)))
+        aus = au_frame(data)
+        if aus is not None:
+            tables.append(("Action Units (test F1 at validation thresholds, ROC AUC; mean ± SD over seeds)", aus))
         cal = calibration_frame(data, table)
         if cal is not None and len(cal):
             tables.append(("Calibration (test split)", cal))

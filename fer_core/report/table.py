@@ -128,6 +128,8 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
             "test_tail_f1": test.get("tail_f1"), "best_epoch": res["best_epoch"],
             "test_accuracy": test.get("accuracy"), "test_balanced_accuracy": test.get("balanced_accuracy"),
             "val_f1": val.get("f1"), "test_f1": test.get("f1"), "confusion_matrix": val.get("confusion_matrix"),
+            # per AU on test, thresholds chosen on validation (trials that trained the AU head only)
+            "test_au_f1_per_au": test.get("au_f1_per_au"), "test_au_auc_per_au": test.get("au_auc_per_au"),
             "curve": dict(sorted(t.intermediate_values.items())), "params": dict(t.params),
             "train_loss": res.get("train_loss"),  # per epoch run (None in older trials): the curves' second panel
             "config": ua.get("config"), "error": ua.get("error"), "tta": res["tta_metrics"],
@@ -594,6 +596,33 @@ def calibration_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame | No
                          "NLL": rows["nll"].map(fmt), "Brier": rows["brier"].map(fmt)})
 
 
+def au_frame(data: StudyData) -> pd.DataFrame | None:
+    """AU x variant: test F1 at the per-AU thresholds chosen on validation and ROC AUC, mean ± SD over
+    the seeds (descriptive: AU detection is a secondary output, not one of the table's tests); only
+    variants that trained the AU head (``au_weight > 0`` on data with AU labels); None without any."""
+    done = data.trials[(data.trials["state"] == "COMPLETE")]
+    if "test_au_f1_per_au" not in done.columns:
+        return None
+    done = done[done["test_au_f1_per_au"].map(lambda v: isinstance(v, list) and len(v) > 0)]
+    if not len(done):
+        return None
+    from fer_core.data.dataset import AU_VOCAB
+
+    def cell(values: list[list[float]], a: int) -> str:
+        v = np.array([x[a] for x in values], dtype=float)
+        v = v[np.isfinite(v)]
+        if not len(v):
+            return "n.e."
+        return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
+
+    out: dict[str, list[str]] = {"AU": [f"AU{au}" for au in AU_VOCAB]}
+    for variant, g in done.groupby("variant", sort=False):
+        f1, auc = list(g["test_au_f1_per_au"]), list(g["test_au_auc_per_au"])
+        out[f"{variant} F1"] = [cell(f1, a) for a in range(len(AU_VOCAB))]
+        out[f"{variant} AUC"] = [cell(auc, a) for a in range(len(AU_VOCAB))]
+    return pd.DataFrame(out)
+
+
 def design_line(data: StudyData, table: pd.DataFrame) -> str:
     """What the design can detect: seeds, held-out images, the Holm family, the median MDE."""
     real = table[table["derived"] == ""]
@@ -670,6 +699,11 @@ def markdown(data: StudyData, table: pd.DataFrame) -> str:
                   "its - level (an interaction: the product of its factors' codes), paired by seed, both "
                   "variance parts, Holm across the effects (fer_core/report/effects.py):", "",
                   effects_markdown(effects, data.metric), ""]
+    aus = au_frame(data)
+    if aus is not None:
+        lines += ["Action Units on the test split (AU head): F1 at each AU's threshold chosen on validation and ROC "
+                  "AUC, mean ± SD over seeds, descriptive (n.e.: no positive test image):", "",
+                  aus.to_markdown(index=False), ""]
     cal = calibration_frame(data, table)
     if cal is not None and len(cal):
         where = "the out-of-fold pool (folds weighted by their images)" if data.trials["fold"].notna().any() \
