@@ -9,8 +9,8 @@ Only training steps are timed (no evaluation), after one warm-up pass each.
     python benchmarks/trainable_throughput.py            # default config: resnet10t, 64 px, batch 64
     python benchmarks/trainable_throughput.py --tiny     # seconds; used by the test suite
 
-On a CPU with native bf16 (AVX512-BF16 or AMX) a second train_fer row runs the same loop
-with the opt-in ``amp: bf16`` (the default config stays fp32 on a CPU).
+The default config's ``amp: auto`` picks fp32 or bf16 by timing a few steps (fer_core/precision.py);
+on a CPU with native bf16 (AVX512-BF16 or AMX) a second train_fer row forces ``amp: bf16``.
 """
 
 from __future__ import annotations
@@ -97,12 +97,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="interleaved repetitions (median reported)")
     ap.add_argument("--tiny", action="store_true", help="test_resnet at 48 px on a few batches (for CI)")
     ap.add_argument("--no-bf16", action="store_true",
-                    help="skip the opt-in row: train_fer with amp: bf16 on a CPU with native bf16 (AVX512-BF16/AMX)")
+                    help="skip the forced row: train_fer with amp: bf16 on a CPU with native bf16 (AVX512-BF16/AMX)")
     args = ap.parse_args()
     if args.tiny:
         args.backbones, args.img_size, args.batch_size, args.workers, args.rounds = ["test_resnet"], 48, 32, [0], 1
-    # the default config trains in fp32 on a CPU (as the trainer's contract says); a CPU whose oneDNN
-    # has bf16 kernels gets a second train_fer row with the opt-in `amp: bf16`
+    # the default config (amp: auto) trains in the precision it measured faster; a CPU whose oneDNN
+    # has bf16 kernels gets a second train_fer row with `amp: bf16` forced
     amps = ["auto"] + (["bf16"] if not args.no_bf16 and torch.ops.mkldnn._is_mkldnn_bf16_supported() else [])
     torch.set_num_threads(len(os.sched_getaffinity(0)))
 
@@ -131,7 +131,7 @@ def main() -> int:
                 print(f"{backbone:22s} plain loop (ImageFolder+PIL+DataLoader, workers={w}): {r:8.1f} images/s")
             for a in amps:
                 fer = statistics.median(fers[a])
-                what = "fp32, the default" if a == "auto" else "amp: bf16, opt-in"
+                what = "amp: auto, the default" if a == "auto" else "amp: bf16, forced"
                 print(f"{backbone:22s} train_fer loop ({what}):{' ' * (20 - len(what))}{fer:8.1f} images/s")
                 print(f"{backbone:22s} ratio train_fer ({what}) / best plain loop (workers={best_w}): "
                       f"{fer / plain[best_w]:.2f}x", flush=True)

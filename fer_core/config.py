@@ -109,7 +109,7 @@ class TrainConfig(BaseModel):
     device: str = "auto"
     num_threads: int = Field(0, ge=0, le=1024)  # 0 = all cores of this process
     channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA
-    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast if measured faster (fer_core/precision.py)
     compile: bool = False
     eval_batch_size: int = Field(256, ge=1, le=65536)
     # evaluation: test-time augmentation at the selected epoch, reported beside the plain metrics

@@ -45,6 +45,7 @@ from fer_core.metrics import (
 )
 from fer_core.models import FerNet
 from fer_core.posthoc import POSTHOC, Head, applicable, choose_tau
+from fer_core.precision import choose_amp, step_timer
 from fer_core.registry import lookup
 from fer_core.stages import (
     SETTLED_KEY,
@@ -71,10 +72,10 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def amp_and_channels_last(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool]:
-    """bf16 autocast on CUDA unless turned off; channels_last unless turned off (measured faster for
-    convnets on CPU too)."""
-    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
-    return amp, cfg.channels_last != "off"
+    """bf16 autocast where it measured faster for this shape (``amp: auto``, fer_core/precision.py) or
+    forced; channels_last unless turned off (measured faster for convnets on CPU too)."""
+    cl = cfg.channels_last != "off"
+    return choose_amp(cfg, device, cl, lambda: step_timer(cfg, device, cl, train_step)) == "bf16", cl
 
 
 def seed_everything(seed: int) -> None:
@@ -245,7 +246,7 @@ def train_fer(
     reads it back weights-only) that ``checkpoint=`` accepts to resume exactly where it was (a
     scheduler can pause and resume a trial). ``dataset`` skips loading (shared from the Ray object store).
     """
-    # 1. validate at the edge, pick the device, seed everything
+    # 1. validate at the edge, pick the device and precision (measured once per shape), seed everything
     cfg = resolve_config(config)
     device = pick_device(cfg.device)
     if device.type == "cpu":
@@ -461,6 +462,7 @@ def train_fer(
         "fingerprint": ds.fingerprint,
         "config": cfg.model_dump(),
         "device": str(device),
+        "amp": "bf16" if amp else "off",  # the precision it trained in (amp: auto measured or read it)
         "weights": model.weights_summary,  # where the starting weights came from (a file: what was loaded)
         "seconds": time.perf_counter() - t_start,
         "model_state": best["state"],  # already a detached clone

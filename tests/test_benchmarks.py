@@ -71,3 +71,26 @@ def test_evaluation_benchmark_tiny_mode_prints_its_table(script, needles, cache_
     assert proc.returncode == 0, proc.stderr[-3000:]
     for needle in needles:
         assert re.search(needle, proc.stdout, re.MULTILINE), (needle, proc.stdout[-2000:])
+
+
+def test_gpu_check_dry_mode_prints_every_section_and_writes_its_figures(cache_dir, tmp_path):
+    """The GPU check's four sections run on CPU with tiny shapes (the figures are not performance
+    claims); each prints a number and lands in the JSON file."""
+    import json
+
+    out = _run("gpu_check.py", "--dry", "--out", "figures.json", tmp_path=tmp_path)
+    for needle in (r"^1\. test_resnet .*: [\d,]+ images/s", r"^2\. 2 x test_resnet@32 .*ratio \d+\.\d+x",
+                   r"^3\. 2 one-epoch trials.*: -?\d+\.\d+ s per extra trial", r"^4\. fer-study launch smoke .*: \d+\.\d+ s"):
+        assert re.search(needle, out, re.MULTILINE), (needle, out)
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert figures["dry"] and figures["resnet50"]["eager_images_per_s"] > 0
+    assert figures["packing"]["ratio"] > 0 and figures["packing"]["devices"] == ["cpu"]
+    assert figures["smoke"]["report"].startswith("report written to")
+
+
+def test_gpu_check_without_cuda_says_so_in_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")], capture_output=True, text=True,
+                          env=env, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "no CUDA device" in proc.stderr

@@ -77,6 +77,9 @@ class TrialResult(TypedDict):
     weights: str | None
     # the training loss of every epoch run, in order (the report's learning curves); None in older trials
     train_loss: list[float] | None
+    # the precision it trained in, "bf16" or "off" (``amp: auto`` chose it by measurement, fer_core/precision.py);
+    # None in older trials
+    amp: str | None
 
 
 class WorkerResult(TrialResult):

@@ -172,6 +172,7 @@ def _summary(result: dict) -> WorkerResult:
                                 "pred": [int(v) for v in p["probs"].argmax(1)]}
                         for split, p in result["predictions"].items()},
         "weights": result.get("weights"),
+        "amp": result.get("amp"),
         "fingerprint": result["fingerprint"],
     }
 

@@ -18,7 +18,8 @@ from fer_core.train import train_fer
 # written by every version so far (README "Trial results"): renaming one orphans stored studies
 STORED_NAMES = ("best_epoch", "epochs_run", "stopped_early", "val_metrics", "test_metrics", "val_f1_per_class",
                 "test_f1_per_class", "test_macro_f1", "val_tail_f1", "test_tail_f1", "device", "train_seconds",
-                "node_id", "tta_metrics", "predictions_packed", "posthoc_metrics", "weights", "train_loss")
+                "node_id", "tta_metrics", "predictions_packed", "posthoc_metrics", "weights", "train_loss",
+                "amp")
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,7 @@ def test_worker_driver_and_report_share_one_shape(result):
     assert val["macro_f1"] == result["val"]["macro_f1"] and summary["test_macro_f1"] == result["test"]["macro_f1"]
     assert summary["val_f1_per_class"] == val["f1"] and summary["train_seconds"] == result["seconds"]
     assert summary["tta_metrics"]["name"] == "flip"
+    assert summary["amp"] == result["amp"] in ("bf16", "off")  # the precision it trained in
 
     study = quiet_memory_study()
     trial = study.ask()
