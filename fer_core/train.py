@@ -379,9 +379,10 @@ def train_fer(
                 x = x.contiguous(memory_format=torch.channels_last)
             out = train_step(step_model, x, target, au_target, loss_fn, cfg.au_weight if with_aus else 0.0, epoch, amp,
                              teacher, cfg.distill_alpha, au_pos)
-            if i % accum == 0:
+            if i % accum == 0:  # an optimizer step begins: its micro-batches (the epoch's last step may have fewer)
                 opt.zero_grad(set_to_none=True)
-            (out["loss"] / min(accum, len(batches) - i // accum * accum)).backward()  # the mean over the step
+                micro = min(accum, len(batches) - i)
+            (out["loss"] / micro).backward()  # the step's gradient: the mean of its micro-batches'
             if (i + 1) % accum == 0 or i + 1 == len(batches):
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
