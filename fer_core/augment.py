@@ -8,18 +8,31 @@ affine_grid/grid_sample for geometry, broadcasting for the rest.
 
 ``sample_strength`` turns ``aug_strength`` + ``minority_boost`` into the per-sample
 strengths: rare classes get stronger augmentation.
+
+``AUG_POLICIES`` (config ``aug_policy``): what runs on the uint8 images before the batched
+pipeline. ``batched``: nothing (the pipeline alone, exactly as before the registry);
+``randaugment`` / ``trivialaugment``: torchvision's ``transforms.v2`` RandAugment (2 ops,
+magnitude 9) / TrivialAugmentWide, each image its own ops. The batched pipeline then runs at
+the per-sample strengths as always, so ``aug_strength`` and ``minority_boost`` keep their
+meaning (``aug_strength: 0, minority_boost: 0``: the policy alone). torchvision draws from
+torch's global CPU RNG; ``augment`` seeds it for the policy from the trial's generator inside
+``torch.random.fork_rng``, so a seed reproduces the batch and the global RNG is left as it was.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.transforms import v2
 
 from fer_core.errors import ConfigError
+from fer_core.registry import Registry, lookup
+
+AUG_POLICIES = Registry("augmentation policy", "aug_policy")
 
 # Magnitudes at strength 1.
 MAX_ROTATION_DEG = 15.0
@@ -146,3 +159,33 @@ def sample_strength(
     counts = torch.as_tensor(list(class_counts), dtype=torch.float32, device=labels.device)
     rarity = 1.0 - (counts.clamp_min(0) / counts.max()).sqrt()
     return (aug_strength + minority_boost * rarity[labels.long()]).clamp(0.0, 1.0)
+
+
+@AUG_POLICIES.register("batched")
+def no_policy(images: Tensor) -> Tensor:
+    return images  # the batched pipeline alone
+
+
+def _per_image(transform: v2.Transform) -> Callable[[Tensor], Tensor]:
+    def policy(images: Tensor) -> Tensor:
+        # each image draws its own ops and magnitudes (on a batch tensor torchvision draws once for all)
+        return torch.stack([transform(img) for img in images])
+
+    return policy
+
+
+AUG_POLICIES.register("randaugment")(_per_image(v2.RandAugment()))
+AUG_POLICIES.register("trivialaugment")(_per_image(v2.TrivialAugmentWide()))
+
+
+def augment(images: Tensor, strength: Tensor, generator: torch.Generator, policy: str = "batched") -> Tensor:
+    """uint8 (B,3,H,W) -> float in [0, 1]: the ``policy`` on the uint8 images, then ``augment_batch``
+    at ``strength``. The policy's draws come from ``generator`` (one seed per batch for torch's
+    global CPU RNG, which torchvision reads; restored afterwards)."""
+    fn = lookup(AUG_POLICIES, policy)
+    if fn is not no_policy:
+        seed = int(torch.randint(2**62, (), generator=generator, device=generator.device))
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            images = fn(images)
+    return augment_batch(images.float().div_(255), strength, generator)

@@ -59,6 +59,10 @@ class TrainConfig(BaseModel):
     mixup_alpha: float = Field(0.0, ge=0.0, le=10.0)
     cutmix_alpha: float = Field(0.0, ge=0.0, le=10.0)
     mixup_prob: float = Field(1.0, ge=0.0, le=1.0)
+    # augmentation policy (fer_core/augment.py AUG_POLICIES): batched = the pipeline above alone;
+    # randaugment / trivialaugment (torchvision) run first on the uint8 images, then the batched pipeline
+    # at aug_strength (+ minority_boost) as before: aug_strength 0 for the policy alone
+    aug_policy: str = "batched"
     # model
     backbone: str = "resnet10t"  # fast on a laptop CPU at 64 px; resnet50 at 224 px on GPUs
     # starting weights (fer_core/pretrained.py): false = scratch, true = timm's own (hub cache), file =
@@ -70,6 +74,7 @@ class TrainConfig(BaseModel):
     norm_std: tuple[float, float, float] | None = None
     img_size: int = Field(64, ge=32, le=512)
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0)  # stochastic depth (timm's, rate of the last block); 0 = off
     au_weight: float = Field(0.0, ge=0.0, le=10.0)
     # AU BCE: balanced = pos_weight n_neg/n_pos per AU from the training split (AU prevalence runs from ~1 % to 87 %)
     au_pos_weight: Literal["none", "balanced"] = "none"
@@ -86,6 +91,13 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(64, ge=2, le=4096)
     epochs: int = Field(12, ge=1, le=1000)
     warmup_epochs: int = Field(1, ge=0, le=100)
+    # fine-tuning features (README "Fine-tuning features"), each off by default: EMA of the weights
+    # (timm ModelEmaV3; the EMA is the model validated, selected and tested), layer-wise lr decay (timm's
+    # layer groups, heads at the full lr), max global gradient norm, micro-batches per optimizer step
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
+    layer_decay: float | None = Field(None, ge=0.0, le=1.0)  # None or 0 = off
+    grad_clip: float = Field(0.0, ge=0.0)
+    grad_accum: int = Field(1, ge=1, le=1024)
     early_stopping_patience: int = Field(0, ge=0, le=1000)  # 0 = train all epochs
     seed: int = Field(0, ge=0, le=2**31 - 1)
     # the validation metric that selects the epoch (a study sets its objective's metric here)
@@ -222,6 +234,7 @@ def check_registry_names(cfg: TrainConfig) -> None:
         except ConfigError as err:  # "keep" (no deferred sampler) is valid too
             raise ConfigError(f"{err}, keep") from None
     lookup(TTA, cfg.tta)
+    lookup(rules.AUG_POLICY_NAMES, cfg.aug_policy)
     if cfg.posthoc != "none" and cfg.posthoc not in POSTHOC:
         raise ConfigError(f"posthoc: unknown post-hoc method {cfg.posthoc!r}; valid: none, {', '.join(sorted(POSTHOC))}")
     if cfg.posthoc == "tau_norm" and (cfg.head != "linear" or cfg.stage2 == "lws"):

@@ -12,6 +12,8 @@ import math
 import timm
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
+from timm.models import group_parameters
 from torch import nn
 
 from fer_core.config_rules import check_backbone  # config time, no torch (re-exported)
@@ -69,6 +71,7 @@ class FerNet(nn.Module):
         pretrained: bool | str = False,
         pretrained_path: str | None = None,
         drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
         head: str = "linear",
         cosine_scale: float = 30.0,
         class_scales: bool = False,
@@ -81,11 +84,21 @@ class FerNet(nn.Module):
         # a local file (pretrained_path) is read by fer_core/pretrained.py, weights-only and with FER
         # repositories' wrappers and prefixes; timm's own weights come through the hub cache
         hub = bool(pretrained) and not pretrained_path
+        # drop path (stochastic depth) only when asked: not every timm model takes the argument
+        extra = {"drop_path_rate": drop_path_rate} if drop_path_rate > 0 else {}
         try:
-            self.backbone = timm.create_model(backbone, pretrained=hub, num_classes=0, drop_rate=drop_rate)
+            self.backbone = timm.create_model(backbone, pretrained=hub, num_classes=0, drop_rate=drop_rate, **extra)
         except (RuntimeError, OSError) as err:
             raise ConfigError(f"backbone {backbone!r}: cannot load timm's pretrained weights from the hub cache "
                               f"({first_line(err)}); {HOW_TO.format(name=backbone)}") from None
+        except TypeError as err:
+            if "drop_path_rate" not in str(err):
+                raise
+            raise ConfigError(f"drop_path_rate: backbone {backbone!r} has no drop path (stochastic depth); "
+                              f"use drop_path_rate 0 or another backbone") from None
+        if extra and not any(isinstance(m, DropPath) for m in self.backbone.modules()):  # took it, ignored it
+            raise ConfigError(f"drop_path_rate: backbone {backbone!r} has no drop path (stochastic depth) layers; "
+                              f"use drop_path_rate 0 or another backbone")
         # what the starting weights were, in one line (train_fer stores it with the result)
         self.weights_summary = f"timm pretrained weights for {backbone}" if hub else "random init"
         if pretrained_path:
@@ -113,6 +126,20 @@ class FerNet(nn.Module):
         w = next(self.emotion_head.parameters())
         self.emotion_scale = nn.Parameter(torch.ones(w.shape[0], device=w.device, dtype=w.dtype))
         return self.emotion_scale
+
+    def group_matcher(self, coarse: bool = False):
+        """timm's layer grouping (layer-wise lr decay, ``timm.optim``): the backbone's own groups, then
+        the heads (emotion, AU, LWS scales) as the top layer, which gets the full lr."""
+        if not hasattr(self.backbone, "group_matcher"):
+            raise ConfigError(f"layer_decay: backbone {type(self.backbone).__name__} has no timm layer grouping "
+                              "(group_matcher); use layer_decay 0")
+        inner = group_parameters(self.backbone, self.backbone.group_matcher(coarse), reverse=True)
+        top = max(inner.values()) + 1
+        return lambda name: inner.get(name.removeprefix("backbone."), top) if name.startswith("backbone.") else top
+
+    def no_weight_decay(self) -> set[str]:
+        """The backbone's own no-decay parameters (ViT's position embedding, ...), read by timm's optimizer factory."""
+        return {f"backbone.{n}" for n in getattr(self.backbone, "no_weight_decay", set)()}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: float images in [0, 1], (B,3,H,W)."""

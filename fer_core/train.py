@@ -6,7 +6,9 @@ draws index batches from the data sampler, augments whole batches as tensor ops,
 selects the epoch on validation by ``select_metric`` (the study's objective; macro-F1 by
 default). The test split is evaluated once, at the selected epoch, never used for selection
 or early stopping. Schedule switches (deferred re-sampling/re-weighting, stage 2: cRT, LWS)
-live in ``fer_core/stages.py``; with a stage 2 the selected epoch is stage 2's.
+live in ``fer_core/stages.py``; with a stage 2 the selected epoch is stage 2's. With ``ema_decay``
+the exponential moving average of the weights is the model that is validated, selected and tested
+(stage 2 restarts it from stage 1's selected weights, so it averages stage 2's steps only).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.data import Mixup
+from timm.optim import create_optimizer_v2
+from timm.utils import ModelEmaV3
 
-from fer_core.augment import augment_batch, sample_strength
+from fer_core.augment import augment, sample_strength
 from fer_core.checkpoint import pred_from_state, pred_to_state, restore_rng, rng_state
 from fer_core.config import TrainConfig, resolve_config
 from fer_core.data.dataset import AU_VOCAB, TEST, TRAIN, VAL, FerDataset
@@ -115,17 +119,32 @@ def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
 
 
 def make_optimizer(named_params, cfg: TrainConfig, device: torch.device, schedule: Callable[[int], float],
-                   lr: float | None = None) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW (no decay on norms/biases/scales) and its per-step LambdaLR schedule."""
+                   lr: float | None = None, model: FerNet | None = None,
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no decay on norms/biases/scales) and its per-step LambdaLR schedule. With ``layer_decay``
+    and the whole ``model`` (stage 1), timm's optimizer factory groups the parameters by depth
+    (``FerNet.group_matcher``): lr * layer_decay^(layers below the heads), the heads at the full lr."""
+    # fused: one kernel over all parameters (measured ~3x faster than foreach on this CPU), CPU and CUDA alike
+    fused = device.type in ("cpu", "cuda")
+    if cfg.layer_decay and model is not None:
+        opt = create_optimizer_v2(model, "adamw", lr=lr or cfg.lr, weight_decay=cfg.weight_decay,
+                                  layer_decay=cfg.layer_decay, fused=fused)
+        for group in opt.param_groups:  # timm's lr_scale is read by timm's schedulers; LambdaLR scales each lr
+            group["lr"] *= group["lr_scale"]
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     named = list(named_params)
     decay = [p for n, p in named if p.ndim > 1]
     no_decay = [p for n, p in named if p.ndim <= 1]
-    # fused: one kernel over all parameters (measured ~3x faster than foreach on this CPU), CPU and CUDA alike
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr or cfg.lr,
-        fused=device.type in ("cpu", "cuda"),
+        fused=fused,
     )
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+def make_ema(model: FerNet, cfg: TrainConfig) -> ModelEmaV3 | None:
+    """The EMA of the weights (``ema_decay``; buffers too), starting from the model's weights now."""
+    return ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
 
 
 def no_best() -> dict:
@@ -276,7 +295,7 @@ def train_fer(
         cfg.backbone, ds.num_classes, len(AU_VOCAB),
         # the regime (fer_core/pretrained.py): pretrained_path is read only by pretrained: file
         pretrained=cfg.pretrained is True, pretrained_path=cfg.pretrained_path if cfg.pretrained == "file" else None,
-        drop_rate=cfg.drop_rate, head=cfg.head, cosine_scale=cfg.cosine_scale,
+        drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate, head=cfg.head, cosine_scale=cfg.cosine_scale,
         norm_mean=cfg.norm_mean, norm_std=cfg.norm_std,
     ).to(device)
     log.info("%s", model.weights_summary)
@@ -290,8 +309,10 @@ def train_fer(
     teacher = (Teacher.load(cfg.teacher, ds.class_names, cfg.distill_temperature).to(device)
                if cfg.teacher and cfg.distill_alpha > 0 else None)
     plans = SamplerSchedule(cfg, train_labels)  # sampler, then defer_sampler (DRS), then stage2_sampler
-    steps_per_epoch = plans.steps_per_epoch
-    opt, sched = make_optimizer(model.named_parameters(), cfg, device, lr_lambda(cfg, steps_per_epoch))
+    # the schedules count optimizer steps: grad_accum micro-batches make one (a partial last one per epoch)
+    steps_per_epoch = math.ceil(plans.steps_per_epoch / cfg.grad_accum)
+    opt, sched = make_optimizer(model.named_parameters(), cfg, device, lr_lambda(cfg, steps_per_epoch), model=model)
+    ema = make_ema(model, cfg)
     mixup = (
         Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha, prob=cfg.mixup_prob,
               label_smoothing=0.0, num_classes=ds.num_classes)
@@ -315,7 +336,10 @@ def train_fer(
         if checkpoint.get("stage", 1) == 2:  # stage 2's parameters and optimizer exist before their state loads
             stage, stage1 = 2, checkpoint["stage1"]
             opt, sched = start_stage2()
+            ema = make_ema(model, cfg)  # stage 2's EMA (with its parameters: LWS scales)
         model.load_state_dict(checkpoint["model"])
+        if ema is not None:
+            ema.module.load_state_dict(checkpoint["ema"])
         opt.load_state_dict(checkpoint["optimizer"])
         sched.load_state_dict(checkpoint["scheduler"])
         restore_rng(checkpoint["rng"], sampler_gen, aug_gen)
@@ -329,21 +353,23 @@ def train_fer(
     epoch = start_epoch
     while epoch < last_epoch:
         # 5. stage 2 begins after stage 1's epochs: from stage 1's selected weights, only the
-        #    classifier trains, and stage 2 selects its own epoch (fer_core/stages.py)
+        #    classifier trains, and stage 2 selects its own epoch (fer_core/stages.py); an EMA restarts there
         if stage == 1 and epoch >= cfg.epochs:
             model.load_state_dict(best["state"])
             stage, stage1, best, bad_epochs = 2, stage_summary(best), no_best(), 0
             opt, sched = start_stage2()
+            ema = make_ema(model, cfg)
 
-        # 6. one epoch: index batches -> uint8 gather -> batched augmentation -> mixup -> step
+        # 6. one epoch: index batches -> uint8 gather -> augmentation (policy, then batched) -> mixup ->
+        #    step: every grad_accum micro-batches (each loss / their number), clipped, then the EMA follows
         stage_mode(model, stage)
         t0, seen, loss_sum = time.perf_counter(), 0, torch.zeros((), device=device)
-        for pos in plans.batches(epoch, sampler_gen):
+        batches, accum = plans.batches(epoch, sampler_gen), cfg.grad_accum
+        for i, pos in enumerate(batches):
             pos = pos.to(device)
-            x = images[train_idx_dev[pos]].float().div_(255)
             y = labels_dev[pos]
             strength = sample_strength(y, cfg.aug_strength, cfg.minority_boost, counts)
-            x = augment_batch(x, strength.to(device), aug_gen)
+            x = augment(images[train_idx_dev[pos]], strength.to(device), aug_gen, cfg.aug_policy)
             target = F.one_hot(y, ds.num_classes).float()
             au_target = aus_dev[pos]
             if mixup is not None:
@@ -354,10 +380,17 @@ def train_fer(
                 x = x.contiguous(memory_format=torch.channels_last)
             out = train_step(step_model, x, target, au_target, loss_fn, cfg.au_weight if with_aus else 0.0, epoch, amp,
                              teacher, cfg.distill_alpha, au_pos)
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            opt.step()
-            sched.step()
+            if i % accum == 0:  # an optimizer step begins: its micro-batches (the epoch's last step may have fewer)
+                opt.zero_grad(set_to_none=True)
+                micro = min(accum, len(batches) - i)
+            (out["loss"] / micro).backward()  # the step's gradient: the mean of its micro-batches'
+            if (i + 1) % accum == 0 or i + 1 == len(batches):
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                sched.step()
+                if ema is not None:
+                    ema.update(model)
             loss_sum += out["loss"].detach() * len(pos)
             seen += len(pos)
         train_loss = float(loss_sum) / max(1, seen)
@@ -367,15 +400,17 @@ def train_fer(
 
         # 7. validate; keep the best epoch's weights (selected on validation only, by the study's
         #    objective metric; an undefined score, e.g. tail F1 without tail classes, ranks last;
-        #    with a deferred switch only from its epoch on: the method is the model after it)
-        val_pred = predict(model, images, val_idx.to(device), cfg, amp, cl)
+        #    with a deferred switch only from its epoch on: the method is the model after it; with
+        #    ema_decay the EMA's weights are the model)
+        evaluated = ema.module if ema is not None else model
+        val_pred = predict(evaluated, images, val_idx.to(device), cfg, amp, cl)
         val = evaluate(val_pred, ds, val_idx, groups, with_aus)
         score = val[cfg.select_metric] if val[cfg.select_metric] == val[cfg.select_metric] else -1.0
         if stage == 1 and epoch < selectable_from:
             pass  # neither selected nor counted towards early stopping
         elif score > best["score"]:
             best = {"score": score, "epoch": epoch, "val": val, "val_pred": val_pred,
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                    "state": {k: v.detach().clone() for k, v in evaluated.state_dict().items()}}
             bad_epochs = 0
         else:
             bad_epochs += 1
@@ -398,6 +433,7 @@ def train_fer(
                 "best": {**best, "val_pred": pred_to_state(best["val_pred"])},
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "rng": rng_state(sampler_gen, aug_gen), "stage": stage, "stage1": stage1,
+                "ema": ema.module.state_dict() if ema is not None else None,
             }
             report(metrics, checkpoint=state)
         if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
@@ -407,7 +443,7 @@ def train_fer(
             continue
         epoch += 1
 
-    # 9. the selected epoch: restore its weights, evaluate the test split once
+    # 9. the selected epoch: restore its weights (the EMA's, with ema_decay), evaluate the test split once
     model.load_state_dict(best["state"])
     test_pred = predict(model, images, test_idx.to(device), cfg, amp, cl)
     test = evaluate(test_pred, ds, test_idx, groups, with_aus)

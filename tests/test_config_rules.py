@@ -7,6 +7,7 @@ from __future__ import annotations
 import timm
 
 from fer_core import config_rules as rules
+from fer_core.augment import AUG_POLICIES
 from fer_core.data.sources import DATASETS
 from fer_core.losses import LOSSES
 from fer_core.models import HEADS
@@ -17,7 +18,8 @@ from fer_core.tta import TTA
 
 def test_the_name_lists_are_the_registries():
     pairs = [(rules.LOSS_NAMES, LOSSES), (rules.HEAD_NAMES, HEADS), (rules.STAGE2_NAMES, STAGE2),
-             (rules.DATA_SAMPLER_NAMES, DATA_SAMPLERS), (rules.TTA_NAMES, TTA), (rules.DATASET_NAMES, DATASETS)]
+             (rules.DATA_SAMPLER_NAMES, DATA_SAMPLERS), (rules.TTA_NAMES, TTA), (rules.DATASET_NAMES, DATASETS),
+             (rules.AUG_POLICY_NAMES, AUG_POLICIES)]
     for names, registry in pairs:
         assert sorted(names) == sorted(registry), registry.kind
         assert (names.kind, names.key) == (registry.kind, registry.key)  # the same one-line error
