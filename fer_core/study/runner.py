@@ -37,7 +37,7 @@ from fer_core.study.bridge import (
 from fer_core.study.claims import DRIVER_ATTR, driver_id, reconcile
 from fer_core.study.components import make_optuna_sampler, make_pruner, make_scheduler
 from fer_core.study.queries import best_value, counts_by_state, left_to_run
-from fer_core.study.spec import StudySpec, check_weights_here, load_study
+from fer_core.study.spec import StudySpec, check_data, check_weights_here, load_study
 from fer_core.study.storage import (
     StorageError,
     StorageUnwritable,
@@ -291,6 +291,7 @@ def launch(name: str, opts: LaunchOptions | None = None) -> dict[str, Any]:
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # 1. resolve everything cheap before touching Ray: spec, storage, teacher
     spec = load_study(name, opts.profile, opts.data, dict(opts.sets))
+    check_data(spec)  # as validate: a variant needing AU labels the data lacks stops here, nothing stored
     check_weights_here(spec)  # pretrained weights on this machine (hub cache, file): else stop before any trial
     url = storage_url(opts.storage)
     rdb = open_storage(url)  # an unreachable database fails fast, before data is decoded
