@@ -113,6 +113,9 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    # said before the imports below (Optuna, Ray, the report code: seconds): the launch has started
+    console.print(f"launching {args.study}: checking the study, its data and the storage, then starting Ray; "
+                  "a line per finished trial follows", highlight=False, markup=False, soft_wrap=True)
     from fer_core.report.export import refresh_note
     from fer_core.study.runner import LaunchOptions, launch
 

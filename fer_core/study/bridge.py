@@ -324,7 +324,7 @@ class OptunaBridge(Searcher):
 class BridgeCallback(Callback):
     """Sees every result (also the one a scheduler stops on), recoveries and errors."""
 
-    def __init__(self, bridge: OptunaBridge, on_step: Callable[[], None] | None = None) -> None:
+    def __init__(self, bridge: OptunaBridge, on_step: Callable[[list], None] | None = None) -> None:
         self.bridge, self.on_step = bridge, on_step
         self.last_beat = 0.0
 
@@ -344,8 +344,8 @@ class BridgeCallback(Callback):
             self.last_beat = now
             self.bridge._guard("recording the driver heartbeat",
                                lambda: self.bridge.study.set_user_attr(DRIVER_ATTR + self.bridge.driver, now))
-        if self.on_step:
-            self.on_step()
+        if self.on_step:  # the progress display: Tune's trials say how many run now
+            self.on_step(trials)
 
 
 def _error_text(trial) -> str:
