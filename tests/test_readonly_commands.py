@@ -129,3 +129,13 @@ def test_every_option_has_help_text():
 
     walk(build_parser(), "fer-study")
     assert not missing
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_every_shipped_study_passes_the_data_check(profile):
+    """No shipped study plans a variant its data cannot train (the digits ablation once ran au_multitask,
+    which without AU labels trained the baseline exactly)."""
+    from fer_core.study.spec import check_data, load_study
+
+    for f in sorted((ROOT / "studies").glob("*.yaml")):
+        assert check_data(load_study(str(f), profile)), f.name
