@@ -117,7 +117,7 @@ def trial_line(t: optuna.trial.FrozenTrial, metric: str) -> str:
     elif t.state.name == "PRUNED":
         result = f"pruned after epoch {t.last_step}" if t.last_step is not None else "pruned (skipped)"
     else:
-        result = "failed: " + first_line(a.get("error") or "no reason stored")[:160]
+        result = "failed: " + (str(a.get("error") or "").strip() or "no reason stored").splitlines()[0][:160]
     return f"trial {t.number} {what[:100]}{fold} seed {seed}: {result}{took}"
 
 
@@ -183,7 +183,7 @@ class Progress:
         if tune_trials is not None:
             self.live = live_counts(t.status for t in tune_trials)
         now = time.time()
-        if self.quiet or (not force and now - self.last < 1):
+        if self.quiet or (not force and now - self.last < 2):  # reads the storage: not every controller step
             return
         self.last = now
         try:

@@ -141,9 +141,14 @@ def test_a_line_per_finished_trial_with_variant_seed_and_value(capsys):
     p = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
     p.report(0.05, 0)
     study.tell(p, state=TrialState.PRUNED)
+    f = study.ask()
+    f.set_user_attr("variant", "focal")
+    f.set_user_attr("error", "DataError: x.png: cannot decode\nTraceback ...")
+    study.tell(f, state=TrialState.FAIL)
     progress([], force=True)
     progress([], force=True)  # nothing new: no line twice
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("trial ")]
     assert lines[0].startswith("trial 1 balanced_softmax seed 2: macro_f1 0.0837")
     assert lines[1].startswith("trial 2 lr=") and "pruned after epoch 0" in lines[1]
-    assert len(lines) == 2
+    assert lines[2].startswith("trial 3 focal seed ?: failed: DataError: x.png: cannot decode")
+    assert len(lines) == 3
