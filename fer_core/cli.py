@@ -97,18 +97,25 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
-    from fer_core.data.inspect import detect_source, format_summary, summarize
+    from fer_core.data.inspect import detect_source, format_summary, peek, summarize
     from fer_core.data.sources import load_dataset
 
     path = Path(args.path)
     if not path.exists():
         raise FerError(f"{path}: no such file or directory")
     kind = args.kind or detect_source(path)
-    ds = load_dataset(dataset=kind, data_path=str(path), img_size=args.img_size, cache_dir=args.cache_dir)
-    console.print(format_summary(summarize(ds)))
+    px = peek(kind, str(path))["px"]  # the first image's size as stored
+    # decoded at the images' own size unless asked (it was 64 px whatever was on disk)
+    size = args.img_size or (min(512, max(32, max(px))) if px else 64)
+    ds = load_dataset(dataset=kind, data_path=str(path), img_size=size, cache_dir=args.cache_dir)
+    console.print(format_summary({**summarize(ds), "disk_px": px}))
     return 0
 
+
 def cmd_launch(args: argparse.Namespace) -> int:
+    # said before the imports below (Optuna, Ray, the report code: seconds): the launch has started
+    console.print(f"launching {args.study}: checking the study, its data and the storage, then starting Ray; "
+                  "a line per finished trial follows", highlight=False, markup=False, soft_wrap=True)
     from fer_core.report.export import refresh_note
     from fer_core.study.runner import LaunchOptions, launch
 
@@ -198,10 +205,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from fer_core.study.spec import check_weights_here, load_study
+    from fer_core.study.spec import check_data, check_weights_here, load_study
 
     spec = load_study(args.study, args.profile, args.data, dict(args.set or ()))
-    for line in plan_lines(spec):
+    data = check_data(spec)  # the data as the trials will read it; a variant needing absent AU labels stops here
+    for line in plan_lines(spec, data):
         console.print(line, highlight=False, soft_wrap=True, markup=False)
     try:  # a property of this machine, not of the file: a note here, the launch stops on it
         check_weights_here(spec)
@@ -210,8 +218,42 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def plan_lines(spec) -> list[str]:
-    """What ``validate`` prints: the verdict, then the plan (variants, seeds, data, backbone, selection)."""
+# train_fer fp32 images/s at 64 px on the benchmark machine (2-core AMD EPYC, batch 64): benchmarks/RESULTS.md,
+# "Trainable throughput". validate's time estimate scales them by pixel count; a rough guide, not a promise
+CPU_IMAGES_PER_S = {"test_resnet": 1083.0, "mobilenetv3_small_100": 669.0, "resnet10t": 271.0}
+TRIAL_OVERHEAD_S, LAUNCH_OVERHEAD_S = 2.0, 10.0  # per trial (worker, storage, artifacts); Ray's start and stop
+EVAL_COST = 1 / 3  # a validation/test image costs about a third of a training image (forward only)
+
+
+def estimate_seconds(spec, data: list[dict]) -> tuple[float | None, str]:
+    """A rough wall-clock estimate of the whole study and what it is based on (``validate``'s plan):
+    per trial, epochs x (training images + a third of the evaluated ones) / the backbone's measured
+    CPU images/s scaled to the image size, plus fixed overheads; trials share the CPU, so concurrency
+    does not divide it. None when the backbone has no measured throughput."""
+    from fer_core.config import resolve_config
+    from fer_core.study.spec import planned_configs
+
+    cfgs = [resolve_config(c, check_names=False) for c in planned_configs(spec)]
+    n = spec.n_planned() or len(cfgs)
+    c = cfgs[0]
+    rate = CPU_IMAGES_PER_S.get(c.backbone)
+    basis = (f"{c.backbone} at {rate:.0f} img/s (64 px, 2-core CPU, benchmarks/RESULTS.md) scaled to {c.img_size} px, "
+             f"+{TRIAL_OVERHEAD_S:.0f} s per trial and {LAUNCH_OVERHEAD_S:.0f} s to start; a GPU or more cores "
+             "is faster") if rate else f"no estimate: no measured throughput for backbone {c.backbone}"
+    if rate is None or not data:
+        return None, basis
+    d = data[0]
+    train = sum(d["train_counts"])
+    evaluated = max(0, d.get("n_images", train) - train)
+    epochs = sum(x.epochs + (x.stage2_epochs if x.stage2 != "none" else 0) for x in cfgs) / len(cfgs)
+    per_trial = epochs * (train + EVAL_COST * evaluated) / (rate * (64 / c.img_size) ** 2) + TRIAL_OVERHEAD_S
+    total = LAUNCH_OVERHEAD_S + n * per_trial
+    return (min(total, spec.time_s) if spec.time_s else total), basis
+
+
+def plan_lines(spec, data: list[dict] | None = None) -> list[str]:
+    """What ``validate`` prints: the verdict, then the plan (variants, seeds, data, backbone, selection,
+    estimated time). ``data``: ``check_data``'s summaries of the sources the trials read."""
     from fer_core.config import TrainConfig
 
     n = spec.n_planned()
@@ -231,14 +273,27 @@ def plan_lines(spec) -> list[str]:
                      + f"; optuna sampler {spec.optuna_sampler['name']}")
     lines.append(f"  seeds: {list(spec.seeds)}" + (f"; {spec.cv_folds}-fold CV x {spec.cv_repeats}"
                                                    if spec.cv_folds else ""))
-    data = base.get("dataset", "synthetic")
-    where = base.get("data_path")
-    lines.append(f"  data: {data}" + (f" at {where}" if where else " (generated in the cache)"))
+    if data:
+        for d in data:
+            px = f"; images {d['px'][0]}x{d['px'][1]} px on disk" if d.get("px") else ""
+            at = f"at {d['where']}" if d["where"] else "(generated in the cache)"
+            lines.append(f"  data: {d['kind']} {at}: {len(d['classes'])} classes, "
+                         f"{sum(d['train_counts'])} training images, AU labels: {'yes' if d['has_aus'] else 'no'}{px}")
+            lines.append("    training images per class: "
+                         + ", ".join(f"{name} {k}" for name, k in zip(d["classes"], d["train_counts"])))
+    else:
+        where = base.get("data_path")
+        lines.append(f"  data: {base.get('dataset', 'synthetic')}" + (f" at {where}" if where
+                                                                      else " (generated in the cache)"))
     lines.append(f"  backbone: {base.get('backbone', '?')}, {base.get('img_size', '?')} px, "
                  f"{base.get('epochs', '?')} epochs")
     budget = f"; time budget {spec.time_s:.0f} s" if spec.time_s else ""
     lines.append(f"  objective: validation {spec.metric} ({spec.direction}); pruner {spec.pruner['name']}, "
                  f"scheduler {spec.scheduler['name']}; up to {spec.max_concurrent} trials at once{budget}")
+    if data is not None:
+        seconds, basis = estimate_seconds(spec, data)
+        lines.append(f"  estimated time: ~{seconds / 60:.1f} min ({basis})" if seconds is not None
+                     else f"  estimated time: {basis}")
     return lines
 
 
@@ -377,10 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="run one training trial and print per-class metrics")
     t.add_argument("--config", help="flat YAML config (keys: see fer_core/config.py); defaults are embedded")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable; default: none)")
     # checked before training: a directory or an unwritable path would lose the trained model
     t.add_argument("--save", type=out_file,
-                   help="write the selected epoch's model, config and class names to this file")
+                   help="write the selected epoch's model, config and class names to this file "
+                        "(default: not saved)")
     t.set_defaults(func=cmd_train)
 
     artifacts_help = ("artifact store directory (default: $FER_STUDY_ARTIFACTS, else beside the SQLite file, "
@@ -408,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "like this study (same data, backbone, image size, epochs, ...; only searched keys and "
                          "the seed may differ) are told, the rest are skipped with the reason; the copies keep "
                          "their source and its epochs in user attrs, use no trial budget, never rank as best, "
-                         "and a relaunch never tells them twice")
+                         "and a relaunch never tells them twice (default: none)")
     overrides(la)
     la.set_defaults(func=cmd_launch)
 
@@ -495,8 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_data_synth)
     i = dsub.add_parser("inspect", help="per-split class counts, AU frequencies and AU-label quirks")
     i.add_argument("path", help="a RAF-CE directory, a manifest CSV or a folder of class folders")
-    i.add_argument("--kind", choices=["rafce", "manifest", "folder"], help="source kind (detected if omitted)")
-    i.add_argument("--img-size", type=int_range(32, 512), default=64, help="32..512 (default 64)")
+    i.add_argument("--kind", choices=["rafce", "manifest", "folder"], help="source kind (default: detected from the path)")
+    i.add_argument("--img-size", type=int_range(32, 512),
+                   help="decode size, 32..512 (default: the first image's size on disk, else 64)")
     i.add_argument("--cache-dir", type=out_dir,
                    help="decoded-image cache (default: $FER_STUDY_CACHE, else ~/.cache/fer-study)")
     i.set_defaults(func=cmd_data_inspect)
@@ -507,10 +564,10 @@ def overrides(parser: argparse.ArgumentParser) -> None:
     """``--data`` and ``--set`` (launch, validate): stored with the spec, so a relaunch must repeat them."""
     parser.add_argument("--data", type=existing_path, metavar="PATH",
                         help="your data: a RAF-CE directory, a manifest CSV or class folders (detected as `data "
-                             "inspect` does); replaces the study's data for every trial")
+                             "inspect` does); replaces the study's data for every trial (default: the study's data)")
     parser.add_argument("--set", action="append", type=key_value, metavar="KEY=VALUE",
                         help="a trial-config key every trial shares (repeatable), e.g. --set epochs=20 "
-                             "--set backbone=resnet18; not a key the design varies")
+                             "--set backbone=resnet18; not a key the design varies (default: none)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -57,6 +57,45 @@ def test_validate_prints_the_plan(capsys):
     assert "is valid" in out and "variants (3, baseline first): plain-ce, balanced_softmax, sampler_sqrt" in out
     assert "data: synthetic" in out and "backbone: test_resnet, 48 px, 2 epochs" in out
     assert "optuna sampler" not in out  # a designed study asks no sampler for anything
+    # the data as the trials will read it: classes with their training counts, AU labels
+    assert "data: synthetic (generated in the cache): 14 classes, 2709 training images, AU labels: yes" in out
+    assert "Happily sad 17" in out
+    assert "estimated time: ~" in out and "img/s" in out  # and what the estimate is based on
+
+
+def _faces(root, size: int = 48) -> None:
+    """Two colour classes as class folders (no AU labels), ``size`` px on disk."""
+    from PIL import Image
+
+    for c, colour in enumerate(["red", "blue"]):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (size, size), colour).save(root / f"class{c}" / f"{i}.png")
+
+
+def test_validate_reads_the_users_data(capsys, tmp_path):
+    _faces(tmp_path / "faces")
+    assert main(["validate", "smoke", "--profile", "smoke", "--data", str(tmp_path / "faces")]) == 0
+    out = capsys.readouterr().out
+    assert f"data: folder at {(tmp_path / 'faces').resolve()}: 2 classes" in out and "AU labels: no" in out
+    assert "images 48x48 px on disk" in out and "class0 " in out
+
+
+@pytest.mark.parametrize("command", ["validate", "launch"])
+def test_a_variant_needing_au_labels_on_data_without_them_is_refused(command, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _faces(tmp_path / "faces")
+    extra = ["--storage", f"sqlite:///{tmp_path}/s.db"] if command == "launch" else []
+    line = _one_error(capsys, command, "imbalance-ablation", "--profile", "smoke", "--data", str(tmp_path / "faces"),
+                      *extra)
+    assert "variant 'au_multitask' needs AU labels (au_weight 0.5)" in line and "has none" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces"]  # nothing stored, no database
+
+
+def test_data_inspect_reports_the_size_on_disk(capsys, tmp_path, cache_dir):
+    _faces(tmp_path / "faces", size=48)
+    assert main(["data", "inspect", str(tmp_path / "faces"), "--cache-dir", cache_dir]) == 0
+    assert "decoded size: 48 px (first image on disk: 48x48 px)" in capsys.readouterr().out
 
 
 def test_validate_refuses_a_data_path_that_does_not_exist(capsys, tmp_path):
@@ -84,6 +123,19 @@ def test_every_option_has_help_text():
                     walk(sub, f"{path} {name}")
             elif not action.help:
                 missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+            elif (action.option_strings and not action.required and action.nargs != 0
+                  and "default" not in action.help):  # a flag (nargs 0) is off unless given
+                missing.append(f"{path} {'/'.join(action.option_strings)}: no default in its help")
 
     walk(build_parser(), "fer-study")
     assert not missing
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_every_shipped_study_passes_the_data_check(profile):
+    """No shipped study plans a variant its data cannot train (the digits ablation once ran au_multitask,
+    which without AU labels trained the baseline exactly)."""
+    from fer_core.study.spec import check_data, load_study
+
+    for f in sorted((ROOT / "studies").glob("*.yaml")):
+        assert check_data(load_study(str(f), profile)), f.name

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from importlib import resources
-
-import torch
+from typing import TYPE_CHECKING
 
 from fer_core.errors import DataError
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: the constants below are read by
+    import torch  # torch-free commands (`validate` peeks at the data without decoding it)
 
 SPLITS = ("train", "val", "test")
 TRAIN, VAL, TEST = 0, 1, 2
@@ -48,11 +50,15 @@ class FerDataset:
         return len(self.class_names)
 
     def indices(self, split: int) -> torch.Tensor:
+        import torch
+
         return torch.nonzero(self.split == split, as_tuple=False).flatten()
 
     def subset_per_class(self, limits: dict[int, int]) -> FerDataset:
         """The first ``limits[split]`` images of every class in each split: a small copy with the
         same classes, for quick runs, tests and benchmarks (caps the long tail's head only)."""
+        import torch
+
         keep = [
             torch.nonzero((self.split == s) & (self.labels == c)).flatten()[:n]
             for s, n in limits.items()
@@ -80,5 +86,7 @@ class FerDataset:
                             "training images and at least one validation image")
 
     def class_counts(self, split: int = TRAIN) -> list[int]:
+        import torch
+
         y = self.labels[self.split == split]
         return torch.bincount(y, minlength=self.num_classes).tolist()

@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_core.data.cache import build_once
-
 IMBALANCE_RATIO = 50
 N_MAX = 100
 PER_EVAL_SPLIT = 30
@@ -61,4 +59,6 @@ def write_digits(out: Path, seed: int) -> None:
 
 
 def digits_dir(root: Path, seed: int) -> Path:
+    from fer_core.data.cache import build_once  # torch: not needed for train_counts (validate's plan)
+
     return build_once(root / f"digits-lt-r{IMBALANCE_RATIO}-seed{seed}", _ready, lambda tmp: write_digits(tmp, seed))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fer_core.data.dataset import AU_VOCAB, SPLITS, TRAIN, FerDataset
+from fer_core.data.dataset import AU_VOCAB, RAFCE_STATS, SPLITS, TRAIN, FerDataset
 from fer_core.data.rafce import TOKEN_KINDS, is_rafce_dir
 
 
@@ -16,6 +16,45 @@ def detect_source(path: str | Path) -> str:
     if is_rafce_dir(p):
         return "rafce"
     return "folder"
+
+
+def disk_px(path: Path) -> tuple[int, int] | None:
+    """Width and height of one image file as stored (its header only), or None if unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except OSError:
+        return None
+
+
+def peek(dataset: str, data_path: str | None = None, data_seed: int = 0, val_fraction: float = 0.15,
+         test_fraction: float = 0.15) -> dict:
+    """What a trial's data source holds, from its label files and folder listing, without decoding an
+    image (``validate``'s plan; no torch): kind, classes, training counts, AU labels, one image's size.
+    The generated sets (``where`` None) are described from their recipes (made in the cache on first use)."""
+    if dataset == "synthetic":
+        names, counts = list(RAFCE_STATS["classes"]), list(RAFCE_STATS["partition_counts"]["0"])
+        return {"kind": "synthetic", "where": None, "classes": names, "train_counts": counts,
+                "has_aus": True, "px": None}  # the stand-in is written in the RAF-CE format, AU file included
+    if dataset == "digits":
+        from fer_core.data.digits import train_counts
+
+        counts = train_counts()
+        return {"kind": "digits", "where": None, "classes": [f"digit-{c}" for c in range(10)],
+                "train_counts": counts, "has_aus": False, "px": (8, 8)}
+    from fer_core.data.folder import read_folder
+    from fer_core.data.manifest import read_manifest
+    from fer_core.data.rafce import read_rafce
+
+    path = Path(str(data_path)).expanduser()
+    raw = {"rafce": lambda: read_rafce(path), "manifest": lambda: read_manifest(path),
+           "folder": lambda: read_folder(path, val_fraction, test_fraction, data_seed)}[dataset]()
+    train = raw.labels[raw.split == TRAIN]
+    counts = [int((train == c).sum()) for c in range(len(raw.class_names))]
+    return {"kind": dataset, "where": str(path), "classes": list(raw.class_names), "train_counts": counts,
+            "n_images": len(raw.labels), "has_aus": raw.has_aus, "px": disk_px(raw.paths[0]) if raw.paths else None}
 
 
 def summarize(ds: FerDataset) -> dict:
@@ -44,8 +83,10 @@ def summarize(ds: FerDataset) -> dict:
 
 def format_summary(summary: dict) -> str:
     """Plain-text tables (no markup) for the terminal."""
-    lines = [f"source: {summary['source']}  images: {summary['num_images']}  size: {summary['img_size']} px  "
-             f"fingerprint: {summary['fingerprint'][:12]}"]
+    disk = summary.get("disk_px")
+    on_disk = f" (first image on disk: {disk[0]}x{disk[1]} px)" if disk else ""
+    lines = [f"source: {summary['source']}  images: {summary['num_images']}  decoded size: {summary['img_size']} px"
+             f"{on_disk}  fingerprint: {summary['fingerprint'][:12]}"]
     sizes = summary["split_sizes"]
     lines.append("splits: " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
     width = max(len(c) for c in summary["classes"])

@@ -205,7 +205,27 @@ def note_markdown(study: optuna.Study, planned: int | None) -> str | None:
         table = build_table(data)
     except FerError:  # no complete trial yet: no table to show
         return None
-    return markdown(data, table)
+    return markdown(data, table) + "\n\n" + dashboard_caveats(study)
+
+
+def dashboard_caveats(study: optuna.Study) -> str:
+    """What optuna-dashboard (0.21) shows that this study cannot change, said in the note instead of
+    patched: its trial list, its raw floats, and plots meaningless for a designed study."""
+    metric = (study.metric_names or ["value"])[0]
+    design = study.user_attrs.get("design", "?")
+    lines = [f"**Reading this dashboard.** The objective ({metric}) is the validation {metric} that selected each "
+             "trial's epoch; the tables above judge on the held-out test split.",
+             "What optuna-dashboard cannot do here: its trial list shows only \"Trial N\" (each trial's variant, "
+             "seed and rounded values are in its note and its `summary` user attr, a column of the Trials (Table) "
+             "view); it prints objective values unrounded; it draws these tables without borders (no style of "
+             "ours reaches its page, raw HTML needs its allow-unsafe mode, which turns off its Content-Security-"
+             "Policy, and in a code block the wide tables would widen the whole page): `fer-study report` writes "
+             "the same tables bordered (report.html) and as report.md."]
+    if design != "search":
+        lines.append(f"It cannot hide parameter importance, contour or slice plots: for this {design} design they "
+                     "are computed from a few fixed configs, not samples of a space, and mean nothing; read the "
+                     "ablation table above.")
+    return "\n\n".join(lines)
 
 
 def refresh_note(study: optuna.Study, planned: int | None) -> None:

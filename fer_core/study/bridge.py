@@ -207,6 +207,16 @@ class OptunaBridge(Searcher):
     def _finish(self, trial: optuna.Trial, summary: WorkerResult, value: float, out_dir: str | None = None) -> None:
         # the worker's result is stored as it came, under the contract's names (fer_core/study/result.py)
         retrying("storing a finished trial's metrics", lambda: store_result(trial, summary))
+        # optuna-dashboard's trial list says only "Trial N" and prints raw floats: one rounded line
+        # (a user attr: a column of its table view) and the trial's note name the variant and its values
+        line = trial_summary(trial.user_attrs, self.spec.metric, value, summary.get("test_metrics") or {})
+        retrying("labelling a finished trial", lambda: trial.set_user_attr("summary", line))
+        try:
+            import optuna_dashboard
+
+            optuna_dashboard.save_note(trial, f"### {line}")
+        except Exception as err:  # a note is a convenience: it must never stop a study
+            log.warning("trial %d: note not saved: %s", trial.number, redact_text(first_line(err)))
         if self.artifact_store is not None:
             # before tell: artifacts attach to a running trial; a failed upload is only a warning
             warnings = upload_trial_artifacts(self.artifact_store, trial, summary, self.class_names, out_dir)
@@ -321,10 +331,19 @@ class OptunaBridge(Searcher):
         self.trials[trial_id], self.steps[trial_id] = new, kept
 
 
+def trial_summary(attrs: dict, metric: str, value: float, test: dict) -> str:
+    """A finished trial in one rounded line: variant (or config id, or trial), fold, seed, validation
+    objective (what selected the epoch) and the same metric on the held-out test split."""
+    what = attrs.get("variant") or attrs.get("config_id") or "search trial"
+    fold = f", fold {attrs['fold']}" if "fold" in attrs else ""
+    held_out = f", test {test[metric]:.4f}" if isinstance(test.get(metric), (int, float)) else ""
+    return f"{what}{fold}, seed {attrs.get('seed', '?')}: validation {metric} {value:.4f}{held_out}"
+
+
 class BridgeCallback(Callback):
     """Sees every result (also the one a scheduler stops on), recoveries and errors."""
 
-    def __init__(self, bridge: OptunaBridge, on_step: Callable[[], None] | None = None) -> None:
+    def __init__(self, bridge: OptunaBridge, on_step: Callable[[list], None] | None = None) -> None:
         self.bridge, self.on_step = bridge, on_step
         self.last_beat = 0.0
 
@@ -344,8 +363,8 @@ class BridgeCallback(Callback):
             self.last_beat = now
             self.bridge._guard("recording the driver heartbeat",
                                lambda: self.bridge.study.set_user_attr(DRIVER_ATTR + self.bridge.driver, now))
-        if self.on_step:
-            self.on_step()
+        if self.on_step:  # the progress display: Tune's trials say how many run now
+            self.on_step(trials)
 
 
 def _error_text(trial) -> str:

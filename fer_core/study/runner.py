@@ -14,7 +14,8 @@ import subprocess
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +37,9 @@ from fer_core.study.bridge import (
 )
 from fer_core.study.claims import DRIVER_ATTR, driver_id, reconcile
 from fer_core.study.components import make_optuna_sampler, make_pruner, make_scheduler
+from fer_core.study.outputs import real_trials
 from fer_core.study.queries import best_value, counts_by_state, left_to_run
-from fer_core.study.spec import StudySpec, check_weights_here, load_study
+from fer_core.study.spec import StudySpec, check_data, check_weights_here, load_study
 from fer_core.study.storage import (
     StorageError,
     StorageUnwritable,
@@ -51,7 +53,7 @@ from fer_core.study.storage import (
     write_refused,
 )
 from fer_core.study.teachers import resolve_teacher
-from fer_core.study.warmstart import WarmStart
+from fer_core.study.warmstart import WarmStart, is_warm_start
 from fer_core.study.warmstart import check_names as check_warm_start
 from fer_core.study.warmstart import plan as plan_warm_start
 from fer_core.study.warmstart import tell as tell_warm_start
@@ -93,20 +95,79 @@ def open_study(spec: StudySpec, url: str, restart: bool = False, create: bool = 
     )
 
 
+def live_counts(statuses: Iterable[str]) -> dict[str, int]:
+    """Trials training now and waiting for resources, as Ray Tune sees them (its trial statuses).
+    Tune runs at most ``max_concurrent`` at once; the Optuna study's RUNNING state is not this count:
+    a trial is RUNNING there from its claim (before Tune starts it) until its tell is stored (after
+    it ended), which once showed ``running 3`` with 2 at once."""
+    c = Counter(statuses)
+    return {"running": c["RUNNING"], "waiting": c["PENDING"] + c["PAUSED"]}
+
+
+def trial_line(t: optuna.trial.FrozenTrial, metric: str) -> str:
+    """One line for a finished trial: what it trained (variant or searched params), seed, result."""
+    a = t.user_attrs
+    what = a.get("variant") or a.get("config_id") or " ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items() if k != "seed")
+    fold = f" fold {a['fold']}" if "fold" in a else ""
+    seed = a.get("seed", t.params.get("seed", "?"))
+    took = f" ({t.duration.total_seconds():.0f} s)" if t.duration is not None else ""
+    if t.state.name == "COMPLETE":
+        result = f"{metric} {t.value:.4f}"
+    elif t.state.name == "PRUNED":
+        result = f"pruned after epoch {t.last_step}" if t.last_step is not None else "pruned (skipped)"
+    else:
+        result = "failed: " + (str(a.get("error") or "").strip() or "no reason stored").splitlines()[0][:160]
+    return f"trial {t.number} {what[:100]}{fold} seed {seed}: {result}{took}"
+
+
 @dataclass
 class Progress:
-    """Live terminal progress: trials done/running/pruned/failed, best macro-F1, ETA."""
+    """What a launch shows while Tune runs: a line per finished trial (variant, seed, value) and a live
+    bar on a terminal (rich), or a plain progress line every 20 s otherwise (logs, pipes)."""
 
     study: optuna.Study
     total: int
-    start_counts: dict[str, int]
+    start_counts: dict[str, int] = field(default_factory=dict)  # by state when the launch began (set below)
+    metric: str = "value"
     started: float = field(default_factory=time.time)
     last: float = 0.0
+    last_line: float = 0.0
     quiet: bool = False
     tty: bool = False
+    live: dict[str, int] = field(default_factory=lambda: {"running": 0, "waiting": 0})
+    shown: set[int] = field(default_factory=set)  # finished trials already printed (or finished before)
+    bar: Any = None  # rich.progress.Progress on a terminal, while Tune runs
+    task: Any = None
 
-    def line(self) -> str:
-        c = counts_by_state(self.study)
+    def __post_init__(self) -> None:
+        before = [t for t in real_trials(self.study, states=None) if not is_warm_start(t)]
+        self.start_counts = dict(Counter(t.state.name for t in before))  # counted as line() counts
+        self.shown = {t.number for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def __getstate__(self) -> dict:  # the live bar holds a thread: never pickled with Tune's state
+        return {**self.__dict__, "bar": None, "task": None}
+
+    def start(self) -> None:
+        if self.quiet or not self.tty:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bar
+
+        self.bar = Bar(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.fields[msg]}"), TimeElapsedColumn(), console=console)
+        self.task = self.bar.add_task("trials", total=self.total, msg="starting")
+        self.bar.start()
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def line(self, trials: list | None = None) -> tuple[int, str]:
+        """Trials done (complete + pruned) and the progress text after the bar (or the whole line)."""
+        trials = trials if trials is not None else real_trials(self.study, states=None)
+        c = Counter(t.state.name for t in trials if not is_warm_start(t))
         finished = sum(c[s] - self.start_counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))
         best, num = best_value(self.study)
         elapsed = time.time() - self.started
@@ -114,19 +175,33 @@ class Progress:
         left = max(0, self.total - done_now)
         eta = f"{elapsed / finished * left / 60:.1f} min" if finished else "?"
         b = f"{best:.4f} (trial {num})" if best is not None else "-"
-        return (f"trials {done_now}/{self.total}: complete {c['COMPLETE']} running {c['RUNNING']} "
-                f"pruned {c['PRUNED']} failed {c['FAIL']} | best {b} | elapsed {elapsed / 60:.1f} min, ETA {eta}")
+        return done_now, (f"running {self.live['running']} waiting {self.live['waiting']} | complete "
+                          f"{c['COMPLETE']} pruned {c['PRUNED']} failed {c['FAIL']} | best {self.metric} {b} | "
+                          f"ETA {eta}")
 
-    def __call__(self, force: bool = False) -> None:
+    def __call__(self, tune_trials: list | None = None, force: bool = False) -> None:
+        if tune_trials is not None:
+            self.live = live_counts(t.status for t in tune_trials)
         now = time.time()
-        if self.quiet or (not force and now - self.last < (2 if self.tty else 20)):
+        if self.quiet or (not force and now - self.last < 2):  # reads the storage: not every controller step
             return
         self.last = now
         try:
-            line = self.line()
+            trials = real_trials(self.study, states=None)
+            for t in trials:
+                if t.state.is_finished() and t.number not in self.shown and not is_warm_start(t):
+                    self.shown.add(t.number)
+                    console.print(trial_line(t, self.metric), highlight=False, markup=False, soft_wrap=True)
+            done, text = self.line(trials)
         except Exception as err:  # a progress line is a convenience: an unreachable database only skips it
-            line = f"progress unavailable: {redact_text(first_line(err, repr(err)))}"
-        console.print(line, highlight=False)
+            console.print(f"progress unavailable: {redact_text(first_line(err, repr(err)))}", highlight=False)
+            return
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, msg=text)
+        elif force or now - self.last_line >= 20:
+            self.last_line = now
+            console.print(f"trials {done}/{self.total}: {text} | elapsed {(now - self.started) / 60:.1f} min",
+                          highlight=False, markup=False)
 
 
 def _datasets(spec: StudySpec, configs: list[dict[str, Any]]) -> dict[tuple, FerDataset]:
@@ -291,6 +366,7 @@ def launch(name: str, opts: LaunchOptions | None = None) -> dict[str, Any]:
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # 1. resolve everything cheap before touching Ray: spec, storage, teacher
     spec = load_study(name, opts.profile, opts.data, dict(opts.sets))
+    check_data(spec)  # as validate: a variant needing AU labels the data lacks stops here, nothing stored
     check_weights_here(spec)  # pretrained weights on this machine (hub cache, file): else stop before any trial
     url = storage_url(opts.storage)
     rdb = open_storage(url)  # an unreachable database fails fast, before data is decoded
@@ -327,6 +403,28 @@ def max_epochs(spec: StudySpec) -> int:
     return max(total_epochs(resolve_config(c, check_names=False)) for c in configs)
 
 
+def _run_tuner(tuner: Any, bridge: OptunaBridge) -> None:
+    """``tuner.fit()``, then every finished trial's writes flushed; a lost database, a trial's input
+    error or a signal become their one-line errors (finished trials kept, the rest re-queued)."""
+    try:
+        with _stop_on_signals(bridge):
+            tuner.fit()
+    except Exception:
+        bridge.flush()
+        if bridge.lost is not None:  # the database stayed away: one line, exit 2, relaunch continues
+            raise bridge.lost from None
+        raise
+    bridge.flush()  # finished trials' storage writes run in the background; none may be lost
+    if bridge.lost is not None:
+        raise bridge.lost
+    bridge.abandon()  # trials Tune stopped with the launch: FAIL, so a relaunch re-runs their cells
+    if bridge.input_error is not None:  # a trial's DataError/ConfigError: one line, exit 2, not retried
+        raise bridge.input_error
+    if bridge.interrupted is not None:
+        raise LaunchInterrupted(f"interrupted: {bridge.kept} finished trials kept; relaunch to continue",
+                                bridge.interrupted)
+
+
 def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_start: RayStart | None,
             warm: list[WarmStart], opts: LaunchOptions) -> dict[str, Any]:
     # every planned cell's data before the study is created or changed: bad data (a corrupt image,
@@ -338,7 +436,6 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
     # 2. reconcile trials a dead driver left RUNNING, work out what is left to do
     reconciled = reconcile(study)
     tell_warm_start(study, warm)  # before the first ask, so TPE's first proposal already uses them
-    c = counts_by_state(study)
     todo, n_todo = left_to_run(spec, study)
     n_search = n_todo if spec.design == "search" else 0
     total = spec.n_planned() or 0
@@ -364,6 +461,11 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
     if n_todo == 0:
         summary.update(counts_by_state(study))
         return summary
+    at_once = opts.max_concurrent or spec.max_concurrent
+    if opts.show_progress:
+        console.print(f"study {spec.name}: {n_todo} trial(s) to run of {total or n_todo} planned, up to {at_once} at "
+                      f"once; data {len(first.labels)} images, {len(first.class_names)} classes; starting the trials",
+                      highlight=False, markup=False, soft_wrap=True)
 
     # 4. Ray Tune: our bridge as the searcher, pruning through the Optuna pruner or a Ray scheduler
     from ray import tune
@@ -397,7 +499,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
         mode = "max" if spec.direction == "maximize" else "min"
         # max_t past the last epoch: the trial's own final report must not look like a stop
         scheduler = make_scheduler(spec.scheduler, spec.metric, mode, epochs + 2)
-    progress = Progress(study, total, c, quiet=not opts.show_progress, tty=os.isatty(1))
+    progress = Progress(study, total, metric=spec.metric, quiet=not opts.show_progress, tty=console.is_terminal)
     threads = max(1, int(spec.resources["cpu"]))
     if spec.resources["gpu"] == "auto":  # measured per backbone on the cluster's GPUs: small ones share a card
         from fer_core.study.gpu import AutoGpuResources
@@ -412,7 +514,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=bridge, scheduler=scheduler, num_samples=n_todo,
-            max_concurrent_trials=opts.max_concurrent or spec.max_concurrent, reuse_actors=True,
+            max_concurrent_trials=at_once, reuse_actors=True,
             time_budget_s=spec.time_s,
         ),
         run_config=tune.RunConfig(
@@ -423,24 +525,12 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
         ),
     )
     t0 = time.time()
+    progress.start()
     try:
-        with _stop_on_signals(bridge):
-            tuner.fit()
-    except Exception:
-        bridge.flush()
-        if bridge.lost is not None:  # the database stayed away: one line, exit 2, relaunch continues
-            raise bridge.lost from None
-        raise
-    bridge.flush()  # finished trials' storage writes run in the background; none may be lost
-    if bridge.lost is not None:
-        raise bridge.lost
-    bridge.abandon()  # trials Tune stopped with the launch: FAIL, so a relaunch re-runs their cells
-    if bridge.input_error is not None:  # a trial's DataError/ConfigError: one line, exit 2, not retried
-        raise bridge.input_error
-    if bridge.interrupted is not None:
-        raise LaunchInterrupted(f"interrupted: {bridge.kept} finished trials kept; relaunch to continue",
-                                bridge.interrupted)
-    progress(force=True)
+        _run_tuner(tuner, bridge)
+        progress(force=True)  # the last finished trials' lines, after their writes landed (flush)
+    finally:
+        progress.stop()
     summary.update(counts_by_state(study))
     summary.update({"ran": bridge.issued, "fold_skipped": len(bridge.claims.fold_pruned), "seconds": time.time() - t0})
     return summary

@@ -354,3 +354,36 @@ def check_weights_here(spec: StudySpec) -> None:
             check_weight_files(c)
         except ConfigError as err:
             raise ConfigError(f"{spec.source} (profile {spec.profile}): {err}") from None
+
+
+def needs_aus(cfg: Any) -> bool:
+    """A trial config that trains the AU head: without AU labels it would silently equal its baseline."""
+    return cfg.au_weight > 0
+
+
+def check_data(spec: StudySpec) -> list[dict[str, Any]]:
+    """Every planned trial's data source, read from its label files (``data.inspect.peek``: nothing
+    decoded): one summary per source for ``validate``'s plan. A trial that needs AU labels
+    (``needs_aus``) on a source without them is refused with one line, at validate and at launch
+    before anything is stored."""
+    from fer_core.data.inspect import peek
+    from fer_core.errors import DataError
+
+    named = ([(None, cfg) for cfg in planned_configs(spec)] if spec.space is not None
+             else [(cell.variant, spec.trial_config(cell.params)) for cell in spec.cells()])
+    sources: dict[tuple, dict[str, Any]] = {}
+    for variant, cfg in named:
+        c = resolve_config(cfg, check_names=False)
+        key = (c.dataset, c.data_path, c.data_seed, c.val_fraction, c.test_fraction)
+        if key not in sources:
+            try:
+                sources[key] = peek(*key)
+            except DataError as err:
+                raise DataError(f"{spec.source}: data: {err}") from None
+        data = sources[key]
+        if needs_aus(c) and not data["has_aus"]:
+            who = f"variant {variant!r}" if variant else "the search space (a corner config)"
+            raise ConfigError(f"{spec.source}: {who} needs AU labels (au_weight {c.au_weight:g}) but the data "
+                              f"({data['kind']}{' at ' + data['where'] if data['where'] else ''}) has none; drop it, set au_weight: 0, or use "
+                              "data with AU labels")
+    return list(sources.values())

@@ -104,3 +104,51 @@ def test_a_pruned_cell_is_final_a_failed_one_is_run_again(study_env):
     study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"cell_id": failed.cell_id}))
     todo, n = left_to_run(spec, study)
     assert [c.cell_id for c in todo] == [failed.cell_id] + [c.cell_id for c in rest] and n == 1 + len(rest)
+
+
+class _TuneTrial:
+    def __init__(self, status: str) -> None:
+        self.status = status
+
+
+def test_running_counts_what_tune_runs_not_optunas_running_state(capsys):
+    """Optuna holds a trial RUNNING from its claim until its tell lands: with 2 at once, 3 were RUNNING
+    there (one claimed and waiting, one finished but not yet told). The count comes from Tune."""
+    from fer_core.study.runner import Progress, live_counts
+
+    study = optuna.create_study(direction="maximize")
+    for _ in range(3):
+        study.ask()  # RUNNING in Optuna
+    tune = [_TuneTrial(s) for s in ("RUNNING", "RUNNING", "PENDING", "TERMINATED")]
+    assert live_counts(t.status for t in tune) == {"running": 2, "waiting": 1}
+    progress = Progress(study, total=4, metric="macro_f1")
+    progress(tune, force=True)
+    out = capsys.readouterr().out
+    assert "running 2 waiting 1" in out and "running 3" not in out
+
+
+def test_a_line_per_finished_trial_with_variant_seed_and_value(capsys):
+    from fer_core.study.runner import Progress
+
+    study = optuna.create_study(direction="maximize")
+    old = study.ask()
+    study.tell(old, 0.1)  # finished before this launch: not repeated
+    progress = Progress(study, total=3, metric="macro_f1")
+    t = study.ask({"seed": optuna.distributions.IntDistribution(0, 9)})
+    t.set_user_attr("variant", "balanced_softmax")
+    t.set_user_attr("seed", 2)
+    study.tell(t, 0.08366067516415489)
+    p = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
+    p.report(0.05, 0)
+    study.tell(p, state=TrialState.PRUNED)
+    f = study.ask()
+    f.set_user_attr("variant", "focal")
+    f.set_user_attr("error", "DataError: x.png: cannot decode\nTraceback ...")
+    study.tell(f, state=TrialState.FAIL)
+    progress([], force=True)
+    progress([], force=True)  # nothing new: no line twice
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("trial ")]
+    assert lines[0].startswith("trial 1 balanced_softmax seed 2: macro_f1 0.0837")
+    assert lines[1].startswith("trial 2 lr=") and "pruned after epoch 0" in lines[1]
+    assert lines[2].startswith("trial 3 focal seed ?: failed: DataError: x.png: cannot decode")
+    assert len(lines) == 3

@@ -62,6 +62,11 @@ def test_launch_on_own_data_relaunch_continues_other_overrides_are_refused(study
     given = ["--data", str(study_env / "faces"), "--set", "epochs=1", "--set", "img_size=32"]
     out = fer_cli("launch", "smoke", "--profile", "smoke", "--storage", url, *given, cwd=study_env)
     assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()  # not a terminal: plain lines, first what it does, then one per trial
+    assert lines[0].startswith("launching smoke: checking the study")
+    finished = [ln for ln in lines if ln.startswith("trial ")]
+    assert sorted(ln.split()[2] for ln in finished) == ["balanced_softmax", "plain-ce", "sampler_sqrt"], lines
+    assert all(" seed 0: macro_f1 0." in ln for ln in finished), finished
     study = optuna.load_study(study_name="smoke", storage=url)
     assert study.user_attrs["class_names"] == ["class0", "class1", "class2"]  # the user's classes, not the stand-in's
     assert all(t.user_attrs["config"]["epochs"] == 1 and t.user_attrs["config"]["img_size"] == 32

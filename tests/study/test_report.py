@@ -124,6 +124,11 @@ def test_trials_carry_artifacts_and_the_study_note(launched):
 
     note = optuna_dashboard.get_note(study)
     assert "| variant" in note and all(v in note for v in VARIANTS) and "6 complete" in note
+    assert "cannot hide parameter importance" in note  # said, for a designed study, rather than patched
+    for t in study.get_trials():  # the variant and rounded values, for the dashboard's trial views
+        v = t.user_attrs["val_metrics"]["macro_f1"]
+        assert t.user_attrs["summary"] == (f"{t.user_attrs['variant']}, seed {t.user_attrs['seed']}: validation "
+                                           f"macro_f1 {v:.4f}, test {t.user_attrs['test_macro_f1']:.4f}")
 
 
 def test_report_every_format_matches_a_hand_computation(launched, tmp_path):
@@ -339,12 +344,18 @@ def test_dashboard_shows_the_study_its_trials_and_a_confusion_matrix(dashboard, 
             # the study page with its note: the ablation table the driver refreshed per trial
             page.goto(f"{base}/dashboard/studies/{study_id}/note", wait_until="networkidle")
             page.get_by_text("report-test: ablation table").first.wait_for(timeout=30_000)
+            body = page.locator("body")
+            # the report.md table with its class names and the objective's name (issue 19)
             page.get_by_role("cell", name="balanced_softmax").first.wait_for(timeout=30_000)
+            for needle in ("Happily sad", "Angrily disgusted", "test macro_f1 [95% CI]",
+                           "The objective (macro_f1) is the validation macro_f1"):
+                body.get_by_text(needle).first.wait_for(timeout=30_000)
             page.screenshot(path=str(tmp_path / "study.png"), full_page=True)
             # the trial list: a trial's artifacts, the confusion matrix among them
             page.goto(f"{base}/dashboard/studies/{study_id}/trials", wait_until="networkidle")
             page.get_by_text("confusion_matrix.png").first.wait_for(timeout=30_000)
             page.get_by_text(f"Trial {trial.number}").first.wait_for(timeout=30_000)
+            page.get_by_text(trial.user_attrs["summary"]).first.wait_for(timeout=30_000)  # the trial's note
             shot = tmp_path / "trials.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
