@@ -177,6 +177,16 @@ class TrainConfig(BaseModel):
 KEYS: tuple[str, ...] = tuple(TrainConfig.model_fields)
 
 
+# the keys a stage 2 alone reads (fer_core/stages.py)
+STAGE2_KEYS = frozenset({"stage2_epochs", "stage2_sampler", "stage2_lr"})
+
+
+def unread_keys(cfg: Mapping[str, Any]) -> frozenset[str]:
+    """Keys a (dumped) config never reads: without a stage 2, its epochs, sampler and lr. Two configs
+    that differ only there train alike (a warm start may treat them as one point)."""
+    return STAGE2_KEYS if cfg.get("stage2", "none") == "none" else frozenset()
+
+
 def _one_line(err: ValidationError) -> str:
     e = err.errors()[0]
     loc = ".".join(str(p) for p in e["loc"])

@@ -28,7 +28,8 @@ def test_constraints_pin_the_working_torch_pair():
 
 def test_readme_example_report_is_the_generated_one():
     """The example block is what the report code renders (markers intact, one row per variant of the
-    shipped ablation study, baseline first), and splicing a new one replaces only that block."""
+    shipped ablation study as its digits twin runs it, baseline first), and splicing a new one replaces
+    only that block."""
     from fer_core.report.readme import END, START, splice
     from fer_core.study.spec import load_study
 
@@ -36,9 +37,10 @@ def test_readme_example_report_is_the_generated_one():
     assert readme.count(START) == 1 and readme.count(END) == 1
     block = readme.split(START, 1)[1].split(END, 1)[0]
     rows = [ln.split("|")[1].strip().removeprefix("★ ") for ln in block.splitlines()
-            if ln.startswith("| ") and "val macro-F1" not in ln and "±" in ln]
-    spec = load_study("imbalance-ablation", "cpu")
-    assert rows == [spec.baseline, *spec.variants]
+            if ln.startswith("| ") and "val macro-F1" not in ln and "±" in ln and " +" not in ln.split("|")[1]]
+    spec, digits = load_study("imbalance-ablation", "cpu"), load_study("imbalance-ablation-digits", "cpu")
+    assert rows == [digits.baseline, *digits.variants]  # the digits twin ran it: the ablation's rows but
+    assert list(digits.variants) == [v for v in spec.variants if v != "au_multitask"]  # the one needing AUs
     new = splice(readme, "#### new table\n")
     assert new.split(START)[0] == readme.split(START)[0] and new.split(END)[1] == readme.split(END)[1]
     assert "#### new table" in new and "imbalance-ablation: ablation table" not in new.split(START)[1].split(END)[0]

@@ -76,6 +76,24 @@ def load_raw(path: Path, depth: int = 0) -> dict[str, Any]:
         base.pop("name", None)
         data = {**base, **{k: deep_merge(base.get(k) or {}, v) if k in EXTEND_MERGE and isinstance(v, Mapping)
                            else v for k, v in data.items()}}
+    return _drop_variants(data, path)
+
+
+def _drop_variants(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``drop_variants: [NAME, ...]``: the parent's one-at-a-time design without these variants (data
+    that cannot run them, e.g. no AU labels), so the child stays a small diff instead of a copied list."""
+    drop = data.pop("drop_variants", None)
+    if drop is None:
+        return data
+    design = data.get("design") if isinstance(data.get("design"), Mapping) else {}
+    variants = design.get("variants") if isinstance(design.get("variants"), Mapping) else {}
+    if not isinstance(drop, list) or not drop:
+        raise ConfigError(f"{path}: drop_variants must be a non-empty list of variant names")
+    unknown = [str(v) for v in drop if v not in variants]
+    if unknown:
+        raise ConfigError(f"{path}: drop_variants: unknown variant {unknown[0]!r}; valid: "
+                          f"{', '.join(map(str, variants)) or 'none (no one_at_a_time variants to drop)'}")
+    data["design"] = {**design, "variants": {k: v for k, v in variants.items() if k not in drop}}
     return data
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from fer_core.config import resolve_config
+from fer_core.config import resolve_config, unread_keys
 from fer_core.errors import ConfigError, FerError, first_line
 from fer_core.study.space import Param
 from fer_core.study.spec import StudySpec
@@ -142,8 +142,9 @@ def map_trial(spec: StudySpec, trial: FrozenTrial, source: str) -> tuple[FrozenT
         here = resolve_config(config, check_names=False).model_dump()
     except ConfigError as err:
         return None, f"not a valid config here ({str(err).split(':')[0]})"
+    unread = unread_keys(src) & unread_keys(here)  # e.g. stage2_epochs where neither trains a stage 2
     for k in sorted(here):
-        if k not in IGNORED_KEYS and not _same(src.get(k), here[k]):
+        if k not in IGNORED_KEYS | unread and not _same(src.get(k), here[k]):
             return None, f"{k}={src.get(k)!r} (here {here[k]!r})"
     dists = {p.name: p.distribution() for p in spec.space.params if p.name in values and p.type != "fixed"}
     attrs = {

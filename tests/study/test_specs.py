@@ -59,11 +59,33 @@ def test_ablation_design_is_one_at_a_time_from_plain_ce():
         diff = {k for k, v in c.params.items() if k != "seed" and v != base[k]} - loss_params
         if "+" in c.variant:  # named combinations change two knobs on purpose
             assert len(diff) == 3 and "allow_double_weighting" in diff, c.variant
+        elif c.variant in BUNDLES:  # one published method whose parts only make sense together
+            assert diff == BUNDLES[c.variant], c.variant
         else:
             assert len(diff) <= 1, (c.variant, diff)  # one fix at a time
     # every toolkit knob is ablated
     varied = {k for v in spec.variants.values() for k in v}
     assert {"loss", "sampler", "aug_strength", "minority_boost", "mixup_alpha", "cutmix_alpha", "au_weight"} <= varied
+    # and the long-tail literature's cheap baselines are rows (post-hoc ones are derived by the report)
+    assert {"ldam_drw_cosine", "drs", "crt", "lws"} <= set(spec.variants)
+
+
+# LDAM-DRW as published needs its cosine head; deferred re-sampling a start and a sampler; LWS the
+# stage-2 lr its scales move at
+BUNDLES = {"ldam_drw_cosine": {"loss", "head"}, "drs": {"defer_start", "defer_sampler"}, "lws": {"stage2", "stage2_lr"}}
+
+
+def test_a_child_study_drops_parent_variants_by_name_and_refuses_unknown_ones(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text(f"name: child\nextends: {ROOT / 'studies' / 'imbalance-ablation.yaml'}\n"
+                     "drop_variants: [au_multitask, mixup]\n")
+    parent, spec = load_study("imbalance-ablation", "cpu"), load_study(str(child), "cpu")
+    assert list(spec.variants) == [v for v in parent.variants if v not in ("au_multitask", "mixup")]
+    child.write_text(child.read_text().replace("mixup]", "mixupp]"))
+    with pytest.raises(ConfigError) as exc:
+        load_study(str(child), "cpu")
+    assert "drop_variants: unknown variant 'mixupp'; valid: weighted_ce" in str(exc.value)
+    assert str(child) in str(exc.value) and "\n" not in str(exc.value)
 
 
 def test_profiles_size_the_same_study(monkeypatch):

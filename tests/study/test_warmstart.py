@@ -236,5 +236,7 @@ def test_the_documented_warm_start_of_the_shipped_studies():
     (the README quotes the line), not on the cpu profiles (another backbone: refused, not told)."""
     gpu, cpu = _shipped("gpu"), _shipped("cpu")
     readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
-    assert gpu.told == 75 and gpu.line() in readme, gpu.line()  # 15 fitting variants x the gpu profile's 5 seeds
-    assert cpu.told == 0 and cpu.skipped["backbone='test_resnet' (here 'resnet10t')"] == 48
+    # 15 fitting variants x the gpu profile's 5 seeds; told although the ablation sets stage2_epochs and the
+    # search does not: no told trial trains a stage 2, so that key is never read (config.unread_keys)
+    assert gpu.told == 75 and gpu.line() in readme, gpu.line()
+    assert cpu.told == 0 and cpu.skipped["backbone='test_resnet' (here 'resnet10t')"] == 57
