@@ -117,6 +117,10 @@ class TrainConfig(BaseModel):
     # a post-hoc correction for the label prior as the trial's own output (fer_core/posthoc.py: logit_adjust,
     # tau_norm; tau chosen on validation); every trial reports all of them beside its plain metrics anyway
     posthoc: str = "none"
+    # class activation maps at the selected epoch (fer_core/cam.py): Grad-CAM of up to cam_samples seeded
+    # validation images per class, per-class mean maps and PNG grids as trial artifacts; 0 = off (the
+    # maps cost a backward pass per image and a few files per trial: a study that wants them asks)
+    cam_samples: int = Field(0, ge=0, le=256)
 
     @field_validator("pretrained", mode="before")
     @classmethod

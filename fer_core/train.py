@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from timm.data import Mixup
 
 from fer_core.augment import augment_batch, sample_strength
+from fer_core.cam import class_activation_maps, class_regions
 from fer_core.checkpoint import pred_from_state, pred_to_state, restore_rng, rng_state
 from fer_core.config import TrainConfig, resolve_config
 from fer_core.data.dataset import AU_VOCAB, TEST, TRAIN, VAL, FerDataset
@@ -434,6 +435,15 @@ def train_fer(
         val, test = {**val, **chosen["val"]}, {**test, **chosen["test"]}
         preds = {split: {**p, "logits": chosen["logits"][split], "probs": softmax(chosen["logits"][split]).astype(np.float32)}
                  for split, p in preds.items()}
+
+    # 12. class activation maps of the selected model on a seeded sample of validation images
+    #     (cam_samples per class), with the face half each class's AUs point to (training split)
+    cams = None
+    if cfg.cam_samples:
+        regions = (class_regions(ds.aus[train_idx].numpy(), train_labels.numpy(), ds.num_classes) if ds.has_aus
+                   else [None] * ds.num_classes)
+        cams = class_activation_maps(model, images, val_idx.to(device), labels["val"], ds.class_names, regions,
+                                     cfg.cam_samples, cfg.seed, cl)
     held_out = {
         "val": {"probs": preds["val"]["probs"], "logits": preds["val"]["logits"], "labels": labels["val"]},
         # index: the images' positions in the data set (k-fold CV: the report pools the folds by it)
@@ -464,4 +474,5 @@ def train_fer(
         "weights": model.weights_summary,  # where the starting weights came from (a file: what was loaded)
         "seconds": time.perf_counter() - t_start,
         "model_state": best["state"],  # already a detached clone
+        "cams": cams,  # None unless cam_samples: {class name: {mean, attention_mean?, n, region, grid}}
     }

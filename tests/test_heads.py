@@ -63,6 +63,7 @@ def test_a_trial_without_au_supervision_leaves_the_au_head_as_initialised(small)
     assert not torch.equal(state["emotion_head.fc.weight"], fresh.state_dict()["emotion_head.fc.weight"])
     # tau-norm reads a plain linear head's class weights: not applicable to the attention head
     assert set(result["posthoc"]) == {"logit_adjust"}
+    assert result["cams"] is None  # class activation maps are off unless cam_samples asks for them
 
 
 @pytest.mark.parametrize("backbone", ["test_vit", "mobilenetv3_small_050"])
