@@ -32,7 +32,7 @@ from fer_core.data.dataset import AU_VOCAB, TEST, TRAIN, VAL, FerDataset
 from fer_core.data.folds import fold_dataset, partition_seed
 from fer_core.data.sources import load_dataset
 from fer_core.distill import Teacher
-from fer_core.losses import LOSSES
+from fer_core.losses import LOSSES, attention_prior_loss
 from fer_core.metric_names import SCALAR_METRICS
 from fer_core.metrics import (
     au_macro_f1,
@@ -134,7 +134,8 @@ def no_best() -> dict:
 
 
 def train_step(model, x, target, au_target, loss_fn, au_weight: float, epoch: int, amp: bool,
-               teacher: Teacher | None = None, alpha: float = 0.0, au_pos: torch.Tensor | None = None) -> dict:
+               teacher: Teacher | None = None, alpha: float = 0.0, au_pos: torch.Tensor | None = None,
+               au_prior: float = 0.0) -> dict:
     """One forward/loss; returns {"loss", "logits"} (timm task style). Backward is the caller's."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         out = model(x)
@@ -146,6 +147,8 @@ def train_step(model, x, target, au_target, loss_fn, au_weight: float, epoch: in
     if au_weight > 0:
         loss = loss + au_weight * F.binary_cross_entropy_with_logits(out["au_logits"].float(), au_target,
                                                                      pos_weight=au_pos)  # au_pos_weight
+    if au_prior > 0:  # head au_attention: the weak AU-location prior on its attention map
+        loss = loss + au_prior * attention_prior_loss(out["attention"], au_target)
     return {"loss": loss, "logits": logits}
 
 
@@ -353,7 +356,7 @@ def train_fer(
             if cl:
                 x = x.contiguous(memory_format=torch.channels_last)
             out = train_step(step_model, x, target, au_target, loss_fn, cfg.au_weight if with_aus else 0.0, epoch, amp,
-                             teacher, cfg.distill_alpha, au_pos)
+                             teacher, cfg.distill_alpha, au_pos, cfg.au_attention_prior if with_aus else 0.0)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()

@@ -76,3 +76,27 @@ def test_the_attention_head_needs_a_feature_map(backbone):
     else:  # a hidden head layer after pooling (head_hidden_size): the map's own channels are pooled
         out = FerNet(backbone, 5, 18, head="au_attention").eval()(torch.rand(2, 3, 64, 64))
         assert out["logits"].shape == (2, 5) and out["attention"].shape == (2, 2, 2)
+
+
+def test_the_au_location_prior_against_a_hand_computation():
+    from fer_core.data.dataset import AU_INDEX
+    from fer_core.losses import attention_prior_loss
+
+    attention = torch.tensor([[[0.3, 0.3], [0.2, 0.2]], [[0.25, 0.25], [0.25, 0.25]]])
+    aus = torch.zeros(2, 18)
+    aus[0, AU_INDEX[1]] = aus[0, AU_INDEX[12]] = 1  # one upper-face AU, one lower: target share 0.5
+    # image 0: upper mass 0.6 vs 0.5; image 1 has no active AU and does not count
+    assert attention_prior_loss(attention, aus).item() == pytest.approx(0.1 ** 2)
+    odd = torch.tensor([[[0.2], [0.2], [0.6]]])  # the middle row counts half: upper mass 0.3
+    only_upper = torch.zeros(1, 18)
+    only_upper[0, AU_INDEX[4]] = 1
+    assert attention_prior_loss(odd, only_upper).item() == pytest.approx(0.7 ** 2)
+    assert attention_prior_loss(odd, torch.zeros(1, 18)).item() == 0.0
+
+
+def test_the_prior_trains_only_the_attention_head(small):
+    with pytest.raises(ConfigError, match="au_attention_prior is a prior on the attention map of head: au_attention"):
+        train_fer({**TINY, "head": "linear", "au_attention_prior": 1.0}, dataset=small)
+    plain = train_fer({**TINY, "au_weight": 1.0}, dataset=small)
+    prior = train_fer({**TINY, "au_weight": 1.0, "au_attention_prior": 1.0}, dataset=small)
+    assert prior["history"][0]["loss"] > plain["history"][0]["loss"]  # the prior's term is added
