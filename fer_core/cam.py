@@ -139,8 +139,8 @@ def grid_image(images: np.ndarray, rows: Sequence[np.ndarray], cols: int = 8) ->
 
 
 def class_activation_maps(model: Any, images, idx, labels: np.ndarray, class_names: Sequence[str],
-                          regions: Sequence[str | None], per_class: int, seed: int, cl: bool = False
-                          ) -> dict[str, dict[str, Any]] | None:
+                          regions: Sequence[str | None], per_class: int, seed: int, cl: bool = False,
+                          batch_size: int = 64) -> dict[str, dict[str, Any]] | None:
     """Per class name: ``mean`` (float16 Grad-CAM mean map), ``attention_mean`` (au_attention only),
     ``n`` (images), ``region`` (``class_regions``) and ``grid`` (uint8 RGB overlays of the first
     images). ``images`` uint8 (N,3,H,W) on the model's device, ``idx`` the validation positions,
@@ -150,20 +150,26 @@ def class_activation_maps(model: Any, images, idx, labels: np.ndarray, class_nam
     layer = target_layer(model)
     if layer is None:
         return None
-    out: dict[str, dict[str, Any]] = {}
-    for c, pos in cam_sample(labels, per_class, seed, len(class_names)).items():
-        if not len(pos):
-            continue
-        x = images[idx[torch.as_tensor(pos)]].float().div_(255)
+    sample = {c: pos for c, pos in cam_sample(labels, per_class, seed, len(class_names)).items() if len(pos)}
+    pos = np.concatenate(list(sample.values()))
+    classes = np.concatenate([[c] * len(p) for c, p in sample.items()])
+    cams, atts, rgbs = [], [], []
+    for chunk in np.array_split(np.arange(len(pos)), -(-len(pos) // batch_size)):  # batches, not one per class
+        x = images[idx[torch.as_tensor(pos[chunk])]].float().div_(255)
         if cl:
             x = x.contiguous(memory_format=torch.channels_last)
         x.requires_grad_(True)  # after stage 2 the backbone is frozen: the input carries the graph to the layer
-        cams = grad_cams(model, x, [c] * len(pos), layer)
-        att = attention_maps(model, x)
-        rgb = x.detach().permute(0, 2, 3, 1).cpu().numpy()
-        entry = {"mean": cams.mean(axis=0).astype(np.float16), "n": len(pos), "region": regions[c],
-                 "grid": grid_image(rgb, [cams] if att is None else [cams, att])}
+        cams.append(grad_cams(model, x, classes[chunk], layer))
+        atts.append(attention_maps(model, x.detach()))
+        rgbs.append(x.detach().permute(0, 2, 3, 1).cpu().numpy())
+    cam, rgb = np.concatenate(cams), np.concatenate(rgbs)
+    att = None if atts[0] is None else np.concatenate(atts)
+    out: dict[str, dict[str, Any]] = {}
+    for c in sample:
+        m = classes == c
+        entry = {"mean": cam[m].mean(axis=0).astype(np.float16), "n": int(m.sum()), "region": regions[c],
+                 "grid": grid_image(rgb[m], [cam[m]] if att is None else [cam[m], att[m]])}
         if att is not None:
-            entry["attention_mean"] = att.mean(axis=0).astype(np.float16)
+            entry["attention_mean"] = att[m].mean(axis=0).astype(np.float16)
         out[class_names[c]] = entry
     return out
