@@ -63,8 +63,8 @@ class AttentionHead(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int) -> None:
         super().__init__()
+        self.fc = nn.Linear(in_features, num_classes)  # first: LWS sizes its scales by the head's first parameter
         self.score = nn.Conv2d(in_features, 1, kernel_size=1)
-        self.fc = nn.Linear(in_features, num_classes)
 
     def reset_parameters(self) -> None:  # cRT (fer_core/stages.py): a fresh head, attention included
         self.score.reset_parameters()

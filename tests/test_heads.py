@@ -33,6 +33,14 @@ def test_the_attention_map_is_a_distribution_over_positions_per_image(amp):
                                rtol=0.05 if amp else 1e-4)
 
 
+def test_stage_two_methods_fit_the_attention_head():
+    model = FerNet("test_resnet", 5, 18, head="au_attention")
+    assert model.add_class_scales().shape == (5,)  # LWS: one scale per class
+    before = model.emotion_head.score.weight.clone()
+    model.emotion_head.reset_parameters()  # cRT: a fresh head, attention included
+    assert not torch.equal(before, model.emotion_head.score.weight)
+
+
 def _step(model, au_weight):
     torch.manual_seed(1)
     x, y = torch.rand(6, 3, 48, 48), torch.randint(0, 5, (6,))
