@@ -9,7 +9,7 @@ import pytest
 from optuna.artifacts import get_all_artifact_meta
 
 from fer_core.cam import half_mass
-from fer_core.report.cams import cam_figure, cam_frame
+from fer_core.report.cams import cam_figure, cam_frame, cam_markdown
 from fer_core.report.table import build_table, load_study_data
 from fer_core.study.artifacts import open_store, upload_trial_artifacts
 from fer_core.study.inmemory import quiet_memory_study
@@ -88,4 +88,6 @@ def test_uploaded_like_the_confusion_matrix_and_read_back_by_the_report(trained,
     assert row["cam_share"] == pytest.approx(share) and row["cam_delta"] == pytest.approx(share - base)
     assert row["attention_share"] == pytest.approx(half_mass(stored[c]["attention_mean"], region))
     assert np.isnan(frame.loc[frame["variant"] == "baseline", "attention_share"]).all()  # a linear head has none
+    md = cam_markdown(frame)
+    assert f"{share:.3f}" in md and f"{share - base:+.3f}" in md and "au_half" in md
     assert cam_figure(data, table, tmp_path / "cams.png") and (tmp_path / "cams.png").stat().st_size > 1000
