@@ -131,7 +131,7 @@ def grid_image(images: np.ndarray, rows: Sequence[np.ndarray], cols: int = 8) ->
 
     n = min(len(images), cols)
     h, w = images.shape[1:3]
-    out = np.full((len(rows) * h, cols * w, 3), 255, dtype=np.uint8)
+    out = np.full((len(rows) * h, n * w, 3), 255, dtype=np.uint8)
     for r, maps in enumerate(rows):
         for i in range(n):
             out[r * h:(r + 1) * h, i * w:(i + 1) * w] = show_cam_on_image(images[i], maps[i], use_rgb=True)
