@@ -87,7 +87,7 @@ def cam_figure(data: StudyData, table: pd.DataFrame, path: Path) -> bool:
     if not variants or not classes:
         return False
     fig, axes = plt.subplots(len(classes), len(variants), figsize=(1.9 * len(variants) + 1.2, 1.9 * len(classes) + 0.8),
-                             dpi=90, squeeze=False)
+                             dpi=90, squeeze=False, layout="constrained")  # constrained: room for the suptitle
     for i, c in enumerate(classes):
         region = _region(data, int(c))
         for j, (v, _, maps) in enumerate(variants):
@@ -101,12 +101,12 @@ def cam_figure(data: StudyData, table: pd.DataFrame, path: Path) -> bool:
             mean = np.mean(have, axis=0)
             ax.imshow(mean, cmap="cividis", vmin=0)
             ax.axhline(mean.shape[0] / 2 - 0.5, color="white", lw=0.8, ls="--")
-            share = f"{region} {half_mass(mean, region):.2f}" if region else "no AU half"
+            mass = half_mass(mean, region) if region else float("nan")
+            share = "no AU half" if not region else f"{region}: no mass" if np.isnan(mass) else f"{region} {mass:.2f}"
             ax.set_title(f"{v}\n{share}" if i == 0 else share, fontsize=7)
             if j == 0:
                 ax.set_ylabel(f"{data.class_names[c]} ({data.class_counts[c]})", fontsize=7)
-    fig.suptitle(f"{data.name}: mean Grad-CAM of the tail classes (validation images)", fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(f"{data.name}: mean Grad-CAM,\ntail classes (validation images)", fontsize=9)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return True
