@@ -54,7 +54,7 @@ def cam_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame | None:
             continue
         for v, _, maps in variants:
             row = {"class": name, "training_images": data.class_counts[c] if c < len(data.class_counts) else None,
-                   "tail": c in data.tail, "au_half": region, "variant": v,
+                   "tail_class": c in data.tail, "au_half": region, "variant": v,
                    "n_trials": sum(c in m for m in maps)}
             for key, col in (("mean", "cam"), ("attention_mean", "attention")):
                 row[f"{col}_share"] = _share(maps, c, key, region)
