@@ -81,6 +81,9 @@ class TrainConfig(BaseModel):
     # the emotion head: linear | cosine (normalised, logits cosine_scale * cos; LDAM as published)
     head: str = "linear"
     cosine_scale: float = Field(30.0, gt=0.0, le=100.0)
+    # head au_attention: weight of the weak AU-location prior on its attention map (upper/lower face half of
+    # the image's active AUs, fer_core/losses.py attention_prior_loss; acts only with AU labels); 0 = off
+    au_attention_prior: float = Field(0.0, ge=0.0, le=10.0)
     # knowledge distillation (fer_core/distill.py): teacher model file(s), weight of its soft targets, temperature
     teacher: tuple[str, ...] = ()
     distill_alpha: float = Field(0.5, ge=0.0, le=1.0)
@@ -129,6 +132,10 @@ class TrainConfig(BaseModel):
     # a post-hoc correction for the label prior as the trial's own output (fer_core/posthoc.py: logit_adjust,
     # tau_norm; tau chosen on validation); every trial reports all of them beside its plain metrics anyway
     posthoc: str = "none"
+    # class activation maps at the selected epoch (fer_core/cam.py): Grad-CAM of up to cam_samples seeded
+    # validation images per class, per-class mean maps and PNG grids as trial artifacts; 0 = off (the
+    # maps cost a backward pass per image and a few files per trial: a study that wants them asks)
+    cam_samples: int = Field(0, ge=0, le=256)
 
     @field_validator("pretrained", mode="before")
     @classmethod
@@ -160,6 +167,9 @@ class TrainConfig(BaseModel):
             if v is not None and not all((lo < x if key == "norm_std" else lo <= x) and x <= hi for x in v):
                 raise ValueError(f"{key} must be 3 numbers (R, G, B) in {'(0, 1]' if key == 'norm_std' else '[0, 1]'} "
                                  f"for images scaled to [0, 1], got {list(v)}")
+        if self.au_attention_prior > 0 and self.head != "au_attention":
+            raise ValueError(f"au_attention_prior is a prior on the attention map of head: au_attention, got head: "
+                             f"{self.head}; set head: au_attention or au_attention_prior: 0")
         if self.stage2 != "none" and self.stage2_epochs < 1:
             raise ValueError(f"stage2_epochs must be at least 1 with stage2 {self.stage2!r} (got {self.stage2_epochs})")
         switches = self.defer_sampler != "keep" or self.defer_weighting != "none"

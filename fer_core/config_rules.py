@@ -40,7 +40,10 @@ def _names(kind: str, key: str, names: Sequence[str]) -> Registry:
 
 LOSS_NAMES = _names("loss", "loss", ["balanced_softmax", "ce", "class_balanced", "focal", "label_smoothing", "ldam",
                                      "ldam_cosine", "ldam_drw", "ldam_drw_cosine", "weighted_ce"])
-HEAD_NAMES = _names("classifier head", "head", ["cosine", "linear"])
+HEAD_NAMES = _names("classifier head", "head", ["au_attention", "cosine", "linear"])
+# heads that pool the backbone's feature map themselves (forward_features, (B,C,H,W)): a backbone
+# without one is refused when the model is built (fer_core/models.py check_feature_map)
+SPATIAL_HEADS = frozenset({"au_attention"})
 STAGE2_NAMES = _names("stage-2 method", "stage2", ["crt", "lws", "none"])
 DATA_SAMPLER_NAMES = _names("data sampler", "sampler", ["balanced", "curriculum", "none", "sqrt", "weighted"])
 TTA_NAMES = _names("test-time augmentation", "tta", ["flip", "multi_crop", "none"])

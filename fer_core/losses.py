@@ -338,3 +338,24 @@ def make_ldam_drw_cosine(params: Mapping[str, Any], class_counts: Sequence[int],
 
 
 # ---------------------------------------------------------------- double weighting
+
+
+def attention_prior_loss(attention: Tensor, au_target: Tensor) -> Tensor:
+    """The weak AU-location prior of ``head: au_attention`` (config ``au_attention_prior``): RAF-CE has
+    AU labels but no landmarks, so the only location known is the face half of each active AU (upper
+    face 1, 2, 4, 5, 6, 7; lower 9-27, ``fer_core.cam.UPPER``). Per image with an active AU, the squared
+    difference between the attention mass in the upper half (rows < H/2, an odd middle row half) and
+    the share of its active AUs that are upper-face ones; mean over those images (0 when none has one).
+    ``au_target`` may be soft (mixup): its values weigh the AUs."""
+    from fer_core.cam import UPPER
+
+    h = attention.shape[1]
+    rows = attention.float().sum(dim=2)
+    upper_mass = rows[:, : h // 2].sum(dim=1) + (rows[:, h // 2] / 2 if h % 2 else 0.0)
+    upper = torch.as_tensor(UPPER, device=au_target.device)
+    active = au_target.float().sum(dim=1)
+    has = active > 0
+    if not has.any():
+        return attention.sum() * 0.0  # keeps the graph (and the dtype) without a contribution
+    target = au_target.float()[:, upper].sum(dim=1)[has] / active[has]
+    return ((upper_mass[has] - target) ** 2).mean()

@@ -1,8 +1,10 @@
 """timm backbone + emotion head + AU head (18-way multi-label).
 
 The emotion head is chosen by the config key ``head`` from ``HEADS``: ``linear`` (a plain
-``nn.Linear``, the default) or ``cosine`` (normalised features and class weights, logits
-``s * cos``, the classifier LDAM was published with).
+``nn.Linear``, the default), ``cosine`` (normalised features and class weights, logits
+``s * cos``, the classifier LDAM was published with) or ``au_attention`` (a spatial attention
+map over the backbone's last feature map pools the features that both the emotion head and the
+AU head read, so AU supervision shapes where the model looks).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from timm.layers import DropPath
 from timm.models import group_parameters
 from torch import nn
 
-from fer_core.config_rules import check_backbone  # config time, no torch (re-exported)
+from fer_core.config_rules import SPATIAL_HEADS, check_backbone  # config time, no torch (re-exported)
 from fer_core.errors import ConfigError, first_line
 from fer_core.pretrained import HOW_TO, load_backbone_file
 from fer_core.registry import Registry, lookup
@@ -49,6 +51,38 @@ class CosineHead(nn.Module):
         return self.scale * F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
 
 
+class AttentionHead(nn.Module):
+    """Spatial attention pooling + a linear classifier (``head: au_attention``).
+
+    A 1x1 convolution scores every position of the backbone's last feature map (B,C,H,W); a
+    softmax over the H*W positions makes the map a distribution per image, and the features are
+    pooled with it instead of averaged. FerNet feeds the same attended features to the AU head, so
+    with AU supervision (``au_weight > 0`` and AU labels) the AU loss shapes the map too: a globally
+    pooled backbone cannot weigh brows, eyes and mouth differently per image, this one can.
+    """
+
+    spatial = True  # FerNet routes the backbone's feature map (forward_features) through pool()
+
+    def __init__(self, in_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, num_classes)  # first: LWS sizes its scales by the head's first parameter
+        self.score = nn.Conv2d(in_features, 1, kernel_size=1)
+
+    def reset_parameters(self) -> None:  # cRT (fer_core/stages.py): a fresh head, attention included
+        self.score.reset_parameters()
+        self.fc.reset_parameters()
+
+    def pool(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,C,H,W) -> attended features (B,C) and the attention map (B,H,W), summing to one per image."""
+        b, _, h, w = fmap.shape
+        attention = self.score(fmap).flatten(1).float().softmax(dim=1)  # float: a bf16 softmax sums to 1 +- 1e-2
+        feats = torch.einsum("bn,bcn->bc", attention.to(fmap.dtype), fmap.flatten(2))
+        return feats, attention.view(b, h, w)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.fc(feats)
+
+
 @HEADS.register("linear")
 def linear_head(in_features: int, num_classes: int, scale: float) -> nn.Module:
     return nn.Linear(in_features, num_classes)  # scale: unused (a linear head's logits have a free scale)
@@ -57,6 +91,28 @@ def linear_head(in_features: int, num_classes: int, scale: float) -> nn.Module:
 @HEADS.register("cosine")
 def cosine_head(in_features: int, num_classes: int, scale: float) -> nn.Module:
     return CosineHead(in_features, num_classes, scale)
+
+
+@HEADS.register("au_attention")
+def au_attention_head(in_features: int, num_classes: int, scale: float) -> nn.Module:
+    return AttentionHead(in_features, num_classes)  # scale: unused (a linear classifier on attended features)
+
+
+def check_feature_map(backbone: nn.Module, name: str, head: str) -> None:
+    """A spatial head needs forward_features to give a (B, num_features, H, W) map; token models
+    (ViT: (B,N,C)) and channels-last ones (Swin: (B,H,W,C)) are refused with one line."""
+    cfg = backbone.pretrained_cfg or {}
+    size = (cfg.get("fixed_input_size") and cfg.get("input_size")) or (3, 64, 64)
+    was = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            shape = tuple(backbone.forward_features(torch.zeros(1, *size)).shape)
+    finally:
+        backbone.train(was)
+    if len(shape) != 4 or shape[1] != backbone.num_features:
+        raise ConfigError(f"head: {head!r} needs a backbone whose forward_features is a (B,C,H,W) feature map; "
+                          f"backbone {name!r} gives {shape}; use head: linear or a convolutional backbone")
 
 
 class FerNet(nn.Module):
@@ -106,6 +162,11 @@ class FerNet(nn.Module):
         # pooled features out of forward(); models with a hidden head layer (MobileNetV3,
         # some EfficientNets) return head_hidden_size features, not num_features
         feat = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        # a spatial head (au_attention) pools the feature map itself: its features are the map's channels
+        self.spatial = head in SPATIAL_HEADS
+        if self.spatial:
+            check_feature_map(self.backbone, backbone, head)
+            feat = self.backbone.num_features
         self.emotion_head = make_head(feat, num_classes, cosine_scale)
         # per-class scales of the emotion logits (LWS, fer_core/stages.py); absent (None) otherwise, so
         # a model without them has exactly the state dict it always had
@@ -143,8 +204,14 @@ class FerNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: float images in [0, 1], (B,3,H,W)."""
-        feats = self.backbone((x - self.mean) / self.std)
+        x = (x - self.mean) / self.std
+        out = {}
+        if self.spatial:  # attention-pooled feature map (+ the backbone's dropout, which forward_head would apply)
+            feats, out["attention"] = self.emotion_head.pool(self.backbone.forward_features(x))
+            feats = F.dropout(feats, getattr(self.backbone, "drop_rate", 0.0), self.training)
+        else:
+            feats = self.backbone(x)
         logits = self.emotion_head(feats)
         if self.emotion_scale is not None:
             logits = logits * self.emotion_scale
-        return {"logits": logits, "au_logits": self.au_head(feats)}
+        return {"logits": logits, "au_logits": self.au_head(feats), **out}

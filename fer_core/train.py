@@ -29,13 +29,14 @@ from timm.optim import create_optimizer_v2
 from timm.utils import ModelEmaV3
 
 from fer_core.augment import augment, sample_strength
+from fer_core.cam import class_activation_maps, class_regions
 from fer_core.checkpoint import pred_from_state, pred_to_state, restore_rng, rng_state
 from fer_core.config import TrainConfig, resolve_config
 from fer_core.data.dataset import AU_VOCAB, TEST, TRAIN, VAL, FerDataset
 from fer_core.data.folds import fold_dataset, partition_seed
 from fer_core.data.sources import load_dataset
 from fer_core.distill import Teacher
-from fer_core.losses import LOSSES
+from fer_core.losses import LOSSES, attention_prior_loss
 from fer_core.metric_names import SCALAR_METRICS
 from fer_core.metrics import (
     au_macro_f1,
@@ -153,7 +154,8 @@ def no_best() -> dict:
 
 
 def train_step(model, x, target, au_target, loss_fn, au_weight: float, epoch: int, amp: bool,
-               teacher: Teacher | None = None, alpha: float = 0.0, au_pos: torch.Tensor | None = None) -> dict:
+               teacher: Teacher | None = None, alpha: float = 0.0, au_pos: torch.Tensor | None = None,
+               au_prior: float = 0.0) -> dict:
     """One forward/loss; returns {"loss", "logits"} (timm task style). Backward is the caller's."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         out = model(x)
@@ -165,6 +167,8 @@ def train_step(model, x, target, au_target, loss_fn, au_weight: float, epoch: in
     if au_weight > 0:
         loss = loss + au_weight * F.binary_cross_entropy_with_logits(out["au_logits"].float(), au_target,
                                                                      pos_weight=au_pos)  # au_pos_weight
+    if au_prior > 0:  # head au_attention: the weak AU-location prior on its attention map
+        loss = loss + au_prior * attention_prior_loss(out["attention"], au_target)
     return {"loss": loss, "logits": logits}
 
 
@@ -379,7 +383,7 @@ def train_fer(
             if cl:
                 x = x.contiguous(memory_format=torch.channels_last)
             out = train_step(step_model, x, target, au_target, loss_fn, cfg.au_weight if with_aus else 0.0, epoch, amp,
-                             teacher, cfg.distill_alpha, au_pos)
+                             teacher, cfg.distill_alpha, au_pos, cfg.au_attention_prior if with_aus else 0.0)
             if i % accum == 0:  # an optimizer step begins: its micro-batches (the epoch's last step may have fewer)
                 opt.zero_grad(set_to_none=True)
                 micro = min(accum, len(batches) - i)
@@ -471,6 +475,15 @@ def train_fer(
         val, test = {**val, **chosen["val"]}, {**test, **chosen["test"]}
         preds = {split: {**p, "logits": chosen["logits"][split], "probs": softmax(chosen["logits"][split]).astype(np.float32)}
                  for split, p in preds.items()}
+
+    # 12. class activation maps of the selected model on a seeded sample of validation images
+    #     (cam_samples per class), with the face half each class's AUs point to (training split)
+    cams = None
+    if cfg.cam_samples:
+        regions = (class_regions(ds.aus[train_idx].numpy(), train_labels.numpy(), ds.num_classes) if ds.has_aus
+                   else [None] * ds.num_classes)
+        cams = class_activation_maps(model, images, val_idx.to(device), labels["val"], ds.class_names, regions,
+                                     cfg.cam_samples, cfg.seed, cl)
     held_out = {
         "val": {"probs": preds["val"]["probs"], "logits": preds["val"]["logits"], "labels": labels["val"]},
         # index: the images' positions in the data set (k-fold CV: the report pools the folds by it)
@@ -502,4 +515,5 @@ def train_fer(
         "weights": model.weights_summary,  # where the starting weights came from (a file: what was loaded)
         "seconds": time.perf_counter() - t_start,
         "model_state": best["state"],  # already a detached clone
+        "cams": cams,  # None unless cam_samples: {class name: {mean, attention_mean?, n, region, grid}}
     }

@@ -21,7 +21,7 @@ def _run(script: str, *args: str, tmp_path: Path) -> str:
     return proc.stdout
 
 
-@pytest.mark.parametrize("script", ["trainable_throughput.py", "service_overhead.py"])
+@pytest.mark.parametrize("script", ["trainable_throughput.py", "service_overhead.py", "cam_overhead.py"])
 def test_benchmark_tiny_mode_prints_a_ratio(script, cache_dir, tmp_path):
     _check_ratios(_run(script, "--tiny", tmp_path=tmp_path))
 

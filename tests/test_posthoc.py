@@ -79,7 +79,8 @@ def test_an_unknown_posthoc_name_is_one_line_listing_the_valid_ones():
     assert str(exc.value) == "posthoc: unknown post-hoc method 'platt'; valid: none, logit_adjust, tau_norm"
 
 
-@pytest.mark.parametrize("extra", [{"head": "cosine", "loss": "ldam_cosine"}, {"stage2": "lws", "stage2_epochs": 1}])
+@pytest.mark.parametrize("extra", [{"head": "cosine", "loss": "ldam_cosine"}, {"stage2": "lws", "stage2_epochs": 1},
+                                   {"head": "au_attention"}])
 def test_tau_norm_as_the_output_needs_a_plain_linear_head(extra):
     with pytest.raises(ConfigError) as exc:
         resolve_config({"posthoc": "tau_norm", **extra})

@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from fer_core.errors import FerError
+from fer_core.report.cams import cam_frame, cam_markdown
 from fer_core.report.plots import caption, make_plots
 from fer_core.report.table import (
     au_frame,
@@ -35,6 +36,7 @@ from fer_core.study.artifacts import STORE_ATTR, open_store, study_artifact_dir
 from fer_core.study.storage import load_stored_study, planned_trials, storage_url
 
 FORMATS = ("md", "csv", "tex", "html")
+CAM_TABLE = "Where the model looks: activation mass in the face half of each class's AUs (validation, vs baseline)"
 
 
 def _writable_dir(out: Path) -> Path:
@@ -145,6 +147,9 @@ def report(
                             + yaml.safe_dump(extras["best_config"], sort_keys=True))
             files.append(path)
             md += f"\nBest config written to `{path.name}` (`fer-study train --config {path.name}`).\n"
+    cams = cam_frame(data, table)  # None unless trials stored class activation maps (cam_samples)
+    if cams is not None:
+        md += f"\n### {CAM_TABLE}\n\n" + cam_markdown(cams) + "\n"
     plots = make_plots(data, table, out_dir) if ("html" in formats or "md" in formats) else {}
     files += list(plots.values())
     if "md" in formats:
@@ -160,6 +165,9 @@ def report(
         if data.effects is not None:  # a two-level grid's main effects and interactions
             data.effects.to_csv(out_dir / "effects.csv", index=False, float_format="%.17g")
             files.append(out_dir / "effects.csv")
+        if cams is not None:
+            cams.to_csv(out_dir / "cams.csv", index=False, float_format="%.17g")
+            files.append(out_dir / "cams.csv")
     if "tex" in formats:
         # comments: the file is \\input into a paper, and the header is for whoever opens it
         tex = "".join(f"% {line}\n" for line in [f"{name}: ablation report", *header_lines(data), status_line(data),
@@ -183,6 +191,8 @@ def report(
         cal = calibration_frame(data, table)
         if cal is not None and len(cal):
             tables.append(("Calibration (test split)", cal))
+        if cams is not None:
+            tables.append((CAM_TABLE, cams))
         if extras:
             tables.append(("Best trials", extras["best_trials"]))
         page = _html(f"{name}: ablation report", header_lines(data), f"{status_line(data)}. {design_line(data, table)}.",

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from fer_core.report.cams import cam_figure
 from fer_core.report.table import StudyData, class_column
 from fer_core.study.artifacts import confusion_png
 
@@ -42,6 +43,10 @@ FIGURES: dict[str, tuple[str, str]] = {
     "reliability": ("Reliability diagrams",
                     "Accuracy vs confidence on the test split in 15 bins, seeds pooled, one panel per variant; "
                     "bars below the diagonal are over-confident."),
+    "cams": ("Where each variant looks: mean Grad-CAM of the tail classes",
+             "Mean Grad-CAM map (validation images of each tail class, each image's map for its true class, "
+             "mean over seeds) of the baseline and each variant; a title gives the share of the map's mass in the "
+             "face half where the class's defining AUs sit (dashed line: the halves' border)."),
 }
 
 
@@ -253,7 +258,7 @@ def make_plots(data: StudyData, table: pd.DataFrame, out: Path) -> dict[str, Pat
     """The figures written, by ``FIGURES`` key, in the order the reports show them."""
     files = {"heatmap": out / "per_class_f1_heatmap.png", "forest": out / "delta_forest.png",
              "confusion": out / "best_confusion_matrix.png", "curves": out / "learning_curves.png",
-             "reliability": out / "reliability.png"}
+             "reliability": out / "reliability.png", "cams": out / "cam_tail_classes.png"}
     heatmap(data, table, files["heatmap"])
     if not forest(data, table, files["forest"]):
         files.pop("forest")
@@ -262,4 +267,6 @@ def make_plots(data: StudyData, table: pd.DataFrame, out: Path) -> dict[str, Pat
     learning_curves(data, table, files["curves"])
     if not reliability(data, table, files["reliability"]):
         files.pop("reliability")
+    if not cam_figure(data, table, files["cams"]):  # only trials with cam_samples stored maps
+        files.pop("cams")
     return files

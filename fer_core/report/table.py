@@ -28,7 +28,7 @@ from fer_core.report.ensemble import stored_ensembles
 from fer_core.report.evidence import GROUP_LABELS, GROUPS, ReportSettings, class_column, shot_groups
 from fer_core.study.artifacts import PREDICTIONS_JSON, read_json_artifact
 from fer_core.study.inmemory import quiet_memory_study
-from fer_core.study.outputs import read_probabilities, real_trials, unpack_classes
+from fer_core.study.outputs import read_cams, read_probabilities, real_trials, unpack_classes
 from fer_core.study.result import stored_result
 from fer_core.study.warmstart import WARM_ATTR, is_warm_start
 
@@ -63,6 +63,7 @@ class StudyData:
     ensembles: list[dict] = field(default_factory=list)  # derived entries (study user attrs ensemble:<name>)
     warm_started: dict[str, int] = field(default_factory=dict)  # source study -> copies told (not in the table)
     effects: pd.DataFrame | None = None  # a two-level grid's factorial effects (set by build_table)
+    cams: dict[int, dict] = field(default_factory=dict)  # trial -> class -> mean maps (cam_samples; report/cams.py)
 
     @property
     def missing(self) -> int | None:
@@ -107,6 +108,7 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
     rows = []
     heldout: dict[Any, Held] = {}
     calibration: dict[int, dict] = {}
+    cams: dict[int, dict] = {}
     warm: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
@@ -148,6 +150,9 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
                 cal = _calibration_of(t, store, study)
                 if cal is not None:
                     calibration[t.number] = cal
+                maps = read_cams(store, study._storage, t)
+                if maps:
+                    cams[t.number] = maps
     df = pd.DataFrame(rows)
     units, heldout = evidence_units(df, heldout, spec, len(names), study_groups(spec, counts) if counts else {})
     by_state = {s: int((df["state"] == s).sum()) if len(df) else 0 for s in ("COMPLETE", "RUNNING", "PRUNED", "FAIL")}
@@ -159,7 +164,7 @@ def load_study_data(study: optuna.Study, planned: int | None = None, store=None)
         tail=tail_classes(spec, counts) if counts else [], spec=spec, planned=planned, trials=df,
         heldout=heldout, units=units, calibration=calibration, settings=settings,
         groups=shot_groups(counts, settings) if counts else {g: [] for g in GROUPS}, test_support=support,
-        counts=by_state, ensembles=stored_ensembles(attrs), warm_started=warm,
+        counts=by_state, ensembles=stored_ensembles(attrs), warm_started=warm, cams=cams,
     )
 
 

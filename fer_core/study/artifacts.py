@@ -1,5 +1,6 @@
 """What the driver uploads after a trial, in Optuna's artifact store: confusion matrix PNG,
-per-class JSON, predictions, class probabilities; and how readers find and read them.
+per-class JSON, predictions, class probabilities, class activation maps (when the trial made
+them: ``cams.npz`` and a PNG grid per class); and how readers find and read them.
 
 The store is a directory (Optuna's ``FileSystemArtifactStore``): beside the SQLite file
 by default (``fer-study.db`` -> ``fer-study-artifacts/``), ``./fer-study-artifacts`` for
@@ -24,7 +25,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from sqlalchemy.engine import make_url
 
 from fer_core.errors import FerError, first_line
-from fer_core.study.outputs import PROBABILITIES_NPZ
+from fer_core.study.outputs import CAM_PNG, CAMS_NPZ, PROBABILITIES_NPZ
 from fer_core.study.result import WorkerResult
 
 log = logging.getLogger("fer_study")
@@ -196,6 +197,11 @@ def upload_trial_artifacts(
         probs = Path(out_dir) / PROBABILITIES_NPZ if out_dir else None
         if probs is not None:
             files[PROBABILITIES_NPZ] = lambda p: shutil.copyfile(probs, p)
+        # class activation maps (cam_samples): made by the worker beside the probabilities, uploaded as they are
+        cam_files = sorted(f for f in Path(out_dir).iterdir() if f.name == CAMS_NPZ or CAM_PNG.fullmatch(f.name)) \
+            if out_dir and Path(out_dir).is_dir() else []
+        for f in cam_files:
+            files[f.name] = lambda p, src=f: shutil.copyfile(src, p)
         files[CONFUSION_PNG] = lambda p: confusion_png(
             val["confusion_matrix"], class_names,
             f"trial {trial.number}: validation, epoch {summary['best_epoch']} (macro-F1 {val['macro_f1']:.3f})", p)

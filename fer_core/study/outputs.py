@@ -11,6 +11,9 @@ the only process that writes the storage, then
 - uploads ``probabilities.npz`` (float32 logits, ~50 KB per 1000 images of 14 classes; its
   name kept from when it held float16 probabilities, which flush tail classes to zero, and
   which ``read_probabilities`` still reads) as an Optuna artifact, beside ``predictions.json``;
+- uploads ``cams.npz`` (per-class mean Grad-CAM maps, float16, and the au_attention head's mean
+  attention maps) and one PNG grid per class (``cam_NN_<class>.png``) when the trial computed class
+  activation maps (config key ``cam_samples``, fer_core/cam.py);
 - keeps ``model.pt`` as a checkpoint in ``<artifact store>/checkpoints/<study>/`` while the
   trial is among the study's best ``keep_checkpoints`` trials (best epoch only), and
   deletes checkpoints that fall out of the top, so disk use stays bounded.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,6 +36,8 @@ from optuna.trial import TrialState
 from fer_core.errors import FerError, first_line
 
 PROBABILITIES_NPZ = "probabilities.npz"
+CAMS_NPZ = "cams.npz"
+CAM_PNG = re.compile(r"cam_\d\d_[A-Za-z0-9_]*\.png")  # one grid per class: cam_<class index>_<name>.png
 MODEL_FILE = "model.pt"
 CHECKPOINTS = "checkpoints"
 
@@ -57,6 +63,26 @@ def write_trial_outputs(out_dir: str | os.PathLike, result: dict[str, Any]) -> N
                 .astype(np.float32)
     np.savez_compressed(out / PROBABILITIES_NPZ, **arrays)
     torch.save(model_payload(result), out / MODEL_FILE)
+    if result.get("cams"):
+        write_cams(out, result["cams"], list(result["class_names"]))
+
+
+def write_cams(out: Path, cams: dict[str, dict[str, Any]], class_names: list[str]) -> None:
+    """``cams.npz``: per class with maps, ``mean_<c>`` (and ``attention_<c>``) float16, with ``classes``,
+    ``regions`` ("" where none) and ``n``; and each class's overlay grid as ``cam_<c>_<name>.png``."""
+    from PIL import Image
+
+    arrays: dict[str, np.ndarray] = {}
+    classes = [class_names.index(name) for name in cams]
+    for c, entry in zip(classes, cams.values()):
+        arrays[f"mean_{c}"] = np.asarray(entry["mean"], dtype=np.float16)
+        if entry.get("attention_mean") is not None:
+            arrays[f"attention_{c}"] = np.asarray(entry["attention_mean"], dtype=np.float16)
+        Image.fromarray(entry["grid"]).save(out / f"cam_{c:02d}_{re.sub(r'[^A-Za-z0-9]+', '_', class_names[c])}.png")
+    arrays["classes"] = np.array(classes, dtype=np.int16)
+    arrays["regions"] = np.array([e["region"] or "" for e in cams.values()])
+    arrays["n"] = np.array([e["n"] for e in cams.values()], dtype=np.int32)
+    np.savez_compressed(out / CAMS_NPZ, **arrays)
 
 
 # -- driver side --------------------------------------------------------------------------------
@@ -135,6 +161,36 @@ def read_probabilities(store, storage, trial: optuna.trial.FrozenTrial) -> dict[
         e = np.exp(z - z.max(axis=1, keepdims=True))
         out[k[: -len("_logits")] + "_probs"] = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
     return out
+
+
+def read_cams(store, storage, trial: optuna.trial.FrozenTrial) -> dict[int, dict[str, Any]] | None:
+    """A trial's stored class activation maps: {class index: {mean, attention_mean (None without the
+    au_attention head), region (None where no AU points to a half), n}} as float32 maps; None if the
+    trial stored none or its file is not in this store; a FerError if corrupt."""
+    from optuna.artifacts import download_artifact, get_all_artifact_meta
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    if store is None:
+        return None
+    metas = [m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == CAMS_NPZ]
+    if not metas:
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, CAMS_NPZ)
+        try:
+            download_artifact(artifact_store=store, file_path=path, artifact_id=metas[-1].artifact_id)
+        except (ArtifactNotFound, OSError):
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {int(c): {"mean": z[f"mean_{c}"].astype(np.float32),
+                                 "attention_mean": z[f"attention_{c}"].astype(np.float32)
+                                 if f"attention_{c}" in z.files else None,
+                                 "region": str(r) or None, "n": int(n)}
+                        for c, r, n in zip(z["classes"], z["regions"], z["n"])}
+        except (ValueError, OSError, KeyError) as err:
+            raise FerError(f"trial {trial.number}: artifact {CAMS_NPZ} ({metas[-1].artifact_id}) is "
+                           f"corrupt: {first_line(err)}") from None
 
 
 def pack_classes(values: Any) -> str:
