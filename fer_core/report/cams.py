@@ -69,7 +69,7 @@ def cam_markdown(frame: pd.DataFrame) -> str:
     for col in ("cam_share", "cam_delta", "attention_share", "attention_delta"):
         shown[col] = [("" if np.isnan(x) else f"{x:+.3f}" if col.endswith("delta") else f"{x:.3f}")
                       for x in shown[col].astype(float)]
-    return shown.to_markdown(index=False)
+    return shown.to_markdown(index=False, disable_numparse=True)  # keep "+0.025" and "0.550" as formatted
 
 
 def cam_figure(data: StudyData, table: pd.DataFrame, path: Path) -> bool:
