@@ -88,7 +88,8 @@ def test_a_variant_needing_au_labels_on_data_without_them_is_refused(command, ca
     extra = ["--storage", f"sqlite:///{tmp_path}/s.db"] if command == "launch" else []
     line = _one_error(capsys, command, "imbalance-ablation", "--profile", "smoke", "--data", str(tmp_path / "faces"),
                       *extra)
-    assert "variant 'au_multitask' needs AU labels (au_weight 0.5)" in line and "has none" in line
+    assert "variants 'au_multitask', 'au_attention' need AU labels (au_weight 0.5)" in line and "has none" in line
+    assert "drop_variants: [au_multitask, au_attention]" in line  # the way out, in the same line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["faces"]  # nothing stored, no database
 
 

@@ -361,6 +361,10 @@ def needs_aus(cfg: Any) -> bool:
     return cfg.au_weight > 0
 
 
+def _where(data: dict[str, Any]) -> str:
+    return data["kind"] + (f" at {data['where']}" if data["where"] else "")
+
+
 def check_data(spec: StudySpec) -> list[dict[str, Any]]:
     """Every planned trial's data source, read from its label files (``data.inspect.peek``: nothing
     decoded): one summary per source for ``validate``'s plan. A trial that needs AU labels
@@ -372,6 +376,7 @@ def check_data(spec: StudySpec) -> list[dict[str, Any]]:
     named = ([(None, cfg) for cfg in planned_configs(spec)] if spec.space is not None
              else [(cell.variant, spec.trial_config(cell.params)) for cell in spec.cells()])
     sources: dict[tuple, dict[str, Any]] = {}
+    refused: dict[str, float] = {}  # variant -> au_weight, every one at once (one line names them all)
     for variant, cfg in named:
         c = resolve_config(cfg, check_names=False)
         key = (c.dataset, c.data_path, c.data_seed, c.val_fraction, c.test_fraction)
@@ -382,8 +387,18 @@ def check_data(spec: StudySpec) -> list[dict[str, Any]]:
                 raise DataError(f"{spec.source}: data: {err}") from None
         data = sources[key]
         if needs_aus(c) and not data["has_aus"]:
-            who = f"variant {variant!r}" if variant else "the search space (a corner config)"
-            raise ConfigError(f"{spec.source}: {who} needs AU labels (au_weight {c.au_weight:g}) but the data "
-                              f"({data['kind']}{' at ' + data['where'] if data['where'] else ''}) has none; drop it, set au_weight: 0, or use "
-                              "data with AU labels")
+            if variant is None:
+                raise ConfigError(f"{spec.source}: the search space (a corner config) needs AU labels (au_weight "
+                                  f"{c.au_weight:g}) but the data ({_where(data)}) has none; set au_weight: 0 in the "
+                                  "space or use data with AU labels")
+            refused.setdefault(variant, c.au_weight)
+    if refused:
+        names = list(refused)
+        who = (f"variant {names[0]!r} needs" if len(names) == 1 else
+               f"variants {', '.join(map(repr, names))} need")
+        weights = ", ".join(f"{w:g}" for w in dict.fromkeys(refused.values()))
+        raise ConfigError(f"{spec.source}: {who} AU labels (au_weight {weights}) but the data ({_where(data)}) has "
+                          f"none; drop {'it' if len(names) == 1 else 'them'} with a study file of three lines (name: "
+                          f"my-{spec.name}, extends: {spec.name}.yaml, drop_variants: [{', '.join(names)}]), or use data "
+                          "with AU labels")
     return list(sources.values())

@@ -71,8 +71,9 @@ def test_ablation_design_is_one_at_a_time_from_plain_ce():
 
 
 # LDAM-DRW as published needs its cosine head; deferred re-sampling a start and a sampler; LWS the
-# stage-2 lr its scales move at
-BUNDLES = {"ldam_drw_cosine": {"loss", "head"}, "drs": {"defer_start", "defer_sampler"}, "lws": {"stage2", "stage2_lr"}}
+# stage-2 lr its scales move at; the AU attention head the AU loss
+BUNDLES = {"ldam_drw_cosine": {"loss", "head"}, "drs": {"defer_start", "defer_sampler"}, "lws": {"stage2", "stage2_lr"},
+           "au_attention": {"au_weight", "head"}}  # the AU-guided head needs the AU loss that guides it
 
 
 def test_a_child_study_drops_parent_variants_by_name_and_refuses_unknown_ones(tmp_path):
