@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,34 +133,43 @@ def retain_checkpoint(store_path: str | os.PathLike | None, study: optuna.Study,
     return kept
 
 
-def read_probabilities(store, storage, trial: optuna.trial.FrozenTrial) -> dict[str, np.ndarray] | None:
-    """A trial's stored outputs: {val,test}_logits and their softmax _probs (float32), _labels,
-    _tta_logits/_tta_probs with TTA; files of older trials hold float16 probabilities only (then
-    there are no logits). None if never stored or not in this store; a FerError if corrupt."""
+def _read_npz(store, storage, trial: optuna.trial.FrozenTrial, filename: str, parse: Callable[[Any], Any]) -> Any:
+    """``parse(npz)`` of a trial's last stored ``filename``; None if never stored or not in this store;
+    a FerError naming the trial and artifact if the file is corrupt."""
     from optuna.artifacts import download_artifact, get_all_artifact_meta
     from optuna.artifacts.exceptions import ArtifactNotFound
 
     if store is None:
         return None
-    metas = [m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == PROBABILITIES_NPZ]
+    metas = [m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == filename]
     if not metas:
         return None
     with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, PROBABILITIES_NPZ)
+        path = os.path.join(d, filename)
         try:
             download_artifact(artifact_store=store, file_path=path, artifact_id=metas[-1].artifact_id)
         except (ArtifactNotFound, OSError):
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                out = {k: (z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k]) for k in z.files}
+                return parse(z)
         except (ValueError, OSError, KeyError) as err:
-            raise FerError(f"trial {trial.number}: artifact {PROBABILITIES_NPZ} ({metas[-1].artifact_id}) is "
+            raise FerError(f"trial {trial.number}: artifact {filename} ({metas[-1].artifact_id}) is "
                            f"corrupt: {first_line(err)}") from None
+
+
+def read_probabilities(store, storage, trial: optuna.trial.FrozenTrial) -> dict[str, np.ndarray] | None:
+    """A trial's stored outputs: {val,test}_logits and their softmax _probs (float32), _labels,
+    _tta_logits/_tta_probs with TTA; files of older trials hold float16 probabilities only (then
+    there are no logits). None if never stored or not in this store; a FerError if corrupt."""
+    out = _read_npz(store, storage, trial, PROBABILITIES_NPZ,
+                    lambda z: {k: (z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k]) for k in z.files})
+    if out is None:
+        return None
+    from fer_core.metrics import softmax  # here: sklearn stays out of the read-only commands' imports
+
     for k in [k for k in out if k.endswith("_logits")]:
-        z = out[k].astype(np.float64)
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        out[k[: -len("_logits")] + "_probs"] = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        out[k[: -len("_logits")] + "_probs"] = softmax(out[k]).astype(np.float32)
     return out
 
 
@@ -167,30 +177,11 @@ def read_cams(store, storage, trial: optuna.trial.FrozenTrial) -> dict[int, dict
     """A trial's stored class activation maps: {class index: {mean, attention_mean (None without the
     au_attention head), region (None where no AU points to a half), n}} as float32 maps; None if the
     trial stored none or its file is not in this store; a FerError if corrupt."""
-    from optuna.artifacts import download_artifact, get_all_artifact_meta
-    from optuna.artifacts.exceptions import ArtifactNotFound
-
-    if store is None:
-        return None
-    metas = [m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == CAMS_NPZ]
-    if not metas:
-        return None
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, CAMS_NPZ)
-        try:
-            download_artifact(artifact_store=store, file_path=path, artifact_id=metas[-1].artifact_id)
-        except (ArtifactNotFound, OSError):
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return {int(c): {"mean": z[f"mean_{c}"].astype(np.float32),
-                                 "attention_mean": z[f"attention_{c}"].astype(np.float32)
-                                 if f"attention_{c}" in z.files else None,
-                                 "region": str(r) or None, "n": int(n)}
-                        for c, r, n in zip(z["classes"], z["regions"], z["n"])}
-        except (ValueError, OSError, KeyError) as err:
-            raise FerError(f"trial {trial.number}: artifact {CAMS_NPZ} ({metas[-1].artifact_id}) is "
-                           f"corrupt: {first_line(err)}") from None
+    return _read_npz(store, storage, trial, CAMS_NPZ, lambda z: {
+        int(c): {"mean": z[f"mean_{c}"].astype(np.float32),
+                 "attention_mean": z[f"attention_{c}"].astype(np.float32) if f"attention_{c}" in z.files else None,
+                 "region": str(r) or None, "n": int(n)}
+        for c, r, n in zip(z["classes"], z["regions"], z["n"])})
 
 
 def pack_classes(values: Any) -> str:
