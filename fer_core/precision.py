@@ -10,6 +10,11 @@ device and shape in ``<cache dir>/precision.json`` (the data cache's directory: 
 trials started together on one machine agree. The timing runs on a throwaway model under a forked RNG:
 the trial's random streams are the same whether the verdict was measured or read, so a trial is
 deterministic given its verdict. ``amp: bf16`` / ``off`` force a precision without measuring.
+
+A verdict that depends on timing differs between machines and between a busy and a quiet hour.
+Where results must not (the test suite, which compares trainings with fp32 hand computations; nodes
+of one cluster that should all train alike), ``$FER_STUDY_AMP_AUTO`` (``off`` or ``bf16``) is the
+verdict ``auto`` takes everywhere, measured nowhere; a device without native bf16 still trains fp32.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import torch
 
 from fer_core.config import TrainConfig
 from fer_core.data.cache import cache_root
+from fer_core.errors import ConfigError
 
+ENV_VERDICT = "FER_STUDY_AMP_AUTO"  # a fixed verdict for amp: auto (off | bf16), measured nowhere
 MARGIN = 1.05  # bf16 must be >= 5 % faster than fp32 to be chosen (fp32 is the safer default)
 CACHE_FILE = "precision.json"
 STEPS, ROUNDS = 2, 2  # timed steps per call; calls per precision after one warm-up call, interleaved
@@ -150,6 +157,11 @@ def choose_amp(cfg: TrainConfig, device: torch.device, cl: bool, make_timer: Cal
     if cfg.amp != "auto":
         return cfg.amp
     options = native_precisions(device)
+    fixed = os.environ.get(ENV_VERDICT)
+    if fixed:
+        if fixed not in ("off", "bf16"):
+            raise ConfigError(f"${ENV_VERDICT}: {fixed!r} is not a precision; allowed: off, bf16 (or unset: measure)")
+        return fixed if fixed in options else "off"
     if len(options) == 1:
         return options[0]
     path, key = cache_root(cfg.cache_dir) / CACHE_FILE, verdict_key(cfg, device, cl)

@@ -13,6 +13,10 @@ from fer_core.data.dataset import TEST, TRAIN, VAL, FerDataset
 # Tests never reach for the network (there may be none, and a hanging download would stall the
 # suite): pretrained weights come from a file or a hub cache a test populates itself.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# amp: auto takes fp32 without timing anything (fer_core/precision.py): a verdict that depends on how
+# busy the machine is would make trainings, and the tests that compare them, differ between runs;
+# tests/test_precision.py measures with this unset
+os.environ.setdefault("FER_STUDY_AMP_AUTO", "off")
 
 
 # Tests never touch the user's cache; one session-wide cache holds the rendered stand-in.

@@ -10,10 +10,17 @@ import torch
 
 import fer_core.precision as precision
 from fer_core.config import resolve_config
+from fer_core.errors import ConfigError
 from fer_core.train import train_fer, train_step
 
 TINY = {"backbone": "test_resnet", "img_size": 48, "batch_size": 32, "epochs": 1, "warmup_epochs": 0}
 CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def measuring(monkeypatch):
+    """These tests measure: the suite's fixed verdict (tests/conftest.py) is lifted here."""
+    monkeypatch.delenv(precision.ENV_VERDICT, raising=False)
 
 
 @pytest.fixture
@@ -97,3 +104,20 @@ def test_a_trial_records_its_precision_and_is_the_same_measured_or_cached(small,
     forced = train_fer({**cfg, "amp": a["amp"]}, dataset=small)
     assert forced["amp"] == a["amp"]
     assert [[r[k] for k in keys] for r in forced["history"]] == [[r[k] for k in keys] for r in a["history"]]
+
+
+def test_a_fixed_verdict_from_the_environment_is_taken_without_measuring(both, tmp_path, monkeypatch):
+    cfg = resolve_config({"amp": "auto", "cache_dir": str(tmp_path)})
+
+    def never() -> precision.StepTimer:
+        raise AssertionError("measured although the verdict was fixed")
+
+    for verdict in ("off", "bf16"):
+        monkeypatch.setenv(precision.ENV_VERDICT, verdict)
+        assert precision.choose_amp(cfg, torch.device("cpu"), True, never) == verdict
+    assert not (tmp_path / precision.CACHE_FILE).exists()  # nothing measured, nothing cached
+    monkeypatch.setattr(precision, "native_precisions", lambda device: ["off"])
+    assert precision.choose_amp(cfg, torch.device("cpu"), True, never) == "off"  # bf16 asked, none native
+    monkeypatch.setenv(precision.ENV_VERDICT, "fp16")
+    with pytest.raises(ConfigError, match="FER_STUDY_AMP_AUTO: 'fp16' is not a precision; allowed: off, bf16"):
+        precision.choose_amp(cfg, torch.device("cpu"), True, never)

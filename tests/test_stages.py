@@ -27,7 +27,7 @@ TINY = {"backbone": "test_resnet", "img_size": 48, "batch_size": 32, "epochs": 2
 
 
 def test_registries() -> None:
-    assert set(HEADS) == {"linear", "cosine"}
+    assert set(HEADS) == {"linear", "cosine", "au_attention"}
     assert set(STAGE2) == {"none", "crt", "lws"}
     with pytest.raises(ConfigError, match=r"^stage2: unknown stage-2 method 'rt'; valid: crt, lws, none$"):
         lookup(STAGE2, "rt")
