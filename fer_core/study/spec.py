@@ -376,7 +376,8 @@ def check_data(spec: StudySpec) -> list[dict[str, Any]]:
     named = ([(None, cfg) for cfg in planned_configs(spec)] if spec.space is not None
              else [(cell.variant, spec.trial_config(cell.params)) for cell in spec.cells()])
     sources: dict[tuple, dict[str, Any]] = {}
-    refused: dict[str, float] = {}  # variant -> au_weight, every one at once (one line names them all)
+    # variant -> (au_weight, its source), every one at once (one line names them all)
+    refused: dict[str, tuple[float, dict[str, Any]]] = {}
     for variant, cfg in named:
         c = resolve_config(cfg, check_names=False)
         key = (c.dataset, c.data_path, c.data_seed, c.val_fraction, c.test_fraction)
@@ -391,12 +392,12 @@ def check_data(spec: StudySpec) -> list[dict[str, Any]]:
                 raise ConfigError(f"{spec.source}: the search space (a corner config) needs AU labels (au_weight "
                                   f"{c.au_weight:g}) but the data ({_where(data)}) has none; set au_weight: 0 in the "
                                   "space or use data with AU labels")
-            refused.setdefault(variant, c.au_weight)
+            refused.setdefault(variant, (c.au_weight, data))
     if refused:
-        names = list(refused)
+        names, data = list(refused), next(iter(refused.values()))[1]  # the source named: a refused variant's
         who = (f"variant {names[0]!r} needs" if len(names) == 1 else
                f"variants {', '.join(map(repr, names))} need")
-        weights = ", ".join(f"{w:g}" for w in dict.fromkeys(refused.values()))
+        weights = ", ".join(f"{w:g}" for w in dict.fromkeys(w for w, _ in refused.values()))
         raise ConfigError(f"{spec.source}: {who} AU labels (au_weight {weights}) but the data ({_where(data)}) has "
                           f"none; drop {'it' if len(names) == 1 else 'them'} with a study file of three lines (name: "
                           f"my-{spec.name}, extends: {spec.name}.yaml, drop_variants: [{', '.join(names)}]), or use data "
