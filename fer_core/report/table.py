@@ -708,7 +708,7 @@ def markdown(data: StudyData, table: pd.DataFrame) -> str:
     if aus is not None:
         lines += ["Action Units on the test split (AU head): F1 at each AU's threshold chosen on validation and ROC "
                   "AUC, mean ± SD over seeds, descriptive (n.e.: no positive test image):", "",
-                  aus.to_markdown(index=False), ""]
+                  aus.to_markdown(index=False, disable_numparse=True), ""]  # "0.50" stays "0.50"
     cal = calibration_frame(data, table)
     if cal is not None and len(cal):
         where = "the out-of-fold pool (folds weighted by their images)" if data.trials["fold"].notna().any() \
