@@ -205,10 +205,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from fer_core.study.spec import check_data, check_weights_here, load_study
+    from fer_core.study.spec import check_data, check_heads, check_weights_here, load_study
 
     spec = load_study(args.study, args.profile, args.data, dict(args.set or ()))
     data = check_data(spec)  # the data as the trials will read it; a variant needing absent AU labels stops here
+    check_heads(spec)  # a token backbone under a spatial head stops here too
     for line in plan_lines(spec, data):
         console.print(line, highlight=False, soft_wrap=True, markup=False)
     try:  # a property of this machine, not of the file: a note here, the launch stops on it

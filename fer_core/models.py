@@ -106,13 +106,22 @@ def check_feature_map(backbone: nn.Module, name: str, head: str) -> None:
     was = backbone.training
     backbone.eval()
     try:
-        with torch.no_grad():
-            shape = tuple(backbone.forward_features(torch.zeros(1, *size)).shape)
+        with torch.no_grad():  # on the backbone's device: "meta" at validate (shapes only, nothing computed)
+            x = torch.zeros(1, *size, device=next(backbone.parameters()).device)
+            shape = tuple(backbone.forward_features(x).shape)
     finally:
         backbone.train(was)
     if len(shape) != 4 or shape[1] != backbone.num_features:
         raise ConfigError(f"head: {head!r} needs a backbone whose forward_features is a (B,C,H,W) feature map; "
                           f"backbone {name!r} gives {shape}; use head: linear or a convolutional backbone")
+
+
+def check_spatial_head(backbone: str, head: str) -> None:
+    """``check_feature_map`` before any trial (``fer-study validate`` and launch): the backbone built on
+    the meta device, so only shapes are computed (about 0.1 s a model, no weights allocated)."""
+    with torch.device("meta"):
+        model = timm.create_model(backbone, pretrained=False, num_classes=0)
+    check_feature_map(model, backbone, head)
 
 
 class FerNet(nn.Module):

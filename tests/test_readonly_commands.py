@@ -140,3 +140,16 @@ def test_every_shipped_study_passes_the_data_check(profile):
 
     for f in sorted((ROOT / "studies").glob("*.yaml")):
         assert check_data(load_study(str(f), profile)), f.name
+
+
+@pytest.mark.parametrize("command", ["validate", "launch"])
+def test_a_token_backbone_under_the_attention_head_is_refused_before_any_trial(command, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    extra = ["--storage", f"sqlite:///{tmp_path}/s.db"] if command == "launch" else []
+    line = _one_error(capsys, command, "smoke", "--profile", "smoke", "--set", "head=au_attention",
+                      "--set", "backbone=test_vit", *extra)
+    assert "smoke.yaml: head: 'au_attention' needs a backbone whose forward_features is a (B,C,H,W)" in line
+    assert "backbone 'test_vit' gives (1, " in line and "use head: linear or a convolutional backbone" in line
+    assert list(tmp_path.iterdir()) == []  # nothing stored, no database
+    # a convolutional backbone under the same head passes the same check
+    assert main(["validate", "smoke", "--profile", "smoke", "--set", "head=au_attention"]) == 0

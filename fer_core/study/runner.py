@@ -39,7 +39,7 @@ from fer_core.study.claims import DRIVER_ATTR, driver_id, reconcile
 from fer_core.study.components import make_optuna_sampler, make_pruner, make_scheduler
 from fer_core.study.outputs import real_trials
 from fer_core.study.queries import best_value, counts_by_state, left_to_run
-from fer_core.study.spec import StudySpec, check_data, check_weights_here, load_study
+from fer_core.study.spec import StudySpec, check_data, check_heads, check_weights_here, load_study
 from fer_core.study.storage import (
     StorageError,
     StorageUnwritable,
@@ -367,6 +367,7 @@ def launch(name: str, opts: LaunchOptions | None = None) -> dict[str, Any]:
     # 1. resolve everything cheap before touching Ray: spec, storage, teacher
     spec = load_study(name, opts.profile, opts.data, dict(opts.sets))
     check_data(spec)  # as validate: a variant needing AU labels the data lacks stops here, nothing stored
+    check_heads(spec)  # as validate: a token backbone under au_attention stops here
     check_weights_here(spec)  # pretrained weights on this machine (hub cache, file): else stop before any trial
     url = storage_url(opts.storage)
     rdb = open_storage(url)  # an unreachable database fails fast, before data is decoded

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_core.config import resolve_config
+from fer_core.config_rules import SPATIAL_HEADS
 from fer_core.errors import ConfigError
 from fer_core.study.space import SearchSpace, parse_space
 from fer_core.study.studyfile import PROFILES, find_file, load_raw, merged_study, profile_patches, read_yaml
@@ -335,6 +336,27 @@ def planned_configs(spec: StudySpec) -> list[dict[str, Any]]:
     if spec.space is not None:
         return [spec.trial_config({**c, "seed": spec.seeds[0]}) for c in spec.space.corner_configs()]
     return [spec.trial_config(c.params) for c in spec.cells()]
+
+
+def check_heads(spec: StudySpec) -> None:
+    """Every planned (backbone, spatial head) pair gives a feature map the head can pool: a token
+    backbone (ViT, Swin) under ``head: au_attention`` is refused with one line at validate and at
+    launch, not at its first trial. Builds each such backbone once on the meta device (shapes only);
+    a study without a spatial head imports nothing."""
+    pairs = set()
+    for cfg in planned_configs(spec):
+        c = resolve_config(cfg, check_names=False)
+        if c.head in SPATIAL_HEADS:
+            pairs.add((c.backbone, c.head))
+    if not pairs:
+        return
+    from fer_core.models import check_spatial_head
+
+    for backbone, head in sorted(pairs):
+        try:
+            check_spatial_head(backbone, head)
+        except ConfigError as err:
+            raise ConfigError(f"{spec.source}: {err}") from None
 
 
 def check_weights_here(spec: StudySpec) -> None:
