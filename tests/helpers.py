@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def fer_cli_cmd(*args: str) -> list[str]:
@@ -24,6 +29,42 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# the Chromium scripts/test found (scripts/provision.py; "" is Playwright's own), else Debian's, else Playwright's
+# own: when none is installed the launch fails and so does the test, never skipped
+CHROMIUM = (os.environ["FER_TEST_CHROMIUM"] if "FER_TEST_CHROMIUM" in os.environ
+            else shutil.which("chromium") or "") or None
+
+
+def launch_chromium(playwright):
+    """A headless Chromium (``CHROMIUM``) from a running ``sync_playwright()``."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                      args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+
+
+@contextmanager
+def running_dashboard(url: str, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``fer-study dashboard --storage URL ARGS`` on a free port, once it answers: (base URL, process)."""
+    port = free_port()
+    proc = subprocess.Popen(fer_cli_cmd("dashboard", "--storage", url, "--port", str(port), *args),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/meta", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise AssertionError(f"dashboard did not start: {proc.stderr.read()[-2000:]}") from None
+                time.sleep(0.5)
+        yield base, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def patch_validation_scores(monkeypatch, scores) -> None:

@@ -91,3 +91,37 @@ def test_uploaded_like_the_confusion_matrix_and_read_back_by_the_report(trained,
     md = cam_markdown(frame)
     assert f"{share:.3f}" in md and f"{share - base:+.3f}" in md and "au_half" in md
     assert cam_figure(data, table, tmp_path / "cams.png") and (tmp_path / "cams.png").stat().st_size > 1000
+
+
+def test_the_dashboards_trial_page_lists_the_grids(trained, tmp_path):
+    """optuna-dashboard (a real server, a real headless Chromium) lists a trial's grids among its artifacts
+    and serves them as the PNGs the driver uploaded."""
+    import optuna
+    from helpers import launch_chromium, running_dashboard
+    from playwright.sync_api import sync_playwright
+
+    from fer_core.study.artifacts import STORE_ATTR
+
+    url = f"sqlite:///{tmp_path}/fer-study.db"
+    study = optuna.create_study(study_name="cams", storage=url, direction="maximize")
+    store = open_store(tmp_path / "fer-study-artifacts")
+    study.set_user_attr(STORE_ATTR, str(store.path))
+    result, out = trained["au_attention"]
+    trial = study.ask()
+    assert upload_trial_artifacts(store, trial, _summary(result), result["class_names"], str(out)) == []
+    study.tell(trial, result["val"]["macro_f1"])
+    grids = sorted(m.filename for m in get_all_artifact_meta(trial, storage=study._storage)
+                   if m.filename.startswith("cam_"))
+    assert len(grids) == len(result["class_names"])
+    with running_dashboard(url) as (base, _proc), sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{base}/dashboard/studies/{study._study_id}/trials", wait_until="networkidle")
+            for name in (grids[0], grids[-1], CAMS_NPZ):
+                page.get_by_text(name).first.wait_for(timeout=30_000)
+            meta = next(m for m in get_all_artifact_meta(trial, storage=study._storage) if m.filename == grids[-1])
+            resp = page.request.get(f"{base}/artifacts/{study._study_id}/{trial._trial_id}/{meta.artifact_id}")
+            assert resp.ok and resp.body() == (out / grids[-1]).read_bytes()
+        finally:
+            browser.close()

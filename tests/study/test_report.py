@@ -8,16 +8,13 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from helpers import fer_cli, fer_cli_cmd, free_port
+from helpers import fer_cli, launch_chromium, running_dashboard
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from scipy import stats as sps
@@ -46,10 +43,6 @@ design:
 budget: {max_concurrent: 2}
 """
 VARIANTS = ["plain-ce", "balanced_softmax", "sampler_sqrt"]
-# the Chromium scripts/test found (scripts/provision.py; "" is Playwright's own), else Debian's, else Playwright's
-# own: when none is installed the launch fails and so does the test, never skipped
-CHROMIUM = (os.environ["FER_TEST_CHROMIUM"] if "FER_TEST_CHROMIUM" in os.environ
-            else shutil.which("chromium") or "") or None
 
 
 @pytest.fixture(scope="module")
@@ -306,25 +299,8 @@ def test_predictions_artifact_matches_the_stored_metrics(launched):
 @pytest.fixture
 def dashboard(launched):
     _d, url = launched
-    port = free_port()
-    proc = subprocess.Popen(fer_cli_cmd("dashboard", "--storage", url, "--port", str(port)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/api/meta", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise AssertionError(f"dashboard did not start: {proc.stderr.read()[-2000:]}") from None
-                time.sleep(0.5)
+    with running_dashboard(url) as (base, proc):
         yield base, url, proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_dashboard_shows_the_study_its_trials_and_a_confusion_matrix(dashboard, tmp_path):
@@ -335,8 +311,7 @@ def test_dashboard_shows_the_study_its_trials_and_a_confusion_matrix(dashboard, 
     study_id = study._study_id
     trial = study.get_trials()[0]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{base}/dashboard/", wait_until="networkidle")
