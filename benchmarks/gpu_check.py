@@ -94,10 +94,11 @@ _LAUNCHED: dict[str, tuple[float, list]] = {}
 
 def launch(tmp: Path, env: dict, name: str, base: dict, seeds: int, resources: dict, concurrent: int) -> tuple[float, list]:
     """``fer-study launch`` of a one-cell study with ``seeds`` trials; its wall time and finished trials.
-    The same study twice is launched once (the dry run's sections 2 and 3 share their launches)."""
+    The same study twice is launched once (the dry run's sections 2 and 3 share both their launches)."""
     import optuna
 
-    memo = json.dumps([base, seeds, resources, concurrent], sort_keys=True)
+    # one trial runs alone at any concurrency: the dry run's sections 2 ("alone") and 3 ("one") share it
+    memo = json.dumps([base, seeds, resources, concurrent if seeds > 1 else 1], sort_keys=True)
     if memo in _LAUNCHED:
         return _LAUNCHED[memo]
     data = {"dataset": base["dataset"]}
