@@ -222,7 +222,9 @@ def init_ray(address: str | None, quiet: bool = True) -> None:
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TB loggers per trial
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1")
+    # TUNE_MAX_PENDING_TRIALS_PG is left to Tune ("auto": max_concurrent_trials for a searcher behind
+    # its ConcurrencyLimiter), so the first wave's actors start together, not one after another: it
+    # was pinned to 1, and a smoke launch (3 trials, 2 at once) took ~3 s longer (benchmarks/RESULTS.md)
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")

@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
-from helpers import fer_cli, fer_cli_cmd, free_port
+from helpers import fer_cli_cmd, free_port
 from optuna.trial import TrialState
 
 # Ray turns on token authentication for clusters on a machine that has a token file

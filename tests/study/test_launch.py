@@ -14,7 +14,7 @@ def _trials(url: str, name: str):
     return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
 
 
-def test_smoke_study_lands_in_storage_and_relaunch_continues(storage, study_env, ray_local):
+def test_smoke_study_lands_in_storage_relaunch_continues_another_spec_is_refused(storage, study_env, ray_local):
     out = launch("smoke", LaunchOptions(storage=storage, profile="smoke", show_progress=False))
     assert out["COMPLETE"] == 3 and out["ran"] == 3
     study = optuna.load_study(study_name="smoke", storage=storage)
@@ -39,15 +39,12 @@ def test_smoke_study_lands_in_storage_and_relaunch_continues(storage, study_env,
         assert t.params["sampler"] == ("sqrt" if variant == "sampler_sqrt" else "none")
     again = launch("smoke", LaunchOptions(storage=storage, profile="smoke", show_progress=False))
     assert again["ran"] == 0 and len(_trials(storage, "smoke")) == 3  # nothing re-run, nothing duplicated
-
-
-def test_relaunch_with_another_spec_is_refused_and_nothing_changes(study_env, ray_local):
-    url = f"sqlite:///{study_env / 'x.db'}"
-    launch("smoke", LaunchOptions(storage=url, profile="smoke", show_progress=False))
-    before = [(t.number, t.state, t.value) for t in _trials(url, "smoke")]
+    # a relaunch with another spec (another profile) is refused, and the stored study is unchanged
+    before = [(t.number, t.state, t.value, t.user_attrs) for t in _trials(storage, "smoke")]
     with pytest.raises(ConfigError, match="different spec"):
-        launch("smoke", LaunchOptions(storage=url, profile="cpu", show_progress=False))
-    assert [(t.number, t.state, t.value) for t in _trials(url, "smoke")] == before
+        launch("smoke", LaunchOptions(storage=storage, profile="cpu", show_progress=False))
+    assert [(t.number, t.state, t.value, t.user_attrs) for t in _trials(storage, "smoke")] == before
+    assert optuna.load_study(study_name="smoke", storage=storage).user_attrs["spec"]["profile"] == "smoke"
 
 
 HPO = """
