@@ -82,8 +82,7 @@ def main() -> int:
         child = work / f"{STUDY}-same-trials.yaml"
         # the same name as the baseline's study, so both reports read alike; the file drops what is new
         child.write_text(f"name: {STUDY}\nextends: {ROOT / 'studies' / (STUDY + '.yaml')}\n"
-                         f"drop_variants: [{', '.join(added)}]\n" if added else
-                         f"name: {STUDY}\nextends: {ROOT / 'studies' / (STUDY + '.yaml')}\n")
+                         + (f"drop_variants: [{', '.join(added)}]\n" if added else ""))
         print(f"baseline {args.baseline} vs this checkout, {STUDY}; dropped here (added since): "
               f"{', '.join(added) or 'none'}", flush=True)
         runs = [("baseline", base_tree, STUDY), ("current", ROOT, str(child))]
