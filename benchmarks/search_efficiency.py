@@ -23,6 +23,17 @@ gets a bound, not a ratio. A plot of best-so-far vs epochs is saved beside.
         # epochs to the target are measured instead of cut off by the shared budget
     python benchmarks/search_efficiency.py --reps 5 --trials 40 --epochs 12 --backbone resnet10t --img-size 64
     python benchmarks/search_efficiency.py --tiny           # 2 trials x 1 epoch, one repetition (CI)
+
+Held-out confirmation (issue 21): a search's best validation value is partly the luck of its
+training seed (winner's curse), and its test macro-F1 is one seed's. So every run's chosen config
+at equal compute (its best-so-far trial, chosen on validation only) is re-trained with
+``--confirm-seeds`` fresh seeds that no search used, in one loop with the same data and settings for
+all three methods, and scored on the test split. Per method: mean test macro-F1 with a 95 %
+interval, and the paired Δs (c)-(a) and (c)-(b) (same fresh seeds, same test images), Holm over the
+two. The intervals are the report's (``fer_core.report.stats.estimate``): the unit is a repetition
+(its fresh seeds averaged), so the seed part carries the search's randomness and the training
+seeds, and the image part the finite test set; with one repetition (tiny) the unit is a fresh seed
+and the search's randomness is not carried, which the output says.
 """
 
 from __future__ import annotations
@@ -48,10 +59,12 @@ def base_config(args) -> dict:
             "batch_size": 32}
 
 
-def trial_end(trace: list, seconds: float, epochs: int, value: float | None, test: float | None) -> None:
-    """One ended trial: (epochs consumed so far, seconds, value if it ran to the end, its test macro-F1)."""
+def trial_end(trace: list, seconds: float, epochs: int, value: float | None, test: float | None,
+              params: dict | None = None) -> None:
+    """One ended trial: (epochs consumed so far, seconds, value if it ran to the end, its test macro-F1,
+    its searched params if it ran to the end: what the confirmation re-trains)."""
     used = (trace[-1][0] if trace else 0) + epochs
-    trace.append((used, seconds, value, test))
+    trace.append((used, seconds, value, test, params if value is not None else None))
 
 
 def run_random(spec, ds, args, rep: int, done: list | None = None) -> list:
@@ -70,7 +83,8 @@ def run_random(spec, ds, args, rep: int, done: list | None = None) -> list:
     t0 = time.perf_counter() - (trace[-1][1] if trace else 0.0)
     for i in range(args.random_trials or args.trials):
         trial = study.ask()
-        cfg = {**spec.trial_config(spec.space.sample(trial)), "seed": rep, "num_threads": len(os.sched_getaffinity(0))}
+        params = spec.space.sample(trial)
+        cfg = {**spec.trial_config(params), "seed": rep, "num_threads": len(os.sched_getaffinity(0))}
         if i < skip:
             if i == 0:
                 value = train_fer(cfg, dataset=ds)["val"]["macro_f1"]
@@ -81,7 +95,7 @@ def run_random(spec, ds, args, rep: int, done: list | None = None) -> list:
         result = train_fer(cfg, dataset=ds)
         study.tell(trial, result["val"]["macro_f1"])
         trial_end(trace, time.perf_counter() - t0, result["epochs_run"], result["val"]["macro_f1"],
-                  result["test"]["macro_f1"])
+                  result["test"]["macro_f1"], params)
     return trace
 
 
@@ -93,7 +107,8 @@ class SampleSpace:
     seed: int
 
     def __call__(self, trial) -> dict:
-        return {"train": {**self.spec.trial_config(self.spec.space.sample(trial)), "seed": self.seed}}
+        params = self.spec.space.sample(trial)
+        return {"train": {**self.spec.trial_config(params), "seed": self.seed}, "params": params}
 
 
 def run_stock(spec, ds, args, rep: int) -> list:
@@ -119,7 +134,7 @@ def run_stock(spec, ds, args, rep: int) -> list:
             done = bool(last.get("done_flag"))  # ran to the end, not stopped by ASHA
             trial_end(trace, time.perf_counter() - t0, epochs.get(trial.trial_id, 0),
                       last.get("macro_f1") if done else None,
-                      last.get("test_macro_f1") if done else None)
+                      last.get("test_macro_f1") if done else None, trial.config["params"])
 
     def trainable(config: dict, data=None) -> None:
         def report(metrics: dict, checkpoint=None) -> None:
@@ -169,18 +184,119 @@ def run_fer_study(args, rep: int) -> list:
         done = t.state == TrialState.COMPLETE
         # wall time from the stored completion time, not from when this loop reads it
         trial_end(trace, t.datetime_complete.timestamp() - start, len(t.intermediate_values),
-                  t.value if done else None, t.user_attrs.get("test_macro_f1") if done else None)
+                  t.value if done else None, t.user_attrs.get("test_macro_f1") if done else None,
+                  {k: v for k, v in t.params.items() if k != "seed"})
     return trace
 
 
-def best_so_far(trace: list) -> list[tuple[int, float, float, float]]:
-    """(epochs, seconds, best value so far, test macro-F1 of that best trial) after every ended trial."""
-    out, best, test = [], float("-inf"), float("nan")
-    for used, secs, value, t in trace:
+def best_so_far(trace: list) -> list[tuple]:
+    """(epochs, seconds, best value so far, test macro-F1 of that best trial, its params) after every
+    ended trial. A point of a curve saved before the params were kept has four fields."""
+    out, best, test, params = [], float("-inf"), float("nan"), None
+    for used, secs, value, t, *p in trace:
         if value is not None and value > best:
-            best, test = value, t
-        out.append((used, secs, best, test))
+            best, test, params = value, t, (p[0] if p else None)
+        out.append((used, secs, best, test, params))
     return out
+
+
+def equal_compute(runs: dict[str, list[list]], args) -> int:
+    """The least total epochs any run consumed within the shared budget: where methods are compared."""
+    return min(c[: args.trials][-1][0] for curves in runs.values() for c in curves if c)
+
+
+def chosen_at(curve: list, equal: int) -> dict | None:
+    """The params of a run's best-so-far trial (chosen on validation) at equal compute, if any."""
+    pts = [p for p in curve if p[0] <= equal]
+    return pts[-1][4] if pts and len(pts[-1]) > 4 else None
+
+
+def confirm(runs: dict[str, list[list]], spec, ds, args) -> dict:
+    """Every run's chosen config at equal compute re-trained with fresh seeds: the test predictions.
+    A config that two runs chose is trained once per seed (``train_fer`` is deterministic per seed)."""
+    from fer_core.train import train_fer
+
+    equal = equal_compute(runs, args)
+    used = set(range(args.reps))  # the searches train with seed = repetition
+    seeds = [s for s in range(1000, 1000 + args.confirm_seeds + len(used)) if s not in used][: args.confirm_seeds]
+    out: dict[str, Any] = {"seeds": seeds, "equal": equal, "labels": None, "runs": {}}
+    done: dict[tuple[str, int], list[int]] = {}
+    for name, curves in runs.items():
+        out["runs"][name] = []
+        for rep, curve in enumerate(curves):
+            params = chosen_at(curve[: args.trials], equal)
+            if params is None:
+                out["runs"][name].append(None)
+                continue
+            key = json.dumps(params, sort_keys=True)
+            for seed in seeds:
+                if (key, seed) not in done:
+                    r = train_fer({**spec.trial_config(params), "seed": seed,
+                                   "num_threads": len(os.sched_getaffinity(0))}, dataset=ds)
+                    held = r["predictions"]["test"]
+                    done[key, seed] = held["probs"].argmax(1).tolist()
+                    out["labels"], out["classes"] = held["labels"].tolist(), len(r["class_names"])
+            out["runs"][name].append({"params": params, "preds": [done[key, s] for s in seeds]})
+            print(f"confirm rep {rep} {name}: {len(seeds)} fresh seeds trained", flush=True)
+    return out
+
+
+def confirm_table(conf: dict) -> None:
+    """Test macro-F1 of each method's confirmed configs and the paired Δs of (c), with intervals."""
+    import numpy as np
+
+    from fer_core.report.evidence import metric_parts
+    from fer_core.report.stats import estimate, holm
+
+    labels, k = np.asarray(conf["labels"]), conf["classes"]
+    names = list(conf["runs"])
+    reps = len(next(iter(conf["runs"].values())))
+    by_rep = reps >= 2
+
+    def units(name: str, keep: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        vals, psis = [], []
+        for rep in keep:
+            v, g = metric_parts("macro_f1", labels, np.asarray(conf["runs"][name][rep]["preds"]), k)
+            if by_rep:  # one unit per repetition: its fresh seeds averaged
+                vals.append(v.mean(0, keepdims=True))
+                psis.append(g.mean(0, keepdims=True))
+            else:
+                vals.append(v)
+                psis.append(g)
+        return np.concatenate(vals), np.concatenate(psis)
+
+    def ci(e, sign: str = "") -> str:
+        lo, hi = e.ci()
+        return f"[{float(lo):{sign}.3f}, {float(hi):{sign}.3f}]"
+
+    unit = (f"{reps} repetitions (each the mean of {len(conf['seeds'])} fresh seeds)" if by_rep
+            else f"{len(conf['seeds'])} fresh seeds of one repetition: the search's randomness is NOT carried")
+    print(f"held-out confirmation: each run's chosen config at equal compute ({conf['equal']} epochs) re-trained "
+          f"with fresh seeds {conf['seeds']}; test macro-F1 with 95 % intervals over {unit}, and over the "
+          f"{len(labels)} test images")
+    full = {n: [r for r, x in enumerate(conf["runs"][n]) if x is not None] for n in names}
+    for n in names:
+        if not full[n]:
+            print(f"confirmed {n:28s}: no complete trial within equal compute")
+            continue
+        e = estimate(*units(n, full[n]))
+        print(f"confirmed {n:28s}: test macro-F1 {float(e.mean):.3f} {ci(e)}")
+    c = names[-1]
+    rows = []
+    for other in names[:-1]:
+        keep = [r for r in full[c] if r in full[other]]
+        if not keep:
+            continue
+        rows.append((other, estimate(*units(c, keep), *units(other, keep))))
+    adjusted = holm([float(e.p_value) for _, e in rows])
+    for (other, e), p in zip(rows, adjusted):
+        if np.isnan(p):
+            word = "no interval (one unit)"
+        elif p < 0.05:
+            word = "(c) better" if float(e.mean) > 0 else "(c) worse"
+        else:
+            word = "no detectable held-out difference"
+        print(f"confirmed Δ (c) - {other[:3]}: {float(e.mean):+.3f} {ci(e, '+')}, Holm p {p:.3f}: {word}")
 
 
 def main() -> int:
@@ -199,11 +315,15 @@ def main() -> int:
                          "measured, not cut off by the budget")
     ap.add_argument("--extend-random", default="",
                     help="a saved --traces file: continue its (a) runs to --random-trials, save, print the table")
+    ap.add_argument("--confirm-seeds", type=int, default=3,
+                    help="fresh seeds each run's chosen config is re-trained with for the held-out comparison "
+                         "(0: none)")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args()
     if args.tiny:
-        args.reps, args.trials, args.epochs = 1, 2, 1
+        args.reps, args.trials, args.epochs, args.confirm_seeds = 1, 2, 1, 2
 
+    conf = None  # the held-out confirmation, once trained (or as saved)
     if args.from_traces or args.extend_random:
         saved = json.loads(Path(args.from_traces or args.extend_random).read_text())
         cli_random = args.random_trials
@@ -211,9 +331,10 @@ def main() -> int:
                                                                                 "from_traces")})
         args.random_trials = cli_random or args.random_trials
         args.reps = min(len(c) for c in saved["runs"].values())  # whole repetitions only
+        conf = saved.get("confirm")  # --extend-random keeps it: it was chosen within the shared budget
         runs = {k: [[tuple(p) for p in c] for c in v[:args.reps]] for k, v in saved["runs"].items()}
         if args.from_traces:
-            return summarize(runs, args)
+            return summarize(runs, args, conf)
 
     import ray
 
@@ -246,21 +367,28 @@ def main() -> int:
                 # so that a run cut short still leaves its figures: --from-traces prints their table
                 print(f"rep {rep} {name}: {curve[-1][0]} epochs, {curve[-1][1]:.0f} s, best val {curve[-1][2]:.4f}",
                       flush=True)
-                if args.traces:
-                    Path(args.traces).write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k not in (
-                        "tmp", "from_traces", "extend_random")}, "runs": runs}))
+                save(args, runs, conf)
         ray.shutdown()
-    return summarize(runs, args)
+        if args.confirm_seeds and not args.extend_random:
+            conf = confirm(runs, spec, ds, args)
+            save(args, runs, conf)
+    return summarize(runs, args, conf)
 
 
-def summarize(runs: dict[str, list[list]], args) -> int:
+def save(args, runs: dict[str, list[list]], conf: dict | None = None) -> None:
+    if args.traces:
+        Path(args.traces).write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k not in (
+            "tmp", "from_traces", "extend_random")}, "runs": runs, **({"confirm": conf} if conf else {})}))
+
+
+def summarize(runs: dict[str, list[list]], args, conf: dict | None = None) -> int:
     """The table of medians and ratios, and the plot, from every run's best-so-far curve."""
     # the targets and equal compute come from the budget all three had (a curve has a point per trial):
     # with --random-trials, (a)'s further trials only tell when it gets there, they do not move the bar
     shared = {name: [c[:args.trials] for c in curves] for name, curves in runs.items()}
     best = max(c[-1][2] for curves in shared.values() for c in curves if c)
     target = best - TARGET_GAP
-    equal = min(c[-1][0] for curves in shared.values() for c in curves if c)  # equal compute: least total epochs
+    equal = equal_compute(runs, args)
 
     def at_equal(curve, idx: int) -> float:
         """The best-so-far trial's validation (idx 2) or test (idx 3) macro-F1 at equal compute."""
@@ -310,6 +438,8 @@ def summarize(runs: dict[str, list[list]], args) -> int:
                 text = f"{num / den:.2f}x"
             print(f"ratio {what} {label}: {text}")
     print("target: (c)/(a) <= 0.33 and (c)/(b) <= 1.00")
+    if conf:
+        confirm_table(conf)
 
     import matplotlib
 

@@ -33,19 +33,40 @@ def test_storage_load_tiny_mode_prints_a_ratio(pg_admin, tmp_path):
 
 
 def test_search_efficiency_tiny_mode_and_a_longer_random_search_from_its_traces(cache_dir, tmp_path):
-    """The tiny run prints its ratios and saves its curves; --extend-random then continues (a) alone
-    from where it stopped (its first trial re-trained and checked, not the others)."""
+    """The tiny run prints its ratios and its held-out confirmation and saves both; --from-traces prints
+    the same confirmation from the file; --extend-random then continues (a) alone from where it stopped
+    (its first trial re-trained and checked, not the others)."""
     import json
 
-    _check_ratios(_run("search_efficiency.py", "--tiny", "--traces", "t.json", "--plot", "p.png", tmp_path=tmp_path))
+    first = _run("search_efficiency.py", "--tiny", "--traces", "t.json", "--plot", "p.png", tmp_path=tmp_path)
+    _check_ratios(first)
+    # the held-out confirmation: each run's chosen config re-trained with fresh seeds, scored on test
+    confirmed = re.findall(r"^confirmed .*$", first, re.MULTILINE)
+    assert len(confirmed) == 5, first  # three methods, two paired Δs of (c)
+    for line in confirmed:
+        assert re.search(r": (test macro-F1 )?[+-]?\d\.\d{3} \[[+-]?\d\.\d{3}, [+-]?\d\.\d{3}\]", line), line
+    assert "the search's randomness is NOT carried" in first  # one repetition: said, not hidden
+    saved = json.loads((tmp_path / "t.json").read_text())
+    conf = saved["confirm"]
+    assert conf["seeds"] == [1000, 1001] and 0 not in conf["seeds"]  # fresh: the search trained with seed 0
+    for name, curves in saved["runs"].items():
+        chosen = [p for p in curves[0] if p[0] <= conf["equal"]][-1][4]  # best-so-far params at equal compute
+        assert conf["runs"][name][0]["params"] == chosen and chosen, name
+        assert [len(p) for p in conf["runs"][name][0]["preds"]] == [len(conf["labels"])] * 2
+    # the table again from the saved file, without training: the same confirmation lines
+    again = _run("search_efficiency.py", "--from-traces", "t.json", "--plot", "p.png", tmp_path=tmp_path)
+    assert re.findall(r"^confirmed .*$", again, re.MULTILINE) == confirmed
+
     out = _run("search_efficiency.py", "--extend-random", "t.json", "--random-trials", "3", "--traces", "t3.json",
                "--plot", "p.png", tmp_path=tmp_path)
     _check_ratios(out)
-    before, after = (json.loads((tmp_path / f).read_text())["runs"] for f in ("t.json", "t3.json"))
+    extended = json.loads((tmp_path / "t3.json").read_text())
+    before, after = saved["runs"], extended["runs"]
     name = "(a) random, no pruning"
     assert [p[0] for p in after[name][0]] == [1, 2, 3]  # one more 1-epoch trial
     assert after[name][0][:2] == before[name][0]  # the saved trials kept as they were
     assert {k: v for k, v in after.items() if k != name} == {k: v for k, v in before.items() if k != name}
+    assert extended["confirm"] == conf  # chosen within the shared budget: the longer (a) does not change it
     assert re.search(r"^1 repetitions x 2 trials \(\(a\): 3; targets from the first 2\)", out, re.MULTILINE), out
 
 
