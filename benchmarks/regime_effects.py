@@ -16,7 +16,7 @@ import pandas as pd
 
 from fer_core.report import evidence
 from fer_core.report.export import load
-from fer_core.report.table import _held_out_inputs, variant_order
+from fer_core.report.table import held_out_inputs, variant_order
 
 
 def main() -> int:
@@ -29,7 +29,7 @@ def main() -> int:
     _, data, _ = load(args.study, args.storage)
     order = variant_order(data, data.units)
     per_seed = {v: data.units[data.units["variant"] == v].set_index("unit") for v in order}
-    labels, variants = _held_out_inputs(data, order, per_seed)
+    labels, variants = held_out_inputs(data, order, per_seed)
     levels = dict.fromkeys(v.split(",")[0] for v in order)  # "pretrained=False", "pretrained=file", ...
     rows = []
     for level in levels:

@@ -148,10 +148,11 @@ def cmd_confirm(args: argparse.Namespace) -> int:
                   highlight=False)
     if args.no_launch:
         return 0
-    args.study, args.address, args.max_concurrent, args.restart, args.warm_start = str(path), None, None, False, None
-    args.data = args.set = None  # the written study carries the source's data and overrides in its base
-    args.profile = args.profile or (study.user_attrs.get("spec") or {}).get("profile")
-    return cmd_launch(args)
+    # the written study carries the source's data and overrides in its base; the caller's args stay as parsed
+    return cmd_launch(argparse.Namespace(**{
+        **vars(args), "study": str(path), "address": None, "max_concurrent": None, "restart": False,
+        "warm_start": None, "data": None, "set": None,
+        "profile": args.profile or (study.user_attrs.get("spec") or {}).get("profile")}))
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -282,7 +282,7 @@ def build_table(data: StudyData) -> pd.DataFrame:
     baseline = order[0] if has_baseline else None
     per_seed = {v: complete[complete["variant"] == v].set_index("unit") for v in order}
     maximize = data.direction == "maximize"
-    labels, variants = _held_out_inputs(data, order, per_seed)
+    labels, variants = held_out_inputs(data, order, per_seed)
     held = evidence.held_out_columns(variants, labels, baseline, data.metric, data.class_names, data.groups,
                                      data.tail, data.settings)
     rows = []
@@ -338,9 +338,10 @@ def build_table(data: StudyData) -> pd.DataFrame:
     return table
 
 
-def _held_out_inputs(data: StudyData, order: list[str], per_seed: dict[str, pd.DataFrame]
+def held_out_inputs(data: StudyData, order: list[str], per_seed: dict[str, pd.DataFrame]
                      ) -> tuple[np.ndarray | None, list[evidence.Variant]]:
-    """The shared held-out labels and each variant's predictions (units x images)."""
+    """The shared held-out labels and each variant's predictions (units x images): what
+    ``evidence.held_out_columns`` estimates from (benchmarks/regime_effects.py reads it too)."""
     labels, first = None, None
     for key, h in sorted(data.heldout.items(), key=lambda kv: str(kv[0])):
         if labels is None:
