@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -154,9 +155,15 @@ def _read(path: Path) -> dict:
 def choose_amp(cfg: TrainConfig, device: torch.device, cl: bool, make_timer: Callable[[], StepTimer]) -> str:
     """``"bf16"`` or ``"off"``: the forced value, the cached verdict for this device and shape, or
     a fresh measurement by ``make_timer()`` (``step_timer``, or a test's stand-in), which is then cached."""
-    if cfg.amp != "auto":
-        return cfg.amp
     options = native_precisions(device)
+    if cfg.amp != "auto":
+        if cfg.amp == "bf16" and "bf16" not in options:
+            # emulated bf16: on an AVX2-only CPU oneDNN falls back to aten's slow convolutions, and a
+            # test_resnet step measured ~8x slower than fp32 (benchmarks/RESULTS.md, GPU check section)
+            warnings.warn(f"amp: bf16 is forced on {device_name(device)}, which has no native bf16 kernels: it runs "
+                          "emulated and much slower than fp32 (amp: auto or off would train in fp32)",
+                          RuntimeWarning, stacklevel=2)
+        return cfg.amp
     fixed = os.environ.get(ENV_VERDICT)
     if fixed:
         if fixed not in ("off", "bf16"):

@@ -73,7 +73,8 @@ def test_a_device_without_native_bf16_is_fp32_without_measuring(tmp_path):
     meta = torch.device("meta")  # neither CPU nor CUDA: fp32 only
     assert precision.native_precisions(meta) == ["off"]
     assert precision.choose_amp(cfg, meta, True, _never) == "off"
-    assert precision.choose_amp(cfg.model_copy(update={"amp": "bf16"}), meta, True, _never) == "bf16"
+    with pytest.warns(RuntimeWarning, match=r"amp: bf16 is forced on meta.*no native bf16 kernels"):
+        assert precision.choose_amp(cfg.model_copy(update={"amp": "bf16"}), meta, True, _never) == "bf16"  # still forced
     assert not (tmp_path / precision.CACHE_FILE).exists()
 
 
