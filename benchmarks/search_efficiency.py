@@ -30,9 +30,11 @@ at equal compute (its best-so-far trial, chosen on validation only) is re-traine
 ``--confirm-seeds`` fresh seeds that no search used, in one loop with the same data and settings for
 all three methods, and scored on the test split. Per method: mean test macro-F1 with a 95 %
 interval, and the paired Δs (c)-(a) and (c)-(b) (same fresh seeds, same test images), Holm over the
-two. The intervals are the report's (``fer_core.report.stats.estimate``): the unit is a repetition
-(its fresh seeds averaged), so the seed part carries the search's randomness and the training
-seeds, and the image part the finite test set; with one repetition (tiny) the unit is a fresh seed
+two. The intervals are the report's (``fer_core.report.stats.estimate_nested``): the unit is a
+repetition (its fresh seeds averaged), so the seed part carries the search's randomness and the
+training seeds, and the image part the finite test set (a simulation with a known truth in
+tests/report/test_stats_simulation.py shows that this covers and that pooling the seeds of all
+repetitions as independent units does not); with one repetition (tiny) the unit is a fresh seed
 and the search's randomness is not carried, which the output says.
 """
 
@@ -246,7 +248,7 @@ def confirm_table(conf: dict) -> None:
     import numpy as np
 
     from fer_core.report.evidence import metric_parts
-    from fer_core.report.stats import estimate, holm
+    from fer_core.report.stats import estimate, estimate_nested, holm
 
     labels, k = np.asarray(conf["labels"]), conf["classes"]
     names = list(conf["runs"])
@@ -254,16 +256,15 @@ def confirm_table(conf: dict) -> None:
     by_rep = reps >= 2
 
     def units(name: str, keep: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        vals, psis = [], []
-        for rep in keep:
-            v, g = metric_parts("macro_f1", labels, np.asarray(conf["runs"][name][rep]["preds"]), k)
-            if by_rep:  # one unit per repetition: its fresh seeds averaged
-                vals.append(v.mean(0, keepdims=True))
-                psis.append(g.mean(0, keepdims=True))
-            else:
-                vals.append(v)
-                psis.append(g)
-        return np.concatenate(vals), np.concatenate(psis)
+        """(R, S) test macro-F1 and (R, S, N) influences of the kept repetitions' confirmed configs."""
+        parts = [metric_parts("macro_f1", labels, np.asarray(conf["runs"][name][rep]["preds"]), k) for rep in keep]
+        return np.stack([v for v, _ in parts]), np.stack([g for _, g in parts])
+
+    def est(*arrays: np.ndarray):
+        """Repetitions as units (seeds averaged within each); one repetition: its seeds as units."""
+        if by_rep:
+            return estimate_nested(*arrays)
+        return estimate(*(a[0] for a in arrays))
 
     def ci(e, sign: str = "") -> str:
         lo, hi = e.ci()
@@ -279,7 +280,7 @@ def confirm_table(conf: dict) -> None:
         if not full[n]:
             print(f"confirmed {n:28s}: no complete trial within equal compute")
             continue
-        e = estimate(*units(n, full[n]))
+        e = est(*units(n, full[n]))
         print(f"confirmed {n:28s}: test macro-F1 {float(e.mean):.3f} {ci(e)}")
     c = names[-1]
     rows = []
@@ -287,7 +288,7 @@ def confirm_table(conf: dict) -> None:
         keep = [r for r in full[c] if r in full[other]]
         if not keep:
             continue
-        rows.append((other, estimate(*units(c, keep), *units(other, keep))))
+        rows.append((other, est(*units(c, keep), *units(other, keep))))
     adjusted = holm([float(e.p_value) for _, e in rows])
     for (other, e), p in zip(rows, adjusted):
         if np.isnan(p):

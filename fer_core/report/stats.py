@@ -144,6 +144,21 @@ def estimate(values: np.ndarray, psi: np.ndarray, base_values: np.ndarray | None
     return Estimate(mean, np.sqrt(v_seed), np.sqrt(v_img), np.minimum(df, 1e6), n, p_imp, np.sqrt(s2))
 
 
+def estimate_nested(values: np.ndarray, psi: np.ndarray, base_values: np.ndarray | None = None,
+                    base_psi: np.ndarray | None = None) -> Estimate:
+    """``estimate`` for nested units: ``values`` (R, S), ``psi`` (R, S, N). The R outer units are
+    independent draws (a search repeated R times, each choosing its own config), the S inner ones
+    (fresh training seeds of that config) share their outer unit's draw, so they are not independent
+    of each other. Each outer unit's inner values (and influences) are averaged first and the estimate
+    runs over the R means: its seed part then carries both the outer draw and the seeds, with R-1
+    df. Pooling the R x S values as independent would leave the outer draw's variance out
+    (``tests/report/test_stats_simulation.py`` shows both on simulated searches with a known truth)."""
+    def outer(v, g):
+        return (None, None) if v is None else (np.asarray(v, dtype=float).mean(1), np.asarray(g, dtype=float).mean(1))
+
+    return estimate(*outer(values, psi), *outer(base_values, base_psi))
+
+
 def pool_df(estimates: list[Estimate]) -> list[Estimate]:
     """The same estimates with Satterthwaite's df from the family's pooled variance ratio.
 

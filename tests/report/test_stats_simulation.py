@@ -19,6 +19,12 @@ to within 1e-3 without simulation. The test checks, for 3, 5 and 10 seeds:
 
 and that each guarantee fails when the Holm correction, the seed part or the image part of the
 variance is removed.
+
+Nested units (``stats.estimate_nested``, used by benchmarks/search_efficiency.py's held-out
+confirmation): a search repeated R times picks a config per repetition, i.e. class biases
+mu + tau z_r, and each chosen config is re-trained with S fresh seeds; the truth integrates over
+the search's draw too. Averaging the seeds within a repetition covers the true Δ between two
+searches; pooling the R x S values as independent units does not when the search's draw varies.
 """
 
 from __future__ import annotations
@@ -148,3 +154,41 @@ def test_each_part_is_needed(truth):
     assert run(3, STUDIES, planted=True, truth=truth, seed=8, seed_part=False)["coverage"] < 0.90
     no_images = run(10, STUDIES, planted=True, truth=truth, seed=9, image_part=False)
     assert no_images["coverage"] < 0.90 and no_images["class_coverage"] < 0.90
+
+
+TAU = 0.8  # a repetition's chosen config: class-bias shift drawn per search (larger than the seed effect)
+
+
+def simulate_searches(rng: np.random.Generator, reps: int, seeds: int, mus: list[np.ndarray]):
+    """Labels (N,) and predictions (M, R, S, N): method m's repetition r chose biases mu_m + TAU z_mr and
+    an image profile of its own (w), re-trained with S fresh seeds that every config shares in part."""
+    y = rng.choice(K, size=N_IMAGES, p=PRIORS)
+    u = rng.standard_normal((N_IMAGES, K)) * SIGMA_U
+    m = len(mus)
+    z = rng.standard_normal((m, reps, 1, 1, K)) * TAU
+    shared = rng.standard_normal((1, 1, seeds, 1, K))  # fresh seed s is the same seed for every config
+    own = rng.standard_normal((m, reps, seeds, 1, K))
+    beta = np.stack(mus)[:, None, None, None, :] + z + SIGMA_A * (np.sqrt(RHO) * shared + np.sqrt(1 - RHO) * own)
+    w = rng.standard_normal((m, reps, 1, N_IMAGES, K)) * SIGMA_W
+    e = rng.standard_normal((m, reps, seeds, N_IMAGES, K)) * SIGMA_E
+    return y, (GAMMA * (np.arange(K) == y[:, None]) + u + w + beta + e).argmax(-1)
+
+
+@pytest.mark.parametrize("reps", [3, 5])
+def test_nested_units_cover_the_search_level_truth_and_pooled_ones_do_not(reps):
+    rng = np.random.default_rng(reps)
+    g = rng.standard_normal((4000, K)) * np.hypot(TAU, SIGMA_A)  # the search's draw plus the seed's
+    mus = [np.zeros(K), PLANTED[0]]  # (a) and (c): a real difference in one class's bias
+    true_delta = (_population_f1(mus[1] + g).mean(0) - _population_f1(mus[0] + g).mean(0)).mean()
+    nested = pooled = 0
+    for _ in range(STUDIES):
+        y, preds = simulate_searches(rng, reps, 3, mus)
+        f1, psi = stats.f1_parts(y, preds, K)  # (M, R, S, K), (M, R, S, N, K)
+        v, p = f1.mean(-1), psi.mean(-1)  # macro-F1 and its influences
+        lo, hi = stats.estimate_nested(v[1], p[1], v[0], p[0]).ci()
+        nested += lo <= true_delta <= hi
+        flat = [x.reshape(reps * 3, *x.shape[2:]) for x in (v[1], p[1], v[0], p[0])]
+        lo, hi = stats.estimate(*flat).ci()
+        pooled += lo <= true_delta <= hi
+    assert 0.93 <= nested / STUDIES <= 0.98, nested / STUDIES
+    assert pooled / STUDIES < 0.88, pooled / STUDIES
