@@ -22,6 +22,7 @@ gets a bound, not a ratio. A plot of best-so-far vs epochs is saved beside.
         # (a) goes on to 48 trials where it stopped (same seeds: same first trials), so that its
         # epochs to the target are measured instead of cut off by the shared budget
     python benchmarks/search_efficiency.py --reps 5 --trials 40 --epochs 12 --backbone resnet10t --img-size 64
+    python benchmarks/search_efficiency.py --confirm se.json  # the held-out confirmation of saved searches
     python benchmarks/search_efficiency.py --tiny           # 2 trials x 1 epoch, one repetition (CI)
 
 Held-out confirmation (issue 21): a search's best validation value is partly the luck of its
@@ -219,6 +220,8 @@ def confirm(runs: dict[str, list[list]], spec, ds, args) -> dict:
     from fer_core.train import train_fer
 
     equal = equal_compute(runs, args)
+    # the space's fixed values (allow_double_weighting: true): (c)'s stored Optuna params lack them
+    fixed = {p.name: p.value for p in spec.space.params if p.type == "fixed" and not p.when}
     used = set(range(args.reps))  # the searches train with seed = repetition
     seeds = [s for s in range(1000, 1000 + args.confirm_seeds + len(used)) if s not in used][: args.confirm_seeds]
     out: dict[str, Any] = {"seeds": seeds, "equal": equal, "labels": None, "runs": {}}
@@ -233,7 +236,7 @@ def confirm(runs: dict[str, list[list]], spec, ds, args) -> dict:
             key = json.dumps(params, sort_keys=True)
             for seed in seeds:
                 if (key, seed) not in done:
-                    r = train_fer({**spec.trial_config(params), "seed": seed,
+                    r = train_fer({**spec.trial_config({**fixed, **params}), "seed": seed,
                                    "num_threads": len(os.sched_getaffinity(0))}, dataset=ds)
                     held = r["predictions"]["test"]
                     done[key, seed] = held["probs"].argmax(1).tolist()
@@ -319,17 +322,21 @@ def main() -> int:
     ap.add_argument("--confirm-seeds", type=int, default=3,
                     help="fresh seeds each run's chosen config is re-trained with for the held-out comparison "
                          "(0: none)")
+    ap.add_argument("--confirm", default="",
+                    help="a saved --traces file: train its held-out confirmation (no search), save it to --traces "
+                         "(default: the same file), print the table")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args()
     if args.tiny:
-        args.reps, args.trials, args.epochs, args.confirm_seeds = 1, 2, 1, 2
+        args.reps, args.trials, args.epochs, args.confirm_seeds = 1, 2, 1, min(args.confirm_seeds, 2)
 
     conf = None  # the held-out confirmation, once trained (or as saved)
-    if args.from_traces or args.extend_random:
-        saved = json.loads(Path(args.from_traces or args.extend_random).read_text())
+    if args.from_traces or args.extend_random or args.confirm:
+        saved = json.loads(Path(args.from_traces or args.extend_random or args.confirm).read_text())
         cli_random = args.random_trials
-        vars(args).update({k: v for k, v in saved["args"].items() if k not in ("plot", "traces", "extend_random",
-                                                                                "from_traces")})
+        vars(args).update({k: v for k, v in saved["args"].items() if k not in (
+            "plot", "traces", "extend_random", "from_traces", "confirm", "confirm_seeds")})
+        args.traces = args.traces or args.confirm
         args.random_trials = cli_random or args.random_trials
         args.reps = min(len(c) for c in saved["runs"].values())  # whole repetitions only
         conf = saved.get("confirm")  # --extend-random keeps it: it was chosen within the shared budget
@@ -349,7 +356,9 @@ def main() -> int:
         spec = load_study("imbalance-hpo", "cpu")
         spec = dataclasses.replace(spec, base={**spec.base, **base_config(args)})
         ds = load_dataset(dataset="synthetic", img_size=args.img_size, cache_dir=os.environ["FER_STUDY_CACHE"])
-        if args.extend_random:  # (a) only, from where each saved run ended: a plain loop, no Ray
+        if args.confirm:  # the saved searches as they are: only their confirmation is trained
+            methods = {}
+        elif args.extend_random:  # (a) only, from where each saved run ended: a plain loop, no Ray
             first = next(iter(runs))
             methods = {first: lambda rep: run_random(spec, ds, args, rep, done=runs[first][rep])}
         else:
@@ -357,7 +366,7 @@ def main() -> int:
             runs = {"(a) random, no pruning": [], "(b) Ray OptunaSearch + ASHA": [], "(c) fer-study imbalance-hpo": []}
             methods = dict(zip(runs, (lambda rep: run_random(spec, ds, args, rep),
                                       lambda rep: run_stock(spec, ds, args, rep), lambda rep: run_fer_study(args, rep))))
-        for rep in range(args.reps):
+        for rep in range(args.reps if methods else 0):
             for name, run in methods.items():
                 curve = best_so_far(run(rep))
                 if args.extend_random:
@@ -379,7 +388,7 @@ def main() -> int:
 def save(args, runs: dict[str, list[list]], conf: dict | None = None) -> None:
     if args.traces:
         Path(args.traces).write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k not in (
-            "tmp", "from_traces", "extend_random")}, "runs": runs, **({"confirm": conf} if conf else {})}))
+            "tmp", "from_traces", "extend_random", "confirm")}, "runs": runs, **({"confirm": conf} if conf else {})}))
 
 
 def summarize(runs: dict[str, list[list]], args, conf: dict | None = None) -> int:

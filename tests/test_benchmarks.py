@@ -33,12 +33,16 @@ def test_storage_load_tiny_mode_prints_a_ratio(pg_admin, tmp_path):
 
 
 def test_search_efficiency_tiny_mode_and_a_longer_random_search_from_its_traces(cache_dir, tmp_path):
-    """The tiny run prints its ratios and its held-out confirmation and saves both; --from-traces prints
-    the same confirmation from the file; --extend-random then continues (a) alone from where it stopped
-    (its first trial re-trained and checked, not the others)."""
+    """The tiny run prints its ratios and saves its curves; --confirm trains their held-out confirmation
+    and saves it beside; --from-traces prints the same confirmation from the file; --extend-random then
+    continues (a) alone from where it stopped (its first trial re-trained and checked, not the others)."""
     import json
 
-    first = _run("search_efficiency.py", "--tiny", "--traces", "t.json", "--plot", "p.png", tmp_path=tmp_path)
+    _check_ratios(_run("search_efficiency.py", "--tiny", "--confirm-seeds", "0", "--traces", "t.json", "--plot", "p.png",
+                        tmp_path=tmp_path))
+    assert "confirm" not in json.loads((tmp_path / "t.json").read_text())  # the searches only, so far
+    first = _run("search_efficiency.py", "--confirm", "t.json", "--confirm-seeds", "2", "--plot", "p.png",
+                 tmp_path=tmp_path)  # trained for the saved searches, saved into the same file
     _check_ratios(first)
     # the held-out confirmation: each run's chosen config re-trained with fresh seeds, scored on test
     confirmed = re.findall(r"^confirmed .*$", first, re.MULTILINE)

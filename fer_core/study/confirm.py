@@ -30,10 +30,19 @@ NOT_PARAMS = ("seed", "cv_fold", "cv_repeat")
 def _val_rank(study: optuna.Study) -> list[tuple[float, str, dict[str, Any], list[int]]]:
     """(mean validation value, label, config diff, trial numbers) per distinct config, best first."""
     groups: dict[str, dict[str, Any]] = {}
+    spec = study.user_attrs.get("spec") or {}
+    data = spec.get("data")
+    base = {**(data if isinstance(data, dict) else {}), **(spec.get("base") or {})}  # a trial config's start
     for t in real_trials(study):
         if t.value is None:
             continue
-        diff = {k: v for k, v in sorted(t.params.items()) if k not in NOT_PARAMS}
+        diff = {k: v for k, v in t.params.items() if k not in NOT_PARAMS}
+        # a search space's fixed values (allow_double_weighting: true) are no Optuna params: the
+        # trial's stored config has them, and without them the config would not resolve again
+        config = t.user_attrs.get("config") or {}
+        diff.update({k: v for k, v in config.items()
+                     if k not in NOT_PARAMS and k not in diff and (k not in base or base[k] != v)})
+        diff = dict(sorted(diff.items()))
         variant = t.user_attrs.get("variant")
         key = variant if variant else repr(sorted(diff.items()))
         g = groups.setdefault(key, {"values": [], "diff": diff, "variant": variant, "trials": []})

@@ -45,6 +45,25 @@ def test_confirm_takes_the_top_configs_by_validation_on_fresh_seeds(tmp_path):
     assert yaml.safe_load(text)["seeds"] == [1, 2, 4]
 
 
+def test_a_search_spaces_fixed_values_go_with_the_confirmed_config(tmp_path):
+    """imbalance-hpo's space fixes allow_double_weighting: true (not an Optuna param): a top trial that
+    combines a re-weighting loss with a re-balancing sampler must keep it, or its config is refused."""
+    spec = load_study("imbalance-hpo", "smoke")
+    study = optuna.create_study(study_name="hpo-y", storage=f"sqlite:///{tmp_path / 'y.db'}", direction="maximize")
+    study.set_user_attr("spec", spec.resolved)
+    dists = {"loss": CategoricalDistribution(["ce", "ldam_drw"]), "sampler": CategoricalDistribution(["none", "sqrt"]),
+             "seed": CategoricalDistribution([0])}
+    for loss, sampler, value in (("ldam_drw", "sqrt", 0.5), ("ce", "none", 0.3)):
+        params = {"loss": loss, "sampler": sampler, "seed": 0}
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions=dists, value=value,
+            user_attrs={"config": spec.trial_config({**params, "allow_double_weighting": True})}))
+    data = confirm_spec(study, top=1, seeds=2)
+    assert list(data["design"]["variants"].values()) == [
+        {"allow_double_weighting": True, "loss": "ldam_drw", "sampler": "sqrt"}]  # the base's keys are not repeated
+    load_study(str(write_confirm_study(study, 1, 2, tmp_path / "confirm")), "smoke")  # resolves: not refused
+
+
 def test_confirm_refuses_bad_counts_and_an_empty_study(tmp_path):
     study = _stored_search(tmp_path)
     with pytest.raises(ConfigError, match="--top"):
