@@ -25,6 +25,9 @@ from fer_core.study.outputs import real_trials
 KEEP = ("data", "base", "objective", "resources", "max_failures", "keep_checkpoints", "checkpoint_every", "teacher",
         "checkpoint_min_s", "report")
 NOT_PARAMS = ("seed", "cv_fold", "cv_repeat")
+# written into a trial's config by the study's other sections (objective, teacher, cv), not by its design:
+# the confirmation keeps objective and teacher itself and runs without cross-validation
+FROM_SECTIONS = ("select_metric", "teacher", "cv_folds", "cv_group_by")
 
 
 def _val_rank(study: optuna.Study) -> list[tuple[float, str, dict[str, Any], list[int]]]:
@@ -41,7 +44,7 @@ def _val_rank(study: optuna.Study) -> list[tuple[float, str, dict[str, Any], lis
         # trial's stored config has them, and without them the config would not resolve again
         config = t.user_attrs.get("config") or {}
         diff.update({k: v for k, v in config.items()
-                     if k not in NOT_PARAMS and k not in diff and (k not in base or base[k] != v)})
+                     if k not in NOT_PARAMS + FROM_SECTIONS and k not in diff and (k not in base or base[k] != v)})
         diff = dict(sorted(diff.items()))
         variant = t.user_attrs.get("variant")
         key = variant if variant else repr(sorted(diff.items()))

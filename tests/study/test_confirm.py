@@ -57,7 +57,9 @@ def test_a_search_spaces_fixed_values_go_with_the_confirmed_config(tmp_path):
         params = {"loss": loss, "sampler": sampler, "seed": 0}
         study.add_trial(optuna.trial.create_trial(
             params=params, distributions=dists, value=value,
-            user_attrs={"config": spec.trial_config({**params, "allow_double_weighting": True})}))
+            # cv_folds / select_metric come from other sections (cv, objective): not part of the config's diff
+            user_attrs={"config": spec.trial_config({**params, "allow_double_weighting": True, "cv_folds": 5,
+                                                     "select_metric": "tail_f1"})}))
     data = confirm_spec(study, top=1, seeds=2)
     assert list(data["design"]["variants"].values()) == [
         {"allow_double_weighting": True, "loss": "ldam_drw", "sampler": "sqrt"}]  # the base's keys are not repeated
