@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
@@ -18,6 +19,9 @@ from fer_core.argtypes import existing_path, host, int_range, key_value, out_dir
 from fer_core.console import console, err_console
 from fer_core.errors import ConfigError, FerError, LaunchInterrupted, first_line
 from fer_core.metric_names import CLASSIFICATION_METRICS, SELECT_METRICS
+
+if TYPE_CHECKING:
+    import optuna
 
 
 def _fmt(v: float) -> str:
@@ -112,17 +116,22 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refresh_note(study: optuna.Study, planned: int | None) -> None:
+    from fer_core.report.export import refresh_note
+
+    refresh_note(study, planned)
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
-    # said before the imports below (Optuna, Ray, the report code: seconds): the launch has started
+    # said before the imports below (Optuna, Ray, torch: seconds): the launch has started
     console.print(f"launching {args.study}: checking the study, its data and the storage, then starting Ray; "
                   "a line per finished trial follows", highlight=False, markup=False, soft_wrap=True)
-    from fer_core.report.export import refresh_note
     from fer_core.study.runner import LaunchOptions, launch
 
     opts = LaunchOptions(storage=args.storage, address=args.address, profile=args.profile,
                          max_concurrent=args.max_concurrent, restart=args.restart,
                          warm_start=tuple(args.warm_start or ()), artifacts=args.artifacts, runs_dir=args.runs_dir,
-                         quiet=not args.verbose, note=refresh_note, data=args.data, sets=tuple(args.set or ()))
+                         quiet=not args.verbose, note=_refresh_note, data=args.data, sets=tuple(args.set or ()))
     summary = launch(args.study, opts)
     for line in summary.get("warm_start", []):
         console.print(line, highlight=False, soft_wrap=True)

@@ -34,7 +34,7 @@ from fer_core.checkpoint import pred_from_state, pred_to_state, restore_rng, rng
 from fer_core.config import TrainConfig, resolve_config
 from fer_core.data.dataset import AU_VOCAB, TEST, TRAIN, VAL, FerDataset
 from fer_core.data.folds import fold_dataset, partition_seed
-from fer_core.data.sources import load_dataset
+from fer_core.data.sources import dataset_for
 from fer_core.distill import Teacher
 from fer_core.losses import LOSSES, attention_prior_loss
 from fer_core.metric_names import SCALAR_METRICS
@@ -87,22 +87,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)  # timm's Mixup draws lambda from numpy's global RNG
     torch.manual_seed(seed)
-
-
-def dataset_for(cfg: TrainConfig) -> FerDataset:
-    """The decoded data set a config trains on; one that cannot be trained on (one class, no
-    validation image) is refused here, before ``train`` trains or ``launch`` stores anything."""
-    ds = load_dataset(
-        dataset=cfg.dataset,
-        data_path=cfg.data_path,
-        img_size=cfg.img_size,
-        data_seed=cfg.data_seed,
-        val_fraction=cfg.val_fraction,
-        test_fraction=cfg.test_fraction,
-        cache_dir=cfg.cache_dir,
-    )
-    ds.check_trainable(cfg.data_path or cfg.dataset)
-    return ds
 
 
 def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:

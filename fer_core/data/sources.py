@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fer_core.config_rules import GENERATED  # noqa: F401  (made in the cache on first use: no data_path)
 from fer_core.data.cache import build_dataset, build_once, cache_root
@@ -21,7 +22,12 @@ from fer_core.data.synthetic import SYNTH_VERSION, synthesize_rafce
 from fer_core.errors import ConfigError
 from fer_core.registry import Registry, lookup
 
+if TYPE_CHECKING:
+    from fer_core.config import TrainConfig
+
 DATASETS = Registry("dataset", "dataset")
+# the config keys that decide which decoded data set a trial needs (trials differing only in recipe share one)
+DATA_KEYS = ("dataset", "data_path", "img_size", "data_seed", "val_fraction", "test_fraction", "cache_dir")
 
 
 def _standin_ready(target: Path) -> bool:
@@ -98,4 +104,28 @@ def load_dataset(
                  data_seed=data_seed, val_fraction=val_fraction, test_fraction=test_fraction, cache=cache)
     ds = build_dataset(raw, img_size, cache)
     ds.info["dataset"] = dataset
+    return ds
+
+
+def data_key(cfg: dict[str, Any]) -> tuple:
+    """Which decoded data set a trial config needs (trials differing only in recipe share one)."""
+    from fer_core.config import resolve_config
+
+    c = resolve_config(cfg, check_names=False)
+    return tuple(getattr(c, k) for k in DATA_KEYS)
+
+
+def dataset_for(cfg: TrainConfig) -> FerDataset:
+    """The decoded data set a config trains on; one that cannot be trained on (one class, no
+    validation image) is refused here, before ``train`` trains or ``launch`` stores anything."""
+    ds = load_dataset(
+        dataset=cfg.dataset,
+        data_path=cfg.data_path,
+        img_size=cfg.img_size,
+        data_seed=cfg.data_seed,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        cache_dir=cfg.cache_dir,
+    )
+    ds.check_trainable(cfg.data_path or cfg.dataset)
     return ds

@@ -46,10 +46,9 @@ from fer_core.study.artifacts import upload_trial_artifacts
 from fer_core.study.claims import DRIVER_ATTR, Claims
 from fer_core.study.components import schedule_unsettled
 from fer_core.study.outputs import retain_checkpoint
-from fer_core.study.result import WorkerResult, store_result
+from fer_core.study.result import INPUT_ERROR, WorkerResult, store_result
 from fer_core.study.spec import Cell, StudySpec
 from fer_core.study.storage import StorageLost, redact_text, retrying
-from fer_core.study.trainable import INPUT_ERROR
 
 log = logging.getLogger("fer_study")
 # refreshes a study's dashboard note: (study, planned trials), after each finished trial

@@ -18,6 +18,9 @@ from fer_core.metric_names import SCALAR_METRICS
 if TYPE_CHECKING:
     import optuna
 
+# the result key of a trial that hit an input error (DataError/ConfigError): "<Type>: <first line>"
+INPUT_ERROR = "fer_input_error"
+
 
 class SplitMetrics(TypedDict, total=False):
     """One split's metrics at the selected epoch: the scalars of ``SCALAR_METRICS`` it has (``au_f1``

@@ -206,8 +206,7 @@ class Progress:
 
 def _datasets(spec: StudySpec, configs: list[dict[str, Any]]) -> dict[tuple, FerDataset]:
     from fer_core.config import resolve_config
-    from fer_core.study.trainable import data_key
-    from fer_core.train import dataset_for
+    from fer_core.data.sources import data_key, dataset_for
 
     out: dict[tuple, FerDataset] = {}
     for cfg in configs:
@@ -484,7 +483,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
     fps = {k: ds.fingerprint for k, ds in datasets.items()}
 
     def trial_attrs(config: dict) -> dict:
-        from fer_core.study.trainable import data_key
+        from fer_core.data.sources import data_key
 
         return {"data_fingerprint": fps.get(data_key(config), "loaded-by-trial"), "code_version": version}
 
