@@ -26,7 +26,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
-from timm.models import clean_state_dict
 from torch import nn
 
 from fer_core.errors import ConfigError, ModelFileError
@@ -67,6 +66,9 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], s
         obj = obj[key]
         if isinstance(obj, Mapping) and not _is_state_dict(obj) and _has_tensors(obj):
             obj = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}  # e.g. a stray int counter
+    # imported here: resolving any config checks its weights (check_weights), and importing timm takes seconds
+    from timm.models import clean_state_dict
+
     return clean_state_dict(dict(obj)), "/".join(chain)
 
 
