@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from fer_core.config import TrainConfig
 
 DATASETS = Registry("dataset", "dataset")
-# the config keys that decide which decoded data set a trial needs (trials differing only in recipe share one)
+# the config keys that decide which decoded data set a trial needs (data_key)
 DATA_KEYS = ("dataset", "data_path", "img_size", "data_seed", "val_fraction", "test_fraction", "cache_dir")
 
 

@@ -3,9 +3,9 @@
 It never touches the database (workers on other machines need no credentials): it
 only reports metrics and checkpoints to Tune; the driver's bridge writes storage.
 
-The driver imports this module only to hand ``trial_function`` to Tune, so the training code (timm,
-torchvision's and torch's compiler modules: ~5 s of imports on a slow 2-core CPU) is imported inside the
-functions a worker runs, not by the driver before Ray starts.
+The driver imports this module only to hand ``trial_function`` to Tune, so ``train_fer`` (timm, which
+pulls torchvision.ops and torch._dynamo: ~5 s of imports on a slow 2-core CPU) is imported inside the
+function a worker runs, not by the driver before Ray starts.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ import tempfile
 import time
 from typing import Any
 
+import torch
+
+from fer_core.checkpoint import load_training_state
 from fer_core.data.dataset import FerDataset
 from fer_core.data.sources import data_key
 from fer_core.errors import ConfigError, DataError, first_line
@@ -28,7 +31,6 @@ CKPT_FILE = "trial.pt"
 
 
 def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | None = None) -> None:
-    import torch
     from ray import tune
 
     from fer_core.train import train_fer
@@ -102,8 +104,6 @@ def fer_trainable(config: dict[str, Any], datasets: dict[tuple, FerDataset] | No
 
 def save_retry_state(directory: str | os.PathLike, state: dict[str, Any]) -> None:
     """``train_fer``'s per-epoch state as the Tune checkpoint's ``trial.pt``."""
-    import torch
-
     torch.save(state, os.path.join(directory, CKPT_FILE))
 
 
@@ -111,8 +111,6 @@ def load_retry_state(directory: str | os.PathLike) -> dict[str, Any]:
     """The state in a Tune checkpoint directory. Loaded weights-only: the directory lives on storage
     every Ray node (and whoever else can write there) shares, so a planted ``trial.pt`` is refused
     with one line (a ModelFileError, the trial's FAIL reason), never run."""
-    from fer_core.checkpoint import load_training_state
-
     return load_training_state(os.path.join(directory, CKPT_FILE))
 
 
@@ -184,8 +182,6 @@ def _allocate_past_memory_limit(extra: int = 256 << 20, ask: int = 8 << 30) -> N
     """Fault injection: cap this process's address space a little above its current size (as a
     container or ``ulimit -v`` would) and ask for more, so the allocator really fails; the cap is
     lifted again at once because Ray reuses the worker process for later trials."""
-    import torch
-
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     used = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     cap = used + extra if hard == resource.RLIM_INFINITY else min(used + extra, hard)
