@@ -27,9 +27,10 @@ import numpy as np
 from fer_core.cam import class_activation_maps, class_regions
 from fer_core.config import resolve_config
 from fer_core.data.dataset import AU_VOCAB, TEST, TRAIN, VAL
+from fer_core.data.sources import dataset_for
 from fer_core.models import FerNet
 from fer_core.study.outputs import write_cams, write_trial_outputs
-from fer_core.train import dataset_for, train_fer
+from fer_core.train import train_fer
 
 PROFILE_EPOCHS = 8
 

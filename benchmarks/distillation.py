@@ -26,7 +26,8 @@ import torch
 from fer_core.checkpoint import model_payload
 from fer_core.config import resolve_config
 from fer_core.data.dataset import TEST, TRAIN, VAL
-from fer_core.train import dataset_for, train_fer
+from fer_core.data.sources import dataset_for
+from fer_core.train import train_fer
 
 
 def main() -> int:

@@ -123,8 +123,8 @@ def images_per_epoch(base: dict) -> int:
     """Training images one epoch of this config draws (its data sampler's batches)."""
     from fer_core.config import resolve_config
     from fer_core.data.dataset import TRAIN
+    from fer_core.data.sources import dataset_for
     from fer_core.stages import SamplerSchedule
-    from fer_core.train import dataset_for
 
     ds = dataset_for(cfg := resolve_config(base))
     plans = SamplerSchedule(cfg, ds.labels[ds.indices(TRAIN)])

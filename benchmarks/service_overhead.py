@@ -26,7 +26,8 @@ import yaml
 
 PLAIN = """
 import sys, time
-from fer_core.train import train_fer, dataset_for
+from fer_core.data.sources import dataset_for
+from fer_core.train import train_fer
 from fer_core.config import resolve_config
 base = {base!r}
 ds = dataset_for(resolve_config(base))
@@ -37,7 +38,7 @@ for seed in range({n}):
 """
 
 WARM = """
-from fer_core.train import dataset_for
+from fer_core.data.sources import dataset_for
 from fer_core.config import resolve_config
 dataset_for(resolve_config({base!r}))
 """

@@ -15,7 +15,8 @@ import statistics as st
 import sys
 
 from fer_core.config import build_config
-from fer_core.train import dataset_for, train_fer
+from fer_core.data.sources import dataset_for
+from fer_core.train import train_fer
 
 RECIPES = {
     "ce": {},

@@ -19,9 +19,10 @@ import torch
 
 from fer_core.config import resolve_config
 from fer_core.data.dataset import AU_VOCAB, TEST, VAL
+from fer_core.data.sources import dataset_for
 from fer_core.metrics import classification_metrics
 from fer_core.models import FerNet
-from fer_core.train import dataset_for, predict, train_fer
+from fer_core.train import predict, train_fer
 from fer_core.tta import TTA
 
 

@@ -46,7 +46,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from fer_core.config import build_config
-    from fer_core.train import dataset_for, train_fer
+    from fer_core.data.sources import dataset_for
+    from fer_core.train import train_fer
 
     cfg = build_config(args.config, args.set or [])
     console.print(f"[bold]config[/]: loss={cfg.loss} sampler={cfg.sampler} backbone={cfg.backbone} "
