@@ -52,7 +52,7 @@ from fer_core.study.spec import Cell, StudySpec
 from fer_core.study.storage import StorageLost, redact_text, retrying
 
 log = logging.getLogger("fer_study")
-# refreshes a study's dashboard note: (study, planned trials), after each finished trial
+# refreshes a study's dashboard note: (study, planned trials), after finished trials (RateLimitedNote)
 NoteFn = Callable[[optuna.Study, int | None], None]
 # the note is rebuilt after a finished trial at most once per NOTE_MIN_GAP_S, or NOTE_COST_FACTOR times
 # its last build's seconds where that is longer (see RateLimitedNote)
@@ -76,8 +76,8 @@ class RateLimitedNote:
         self.note, self.min_gap_s, self.cost_factor = note, min_gap_s, cost_factor
         self.builds = 0
         self._due = 0.0  # time.monotonic() from which the next request builds at once
-        self._scheduled = False
-        self._timer: threading.Timer | None = None
+        self._scheduled = False  # a catch-up build is owed (cleared when it starts or final() takes it over)
+        self._timer: threading.Timer | None = None  # kept past its start: final() joins a catch-up mid-build
         self._lock, self._build_lock = threading.Lock(), threading.Lock()
 
     def __getstate__(self) -> dict:  # Tune pickles the searcher that holds this: no lock, no timer

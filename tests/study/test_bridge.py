@@ -31,6 +31,14 @@ def _finish_trial(study: optuna.Study) -> None:
     study.tell(study.ask(), 0.5)
 
 
+def _wait_for(seen: list, n: int, timeout: float = 10.0) -> float:
+    """Seconds until ``seen`` holds ``n`` builds (polled, so a loaded machine's late timer is not a failure)."""
+    t0 = time.monotonic()
+    while len(seen) < n and time.monotonic() - t0 < timeout:
+        time.sleep(0.01)
+    return time.monotonic() - t0
+
+
 def test_first_request_builds_at_once_then_one_catch_up_shows_every_trial_of_the_gap():
     study, seen, note = _study_and_seen()
     rl = RateLimitedNote(note, min_gap_s=0.5, cost_factor=0)
@@ -41,8 +49,8 @@ def test_first_request_builds_at_once_then_one_catch_up_shows_every_trial_of_the
         _finish_trial(study)
         rl.request(study, 10)
     assert len(seen) == 1
-    time.sleep(0.9)
     # one catch-up, after the gap, on its own thread, reading the storage then: all four trials
+    assert _wait_for(seen, 2) >= 0.4  # the gap ran from the first build, a moment before the wait began
     assert [n for n, _ in seen] == [1, 4]
     assert seen[1][1] != threading.current_thread().name
     time.sleep(0.7)
@@ -78,7 +86,7 @@ def test_the_gap_grows_with_the_cost_of_a_build():
     assert len(seen) == 1  # held back: the last build cost 0.1 s
     time.sleep(0.3)
     assert len(seen) == 1  # still inside 5 x 0.1 s
-    time.sleep(0.6)
+    _wait_for(seen, 2)
     assert [n for n, _ in seen] == [1, 2]
 
 
