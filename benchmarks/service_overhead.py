@@ -44,9 +44,10 @@ for seed in range({n}):
 """
 
 # Ray's own start, one actor's start and imports and Tune's loop, without anything of fer-study's
-# service: the floor that the service's ratio cannot go below while trials run under Ray Tune
+# service: the floor a service built on Ray Tune starts from (fer-study can undercut it only by
+# overlapping that work with its own, as it does starting Ray while the data decode)
 BARE = """
-import os, sys, time, logging
+import os, sys, logging
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 import ray

@@ -118,10 +118,10 @@ def main() -> int:
         print(f"img_size={args.img_size} batch={args.batch_size} train images={n_train} "
               f"threads={torch.get_num_threads()} device=cpu", flush=True)
         for backbone in args.backbones:
-            # interleaved rounds, median of each: a shared VM's speed drifts between minutes;
+            # interleaved rounds, median of each: a shared VM's speed drifts between minutes. The rows'
+            # order rotates each round: a row's place in the round moved its rate by ~6 % here (resnet10t,
+            # the same bf16 config in both train_fer rows: 387 img/s first, 409 second; RESULTS.md)
             fers, plains = {a: [] for a in amps}, {w: [] for w in args.workers}
-            # the rows' order rotates each round: a row's place in the round moved its rate by ~6 % here
-            # (resnet10t, the same bf16 config as both train_fer rows: 387 img/s first, 409 second)
             rows = [("fer", a) for a in amps] + [("plain", w) for w in args.workers]
             for r in range(args.rounds):
                 for kind, x in rows[r % len(rows):] + rows[:r % len(rows)]:
