@@ -161,7 +161,7 @@ def run_stock(spec, ds, args, rep: int) -> list:
     return trace
 
 
-def run_fer_study(args, rep: int) -> list:
+def run_fer_study(spec, args, rep: int) -> list:
     """(c) ``fer-study launch imbalance-hpo`` with the same base config, budget and concurrency."""
     import optuna
     from optuna.trial import TrialState
@@ -188,7 +188,7 @@ def run_fer_study(args, rep: int) -> list:
         # wall time from the stored completion time, not from when this loop reads it
         trial_end(trace, t.datetime_complete.timestamp() - start, len(t.intermediate_values),
                   t.value if done else None, t.user_attrs.get("test_macro_f1") if done else None,
-                  {k: v for k, v in t.params.items() if k != "seed"})
+                  spec.space.complete({k: v for k, v in t.params.items() if k != "seed"}))
     return trace
 
 
@@ -220,8 +220,6 @@ def confirm(runs: dict[str, list[list]], spec, ds, args) -> dict:
     from fer_core.train import train_fer
 
     equal = equal_compute(runs, args)
-    # the space's fixed values (allow_double_weighting: true): (c)'s stored Optuna params lack them
-    fixed = {p.name: p.value for p in spec.space.params if p.type == "fixed" and not p.when}
     used = set(range(args.reps))  # the searches train with seed = repetition
     seeds = [s for s in range(1000, 1000 + args.confirm_seeds + len(used)) if s not in used][: args.confirm_seeds]
     out: dict[str, Any] = {"seeds": seeds, "equal": equal, "labels": None, "runs": {}}
@@ -236,7 +234,8 @@ def confirm(runs: dict[str, list[list]], spec, ds, args) -> dict:
             key = json.dumps(params, sort_keys=True)
             for seed in seeds:
                 if (key, seed) not in done:
-                    r = train_fer({**spec.trial_config({**fixed, **params}), "seed": seed,
+                    # complete: (c)'s curves saved before it kept whole assignments lack the fixed values
+                    r = train_fer({**spec.trial_config(spec.space.complete(params)), "seed": seed,
                                    "num_threads": len(os.sched_getaffinity(0))}, dataset=ds)
                     held = r["predictions"]["test"]
                     done[key, seed] = held["probs"].argmax(1).tolist()
@@ -365,7 +364,7 @@ def main() -> int:
             init_ray(None)
             runs = {"(a) random, no pruning": [], "(b) Ray OptunaSearch + ASHA": [], "(c) fer-study imbalance-hpo": []}
             methods = dict(zip(runs, (lambda rep: run_random(spec, ds, args, rep),
-                                      lambda rep: run_stock(spec, ds, args, rep), lambda rep: run_fer_study(args, rep))))
+                                      lambda rep: run_stock(spec, ds, args, rep), lambda rep: run_fer_study(spec, args, rep))))
         for rep in range(args.reps if methods else 0):
             for name, run in methods.items():
                 curve = best_so_far(run(rep))

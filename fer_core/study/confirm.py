@@ -30,10 +30,10 @@ NOT_PARAMS = ("seed", "cv_fold", "cv_repeat")
 FROM_SECTIONS = ("select_metric", "teacher", "cv_folds", "cv_group_by")
 
 
-def _val_rank(study: optuna.Study) -> list[tuple[float, str, dict[str, Any], list[int]]]:
-    """(mean validation value, label, config diff, trial numbers) per distinct config, best first."""
+def _val_rank(study: optuna.Study, spec: dict[str, Any]) -> list[tuple[float, str, dict[str, Any], list[int]]]:
+    """(mean validation value, label, config diff, trial numbers) per distinct config, best first;
+    ``spec`` is the study's stored spec (its data and base: what a diff is taken against)."""
     groups: dict[str, dict[str, Any]] = {}
-    spec = study.user_attrs.get("spec") or {}
     data = spec.get("data")
     base = {**(data if isinstance(data, dict) else {}), **(spec.get("base") or {})}  # a trial config's start
     for t in real_trials(study):
@@ -67,7 +67,7 @@ def confirm_spec(study: optuna.Study, top: int, seeds: int) -> dict[str, Any]:
         raise FerError(f"study {study.study_name!r} has no stored spec (not launched by fer-study?)")
     design = spec.get("design") or {}
     baseline = str(design.get("baseline", "baseline")) if design.get("kind") == "one_at_a_time" else "base-config"
-    ranked = [r for r in _val_rank(study) if r[1] != baseline]
+    ranked = [r for r in _val_rank(study, spec) if r[1] != baseline]
     if not ranked:
         raise FerError(f"study {study.study_name!r} has no complete trial of a config other than its baseline "
                        "to confirm")

@@ -72,6 +72,15 @@ class SearchSpace:
                 out[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log, step=int(p.step or 1))
         return out
 
+    def complete(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A sampled trial's whole assignment from its Optuna params as stored: fixed values are no
+        Optuna params, so the ones active for ``params`` are added back (as ``sample`` added them)."""
+        out = dict(params)
+        for p in self.params:
+            if p.type == "fixed" and p.name not in out and p.active(out):
+                out[p.name] = p.value
+        return out
+
     def corner_configs(self) -> list[dict[str, Any]]:
         """Every categorical choice with numeric params at their bounds: validation without training."""
         outs = []

@@ -46,6 +46,16 @@ def test_every_search_space_samples_valid_configs(path):
         study.tell(trial, 0.0)
         for p in space.params:  # conditionals: a parameter is present exactly when its condition holds
             assert (p.name in params) == p.active(params)
+        assert space.complete(study.trials[-1].params) == params  # a stored trial's Optuna params give it back
+
+
+def test_complete_adds_the_fixed_values_active_for_the_stored_params():
+    space = parse_space({"loss": {"type": "categorical", "choices": ["ce", "focal"]},
+                         "allow_double_weighting": {"type": "fixed", "value": True},
+                         "focal_gamma": {"type": "fixed", "value": 3.0, "when": {"loss": ["focal"]}}}, "s.yaml")
+    assert space.complete({"loss": "focal"}) == {"loss": "focal", "allow_double_weighting": True, "focal_gamma": 3.0}
+    assert space.complete({"loss": "ce"}) == {"loss": "ce", "allow_double_weighting": True}
+    assert space.complete({"loss": "ce", "allow_double_weighting": False}) == {"loss": "ce", "allow_double_weighting": False}
 
 
 def test_ablation_design_is_one_at_a_time_from_plain_ce():
