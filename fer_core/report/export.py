@@ -19,18 +19,14 @@ from fer_core.errors import FerError
 from fer_core.report.cams import cam_frame, cam_markdown
 from fer_core.report.plots import caption, make_plots
 from fer_core.report.table import (
-    au_frame,
     build_table,
-    calibration_frame,
     design_line,
-    group_frame,
     header_lines,
     load_study_data,
     markdown,
-    per_class_frame,
+    report_frames,
     search_extras,
     status_line,
-    summary_frame,
 )
 from fer_core.study.artifacts import STORE_ATTR, open_store, study_artifact_dir
 from fer_core.study.storage import load_stored_study, planned_trials, storage_url
@@ -129,7 +125,8 @@ def report(
     # made only once the study loads: a refused report leaves no empty reports/NAME behind (--out was
     # probed while the arguments were parsed)
     out_dir = _writable_dir(Path(out or Path("reports") / name))
-    md = markdown(data, table)
+    frames = report_frames(data, table)  # every format below lays out these same tables
+    md = markdown(data, table, frames)
     files: list[Path] = []
     extras = search_extras(study, data) if data.design == "search" else None
     if extras:
@@ -172,25 +169,23 @@ def report(
         # comments: the file is \\input into a paper, and the header is for whoever opens it
         tex = "".join(f"% {line}\n" for line in [f"{name}: ablation report", *header_lines(data), status_line(data),
                                                   design_line(data, table)])
-        tex += _latex(summary_frame(data, table), f"{name}: test {data.metric} with 95\\% CIs over seeds and test "
+        tex += _latex(frames.summary, f"{name}: test {data.metric} with 95\\% CIs over seeds and test "
                      "images; validation (selection split) secondary")
-        tex += "\n" + _latex(group_frame(data, table), f"{name}: class groups, test F1 and $\\Delta$")
-        tex += "\n" + _latex(per_class_frame(data, table), f"{name}: per-class test F1 [95\\% CI]; column: class "
+        tex += "\n" + _latex(frames.groups, f"{name}: class groups, test F1 and $\\Delta$")
+        tex += "\n" + _latex(frames.per_class, f"{name}: per-class test F1 [95\\% CI]; column: class "
                               "(training/test images)")
         (out_dir / "report.tex").write_text(tex)
         files.append(out_dir / "report.tex")
     if "html" in formats:
-        tables = [("Ablation table (held-out: test split)", summary_frame(data, table)),
-                  ("Class groups (test F1 and Δ vs baseline, 95 % CI)", group_frame(data, table)),
-                  ("Per-class test F1 (95 % CI)", per_class_frame(data, table))]
-        if "delta" in table.columns:
-            tables.append(("Per-class Δ test F1 vs baseline (95 % CI)", per_class_frame(data, table, delta=True)))
-        aus = au_frame(data)
-        if aus is not None:
-            tables.append(("Action Units (test F1 at validation thresholds, ROC AUC; mean ± SD over seeds)", aus))
-        cal = calibration_frame(data, table)
-        if cal is not None and len(cal):
-            tables.append(("Calibration (test split)", cal))
+        tables = [("Ablation table (held-out: test split)", frames.summary),
+                  ("Class groups (test F1 and Δ vs baseline, 95 % CI)", frames.groups),
+                  ("Per-class test F1 (95 % CI)", frames.per_class)]
+        if frames.per_class_delta is not None:
+            tables.append(("Per-class Δ test F1 vs baseline (95 % CI)", frames.per_class_delta))
+        if frames.aus is not None:
+            tables.append(("Action Units (test F1 at validation thresholds, ROC AUC; mean ± SD over seeds)", frames.aus))
+        if frames.calibration is not None:
+            tables.append(("Calibration (test split)", frames.calibration))
         if cams is not None:
             tables.append((CAM_TABLE, cams))
         if extras:

@@ -680,42 +680,60 @@ def header_lines(data: StudyData) -> list[str]:
     return lines
 
 
-def markdown(data: StudyData, table: pd.DataFrame) -> str:
+@dataclass(frozen=True)
+class Frames:
+    """The report's tables, built once per report: Markdown, LaTeX and HTML lay out the same frames."""
+
+    summary: pd.DataFrame
+    groups: pd.DataFrame
+    per_class: pd.DataFrame
+    per_class_delta: pd.DataFrame | None  # None without a baseline to take Δs against
+    aus: pd.DataFrame | None  # None unless a variant trained the AU head
+    calibration: pd.DataFrame | None  # None without stored logits (no artifact store) or none calibrated
+
+
+def report_frames(data: StudyData, table: pd.DataFrame) -> Frames:
+    cal = calibration_frame(data, table)
+    return Frames(summary_frame(data, table), group_frame(data, table), per_class_frame(data, table),
+                  per_class_frame(data, table, delta=True) if "delta" in table.columns else None,
+                  au_frame(data), cal if cal is not None and len(cal) else None)
+
+
+def markdown(data: StudyData, table: pd.DataFrame, frames: Frames | None = None) -> str:
     """The whole report as Markdown: header, status, design, the table, groups, per class, calibration,
-    how to read it."""
+    how to read it; ``frames``: the tables when the caller built them for other formats too."""
+    f = frames or report_frames(data, table)
     lines = [f"## {data.name}: ablation table", ""]
     for h in header_lines(data):
         lines += [h + ("" if h.endswith((".", "?", "!")) else "."), ""]
     lines += [status_line(data) + ".", "", design_line(data, table) + ".", ""]
-    lines += [summary_frame(data, table).to_markdown(index=False), ""]
+    lines += [f.summary.to_markdown(index=False), ""]
     st = data.settings
     if any(data.groups.values()):
         lines += [f"Class groups by training images (many-shot > {st.many_above}, medium, few-shot < {st.few_below}), "
                   "test macro-F1 over the group and its Δ vs the baseline [95 % CI]:", "",
-                  group_frame(data, table).to_markdown(index=False), ""]
+                  f.groups.to_markdown(index=False), ""]
     lines += [f"Per-class test F1 [95 % CI] (column: class (training/test images); n.e. = fewer than "
               f"{st.min_support} test images, not estimable):", "",
-              per_class_frame(data, table).to_markdown(index=False), ""]
-    if "delta" in table.columns:
+              f.per_class.to_markdown(index=False), ""]
+    if f.per_class_delta is not None:
         lines += ["Per-class Δ test F1 vs the baseline [95 % CI]:", "",
-                  per_class_frame(data, table, delta=True).to_markdown(index=False), ""]
+                  f.per_class_delta.to_markdown(index=False), ""]
     effects = data.effects
     if effects is not None and len(effects):
         lines += [f"Factorial effects on test {data.metric}: mean of the runs at a contrast's + level minus "
                   "its - level (an interaction: the product of its factors' codes), paired by seed, both "
                   "variance parts, Holm across the effects (fer_core/report/effects.py):", "",
                   effects_markdown(effects, data.metric), ""]
-    aus = au_frame(data)
-    if aus is not None:
+    if f.aus is not None:
         lines += ["Action Units on the test split (AU head): F1 at each AU's threshold chosen on validation and ROC "
                   "AUC, mean ± SD over seeds, descriptive (n.e.: no positive test image):", "",
-                  aus.to_markdown(index=False, disable_numparse=True), ""]  # "0.50" stays "0.50"
-    cal = calibration_frame(data, table)
-    if cal is not None and len(cal):
+                  f.aus.to_markdown(index=False, disable_numparse=True), ""]  # "0.50" stays "0.50"
+    if f.calibration is not None:
         where = "the out-of-fold pool (folds weighted by their images)" if data.trials["fold"].notna().any() \
             else "the test split"
         lines += [f"Calibration on {where} (from the stored float32 logits; mean over seeds):", "",
-                  cal.to_markdown(index=False), ""]
+                  f.calibration.to_markdown(index=False), ""]
     lines += [
         f"Every effect is estimated on the test split at each trial's selected epoch; validation {data.metric} "
         "selected the epochs (and the ★, the variant validation would pick) and is shown as a secondary column, "
