@@ -242,10 +242,7 @@ def estimate_seconds(spec, data: list[dict]) -> tuple[float | None, str]:
     per trial, epochs x (training images + a third of the evaluated ones) / the backbone's measured
     CPU images/s scaled to the image size, plus fixed overheads; trials share the CPU, so concurrency
     does not divide it. None when the backbone has no measured throughput."""
-    from fer_core.config import resolve_config
-    from fer_core.study.spec import planned_configs
-
-    cfgs = [resolve_config(c, check_names=False) for c in planned_configs(spec)]
+    cfgs = [p.resolved for p in spec.planned]
     n = spec.n_planned() or len(cfgs)
     c = cfgs[0]
     rate = CPU_IMAGES_PER_S.get(c.backbone)

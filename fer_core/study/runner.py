@@ -396,13 +396,11 @@ def launch(name: str, opts: LaunchOptions | None = None) -> dict[str, Any]:
 
 
 def max_epochs(spec: StudySpec) -> int:
-    """The most epochs one planned trial reports (stage 1 plus stage 2; a search: its base config's),
-    so a Ray scheduler's ``max_t`` lies past every trial's last epoch."""
-    from fer_core.config import resolve_config
+    """The most epochs one planned trial reports (stage 1 plus stage 2; a search: its space's corner
+    configs'), so a Ray scheduler's ``max_t`` lies past every trial's last epoch."""
     from fer_core.stages import total_epochs
 
-    configs = [spec.trial_config(c.params) for c in spec.cells()] if spec.design != "search" else [spec.base]
-    return max(total_epochs(resolve_config(c, check_names=False)) for c in configs)
+    return max(total_epochs(p.resolved) for p in spec.planned)
 
 
 def _run_tuner(tuner: Any, bridge: OptunaBridge) -> None:

@@ -24,10 +24,11 @@ import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from fer_core.config import resolve_config
+from fer_core.config import TrainConfig, check_registry_names, resolve_config
 from fer_core.config_rules import SPATIAL_HEADS
 from fer_core.errors import ConfigError
 from fer_core.study.space import SearchSpace, parse_space
@@ -49,6 +50,14 @@ class Cell:
     def attrs(self) -> dict[str, Any]:
         """What a trial of this cell carries as user attrs to be found again (resume, report, folds)."""
         return {"cell_id": self.cell_id, "variant": self.variant, "seed": self.seed, **self.meta}
+
+
+class Planned(NamedTuple):
+    """One planned trial's config: as the trial gets it, and validated (``TrainConfig``)."""
+
+    variant: str | None  # None: a search space's corner config
+    config: dict[str, Any]
+    resolved: TrainConfig
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,29 @@ class StudySpec:
 
     def trial_config(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return {**self.base, **params}
+
+    @cached_property
+    def planned(self) -> tuple[Planned, ...]:
+        """Every planned trial config, validated once per spec (validate, launch and their checks all
+        read it; a changed copy, ``dataclasses.replace``, validates its own): a grid's or
+        one-at-a-time's cells, a search space's corner configs. Registry names are checked by
+        ``validate_components``, which every ``load_study`` runs."""
+        if self.space is not None:
+            named = [(None, self.trial_config({**c, "seed": self.seeds[0]})) for c in self.space.corner_configs()]
+        else:
+            named = [(c.variant, self.trial_config(c.params)) for c in self.cells()]
+        out = []
+        for variant, cfg in named:
+            try:
+                out.append(Planned(variant, cfg, resolve_config(cfg, check_names=False)))
+            except ConfigError as err:
+                raise ConfigError(f"{self.source}: {err}") from None
+        return tuple(out)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the searcher holds the spec and Tune pickles its state: the validated configs are rebuilt on
+        # demand, not carried along
+        return {k: v for k, v in self.__dict__.items() if k != "planned"}
 
     def n_planned(self) -> int | None:
         return len(self.cells()) if self.design != "search" else self.trials
@@ -323,19 +355,12 @@ def validate_components(spec: StudySpec) -> None:
     if spec.pruner["name"] != "none" and spec.scheduler["name"] != "none":
         raise ConfigError(f"{spec.source}: pick one of pruner ({spec.pruner['name']}) and scheduler "
                           f"({spec.scheduler['name']}): both would stop trials")
-    for cfg in planned_configs(spec):
+    for p in spec.planned:
         try:
             # the starting weights are checked at launch (check_weights_here), on the machine that trains
-            resolve_config(cfg, check_weights=False)
+            check_registry_names(p.resolved)
         except ConfigError as err:
             raise ConfigError(f"{spec.source}: {err}") from None
-
-
-def planned_configs(spec: StudySpec) -> list[dict[str, Any]]:
-    """Every planned trial config (a search: its space's corner configs)."""
-    if spec.space is not None:
-        return [spec.trial_config({**c, "seed": spec.seeds[0]}) for c in spec.space.corner_configs()]
-    return [spec.trial_config(c.params) for c in spec.cells()]
 
 
 def check_heads(spec: StudySpec) -> None:
@@ -344,8 +369,7 @@ def check_heads(spec: StudySpec) -> None:
     launch, not at its first trial. Builds each such backbone once on the meta device (shapes only);
     a study without a spatial head imports nothing."""
     pairs = set()
-    for cfg in planned_configs(spec):
-        c = resolve_config(cfg, check_names=False)
+    for _, _, c in spec.planned:
         if c.head in SPATIAL_HEADS:
             pairs.add((c.backbone, c.head))
     if not pairs:
@@ -366,8 +390,7 @@ def check_weights_here(spec: StudySpec) -> None:
     from fer_core.config import check_weight_files
 
     seen = set()
-    for cfg in planned_configs(spec):
-        c = resolve_config(cfg, check_names=False)
+    for _, _, c in spec.planned:
         key = (c.backbone, c.pretrained, c.pretrained_path if c.pretrained == "file" else None)
         if key in seen or c.pretrained is False:  # from scratch: nothing to find (and no torch import)
             continue
@@ -395,13 +418,10 @@ def check_data(spec: StudySpec) -> list[dict[str, Any]]:
     from fer_core.data.inspect import peek
     from fer_core.errors import DataError
 
-    named = ([(None, cfg) for cfg in planned_configs(spec)] if spec.space is not None
-             else [(cell.variant, spec.trial_config(cell.params)) for cell in spec.cells()])
     sources: dict[tuple, dict[str, Any]] = {}
     # variant -> (au_weight, its source), every one at once (one line names them all)
     refused: dict[str, tuple[float, dict[str, Any]]] = {}
-    for variant, cfg in named:
-        c = resolve_config(cfg, check_names=False)
+    for variant, _, c in spec.planned:
         key = (c.dataset, c.data_path, c.data_seed, c.val_fraction, c.test_fraction)
         if key not in sources:
             try:

@@ -176,3 +176,24 @@ def test_bad_study_files_fail_with_one_line_naming_the_file(tmp_path, patch, nee
 def test_bad_search_spaces(space, needle):
     with pytest.raises(ConfigError, match=needle):
         parse_space(space, "space.yaml")
+
+
+def test_a_launch_validates_each_planned_config_once(monkeypatch):
+    """load_study and the launch's checks (data, heads, weights, the scheduler's max_t) share one
+    validation per planned config; a pickled copy (Tune saves the searcher's state) carries none."""
+    import pickle
+
+    import fer_core.study.spec as spec_mod
+    from fer_core.study.runner import max_epochs
+
+    calls = []
+    real = spec_mod.resolve_config
+    monkeypatch.setattr(spec_mod, "resolve_config", lambda cfg, **kw: calls.append(cfg) or real(cfg, **kw))
+    spec = load_study("imbalance-ablation", "smoke")
+    spec_mod.check_data(spec)
+    spec_mod.check_heads(spec)
+    spec_mod.check_weights_here(spec)
+    assert max_epochs(spec) == 2 + 1  # smoke: 2 epochs of stage 1, then crt's / lws's 1 of stage 2
+    assert len(calls) == len(spec.planned) == spec.n_planned()
+    copy = pickle.loads(pickle.dumps(spec))
+    assert "planned" not in copy.__dict__ and copy == spec and copy.planned == spec.planned
