@@ -3,7 +3,8 @@
 Three kinds of file cross from one process (or one person) to another as ``torch.save`` pickles:
 
 - model files (``fer-study train --save``, a study's kept checkpoints, ``fer-study export``):
-  ``model_payload`` -> weights, config, class names, provenance; ``load_model`` rebuilds the FerNet;
+  ``model_payload`` -> weights, config, class names, provenance, the precision it predicted in;
+  ``load_model`` rebuilds the FerNet, ``fer_core.train.predict_model`` predicts as the trial did;
 - teachers for distillation (model files, often someone else's);
 - training states (``train_fer``'s per-epoch checkpoint, Tune's ``trial.pt`` on a retry).
 
@@ -31,9 +32,10 @@ from fer_core.safeload import load_weights_only as load_weights_only
 
 # -- model files ---------------------------------------------------------------------------------
 def model_payload(result: dict[str, Any]) -> dict[str, Any]:
-    """What ``load_model`` rebuilds a FerNet from (a study's kept checkpoints, ``fer-study train --save``)."""
+    """What ``load_model`` rebuilds a FerNet from (a study's kept checkpoints, ``fer-study train --save``);
+    ``amp``: the precision the trial validated and tested in (``predict_model`` predicts in it)."""
     return {"model": result["model_state"], "config": result["config"], "class_names": result["class_names"],
-            "best_epoch": result["best_epoch"], "val_macro_f1": result["val"]["macro_f1"]}
+            "best_epoch": result["best_epoch"], "val_macro_f1": result["val"]["macro_f1"], "amp": result["amp"]}
 
 
 def load_model(path: str | os.PathLike):

@@ -416,7 +416,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     study = load_stored_study(args.study, url)
     dest = export_trial(study, args.trial, study_artifact_dir(study, url, args.artifacts), args.out)
     console.print(f"trial {args.trial} of study {args.study} exported to {dest} (model, config, class names; "
-                  "load with fer_core.checkpoint.load_model)", highlight=False)
+                  "load with fer_core.checkpoint.load_model, predict with fer_core.train.predict_model)", highlight=False)
     return 0
 
 

@@ -183,6 +183,19 @@ def predict(model, images: torch.Tensor, idx: torch.Tensor, cfg: TrainConfig, am
             "au_probs": torch.cat(au_probs).numpy()}
 
 
+def predict_model(model, payload: dict[str, Any], images: torch.Tensor) -> dict[str, np.ndarray]:
+    """{"probs", "logits", "au_probs"} of a ``fer_core.checkpoint.load_model`` model for uint8 images (N, 3, H, W) on the
+    model's device, computed as the trial computed its stored ones (``predict``): in the precision
+    it trained and tested in (bf16 autocast where ``amp: auto`` chose it; files from before the key: fp32),
+    in its memory format and evaluation batches. A plain fp32 forward differs from them by bf16's rounding."""
+    cfg = resolve_config(payload["config"], check_names=False)
+    cl = cfg.channels_last != "off"
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    idx = torch.arange(len(images), device=images.device)
+    return predict(model, images, idx, cfg, payload.get("amp", "off") == "bf16", cl)
+
+
 def evaluate(pred: dict, ds: FerDataset, idx: torch.Tensor, groups: dict, with_aus: bool) -> dict:
     y = ds.labels[idx].numpy()
     probs = pred["probs"]

@@ -13,10 +13,16 @@ import pytest
 import torch
 
 import fer_core
-from fer_core.checkpoint import load_model, load_training_state, model_payload, restore_rng, rng_state
+from fer_core.checkpoint import (
+    load_model,
+    load_training_state,
+    model_payload,
+    restore_rng,
+    rng_state,
+)
 from fer_core.data.dataset import VAL
 from fer_core.errors import ModelFileError
-from fer_core.train import train_fer
+from fer_core.train import predict_model, train_fer
 
 TINY = {"backbone": "test_resnet", "img_size": 48, "batch_size": 32, "epochs": 1, "warmup_epochs": 0}
 
@@ -53,6 +59,22 @@ def test_a_saved_model_loads_weights_only_and_predicts_as_trained(small, tmp_pat
         got = model(small.images[idx].float() / 255)["logits"].softmax(1).numpy()
     np.testing.assert_allclose(got, result["predictions"]["val"]["probs"], atol=1e-5)
     assert payload["best_epoch"] == result["best_epoch"] and payload["params"] == {"lr": 1e-3}
+
+
+def test_a_bf16_trials_model_file_predicts_its_stored_probabilities(small, tmp_path):
+    """A trial that tested in bf16 (amp: auto's choice on a CPU or GPU with native bf16) stored bf16
+    probabilities: predict_model gives them back; a plain fp32 forward of the same weights does not."""
+    result = train_fer({**TINY, "amp": "bf16"}, dataset=small)
+    torch.save(model_payload(result), tmp_path / "model.pt")
+    model, payload = load_model(tmp_path / "model.pt")
+    assert payload["amp"] == "bf16"
+    idx = small.indices(VAL)
+    got = predict_model(model, payload, small.images[idx])
+    np.testing.assert_allclose(got["probs"], result["predictions"]["val"]["probs"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got["logits"], result["predictions"]["val"]["logits"], rtol=0, atol=1e-5)
+    with torch.no_grad():
+        fp32 = model(small.images[idx].float() / 255)["logits"].softmax(1).numpy()
+    assert np.abs(fp32 - result["predictions"]["val"]["probs"]).max() > 1e-4  # what the precision changes
 
 
 def test_a_file_that_is_not_a_model_is_one_line_naming_it(tmp_path):
