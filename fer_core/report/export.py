@@ -19,6 +19,7 @@ from fer_core.errors import FerError
 from fer_core.report.cams import cam_frame, cam_markdown
 from fer_core.report.plots import caption, make_plots
 from fer_core.report.table import (
+    POSTHOC_TITLE,
     build_table,
     design_line,
     header_lines,
@@ -174,6 +175,9 @@ def report(
         tex += "\n" + _latex(frames.groups, f"{name}: class groups, test F1 and $\\Delta$")
         tex += "\n" + _latex(frames.per_class, f"{name}: per-class test F1 [95\\% CI]; column: class "
                               "(training/test images)")
+        if frames.posthoc is not None:
+            tex += "\n" + _latex(frames.posthoc, f"{name}: post-hoc corrections of every variant, test and gain "
+                                  "[95\\% CI]")
         (out_dir / "report.tex").write_text(tex)
         files.append(out_dir / "report.tex")
     if "html" in formats:
@@ -182,6 +186,8 @@ def report(
                   ("Per-class test F1 (95 % CI)", frames.per_class)]
         if frames.per_class_delta is not None:
             tables.append(("Per-class Δ test F1 vs baseline (95 % CI)", frames.per_class_delta))
+        if frames.posthoc is not None:
+            tables.append((POSTHOC_TITLE.format(m=data.metric), frames.posthoc))
         if frames.aus is not None:
             tables.append(("Action Units (test F1 at validation thresholds, ROC AUC; mean ± SD over seeds)", frames.aus))
         if frames.calibration is not None:

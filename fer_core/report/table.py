@@ -521,11 +521,47 @@ def _est(r: dict, col: str, signed: bool = False) -> str:
         f"{v:.3f} {_ci(r.get(col + '_ci_lo'), r.get(col + '_ci_hi'))}"
 
 
+def shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows the readable tables show: every row but the post-hoc rows of variants other than the
+    baseline. Each trained variant has one per correction (up to three times the rows); the baseline's
+    are the literature's cheap baselines and stay, the rest are summed up by ``posthoc_frame`` (all
+    rows stay in report.csv)."""
+    if "posthoc_of" not in table.columns:
+        return table
+    baselines = set(table.loc[table["baseline"] & (table["derived"] == ""), "variant"])
+    return table[(table["derived"] != "posthoc") | table["posthoc_of"].isin(baselines)]
+
+
+def posthoc_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame | None:
+    """Trained variant x post-hoc correction: test metric of the corrected model and its gain over the
+    variant itself (paired by seed and image, both variance parts; few-shot F1 too where the classes
+    have a few-shot group) [95 % CI]; None without post-hoc rows."""
+    if "posthoc_of" not in table.columns:
+        return None
+    ph = table[table["derived"] == "posthoc"]
+    if not len(ph):
+        return None
+    m, few = data.metric, bool(data.groups.get("few"))
+    methods = sorted({v.rsplit("+posthoc:", 1)[1] for v in ph["variant"]})
+    by = {(r["posthoc_of"], r["variant"].rsplit("+posthoc:", 1)[1]): r for r in ph.to_dict("records")}
+    out = []
+    for variant in dict.fromkeys(ph["posthoc_of"]):  # table order: baseline first
+        row = {"variant": variant}
+        for name in methods:
+            r = by.get((variant, name), {})
+            row[f"{name}: test {m}"] = _est(r, "test_score")
+            row[f"{name}: gain"] = _est(r, "posthoc_gain", signed=True)
+            if few:
+                row[f"{name}: few-shot gain"] = _est(r, "posthoc_few_gain", signed=True)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
 def summary_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame:
     """The readable table (Markdown, LaTeX, HTML, the dashboard note): held-out first."""
     out = []
     m = data.metric
-    for r in table.to_dict("records"):
+    for r in shown(table).to_dict("records"):
         derived = r.get("derived")
         row = {
             "variant": ("★ " if r["best"] else "") + r["variant"],
@@ -562,7 +598,7 @@ def _class_label(data: StudyData, c: int) -> str:
 
 def per_class_frame(data: StudyData, table: pd.DataFrame, delta: bool = False) -> pd.DataFrame:
     """Variant x class test F1 (or Δ vs the baseline) with 95 % CIs; n.e. = not estimable."""
-    rows = table[~table["baseline"] & (table["derived"] == "")] if delta else table
+    rows = table[~table["baseline"] & (table["derived"] == "")] if delta else shown(table)
     cols = {}
     for c, name in enumerate(data.class_names):
         col = ("delta_" if delta else "") + class_column(c, name)
@@ -582,7 +618,8 @@ def per_class_frame(data: StudyData, table: pd.DataFrame, delta: bool = False) -
 
 
 def group_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame:
-    rows = table[table["derived"].isin(["", "posthoc"])]  # post-hoc rows: their group F1 (Δ: in the verdict)
+    rows = shown(table)
+    rows = rows[rows["derived"].isin(["", "posthoc"])]  # post-hoc rows: their group F1 (Δ: in the verdict)
     out = {"variant": list(rows["variant"])}
     for g in GROUPS:
         if not data.groups.get(g):
@@ -680,6 +717,11 @@ def header_lines(data: StudyData) -> list[str]:
     return lines
 
 
+POSTHOC_TITLE = ("Post-hoc corrections of every trained variant (fer_core/posthoc.py, tau chosen on validation; the "
+                 "table above shows the baseline's): test {m} of the corrected model and its gain over the variant "
+                 "itself, paired by seed and image [95 % CI], outside the Holm family")
+
+
 @dataclass(frozen=True)
 class Frames:
     """The report's tables, built once per report: Markdown, LaTeX and HTML lay out the same frames."""
@@ -688,6 +730,7 @@ class Frames:
     groups: pd.DataFrame
     per_class: pd.DataFrame
     per_class_delta: pd.DataFrame | None  # None without a baseline to take Δs against
+    posthoc: pd.DataFrame | None  # None without post-hoc rows (every variant's corrections, summed up)
     aus: pd.DataFrame | None  # None unless a variant trained the AU head
     calibration: pd.DataFrame | None  # None without stored logits (no artifact store) or none calibrated
 
@@ -696,7 +739,7 @@ def report_frames(data: StudyData, table: pd.DataFrame) -> Frames:
     cal = calibration_frame(data, table)
     return Frames(summary_frame(data, table), group_frame(data, table), per_class_frame(data, table),
                   per_class_frame(data, table, delta=True) if "delta" in table.columns else None,
-                  au_frame(data), cal if cal is not None and len(cal) else None)
+                  posthoc_frame(data, table), au_frame(data), cal if cal is not None and len(cal) else None)
 
 
 def markdown(data: StudyData, table: pd.DataFrame, frames: Frames | None = None) -> str:
@@ -719,6 +762,8 @@ def markdown(data: StudyData, table: pd.DataFrame, frames: Frames | None = None)
     if f.per_class_delta is not None:
         lines += ["Per-class Δ test F1 vs the baseline [95 % CI]:", "",
                   f.per_class_delta.to_markdown(index=False), ""]
+    if f.posthoc is not None:
+        lines += [POSTHOC_TITLE.format(m=data.metric) + ":", "", f.posthoc.to_markdown(index=False), ""]
     effects = data.effects
     if effects is not None and len(effects):
         lines += [f"Factorial effects on test {data.metric}: mean of the runs at a contrast's + level minus "

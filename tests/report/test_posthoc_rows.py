@@ -7,7 +7,7 @@ import optuna
 import pytest
 from sklearn.metrics import f1_score
 
-from fer_core.report.table import build_table, group_frame, load_study_data, markdown
+from fer_core.report.table import build_table, group_frame, load_study_data, markdown, report_frames
 from fer_core.study.outputs import pack_classes
 
 LABELS = np.array([0] * 30 + [1] * 10 + [2] * 6)
@@ -69,6 +69,25 @@ def test_a_posthoc_row_is_paired_with_its_own_variant_and_kept_out_of_the_holm_f
     groups = group_frame(data, build_table(data)).set_index("variant")
     assert groups.loc["plain-ce +posthoc:logit_adjust", "few-shot (1) Δ"] == ""  # its gain is in the verdict
     assert "plain-ce +posthoc:logit_adjust" in markdown(data, build_table(data))
+
+
+def test_the_readable_tables_keep_the_baselines_posthoc_rows_and_sum_up_the_rest(tmp_path):
+    """report.csv keeps every post-hoc row; the readable tables show the baseline's (the literature's
+    cheap baselines) and one compact table of every variant's corrections, so they do not double."""
+    data = load_study_data(_study(tmp_path))
+    table = build_table(data)
+    frames = report_frames(data, table)
+    shown = list(frames.summary["variant"].str.removeprefix("★ "))
+    assert shown == ["plain-ce", "plain-ce +posthoc:logit_adjust", "bsm"]
+    assert list(frames.per_class["variant"]) == shown and list(frames.groups["variant"]) == shown
+    compact = frames.posthoc.set_index("variant")
+    assert list(compact.index) == ["plain-ce", "bsm"]
+    row = table.set_index("variant").loc["bsm +posthoc:logit_adjust"]
+    assert compact.loc["bsm", "logit_adjust: gain"] == (
+        f"{row['posthoc_gain']:+.3f} [{row['posthoc_gain_ci_lo']:.3f}, {row['posthoc_gain_ci_hi']:.3f}]")
+    assert compact.loc["bsm", "logit_adjust: test macro_f1"].startswith(f"{row['test_score']:.3f} [")
+    md = markdown(data, table, frames)
+    assert "| bsm +posthoc:logit_adjust" not in md and "Post-hoc corrections of every trained variant" in md
 
 
 def test_a_variant_whose_output_is_a_correction_gets_no_rows_correcting_its_raw_model(tmp_path):
