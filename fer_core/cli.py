@@ -46,10 +46,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from fer_core.config import build_config
+
+    cfg = build_config(args.config, args.set or [])  # a bad config is refused before torch and timm load (~3 s)
     from fer_core.data.sources import dataset_for
     from fer_core.train import train_fer
 
-    cfg = build_config(args.config, args.set or [])
     console.print(f"[bold]config[/]: loss={cfg.loss} sampler={cfg.sampler} backbone={cfg.backbone} "
                   f"img_size={cfg.img_size} epochs={cfg.epochs} seed={cfg.seed} dataset={cfg.dataset}")
     with console.status("loading data (decoded once, then cached)..."):
