@@ -13,13 +13,7 @@ import pytest
 import torch
 
 import fer_core
-from fer_core.checkpoint import (
-    load_model,
-    load_training_state,
-    model_payload,
-    restore_rng,
-    rng_state,
-)
+from fer_core.checkpoint import load_model, load_training_state, model_payload, restore_rng, rng_state
 from fer_core.data.dataset import VAL
 from fer_core.errors import ModelFileError
 from fer_core.train import predict_model, train_fer
