@@ -1,5 +1,6 @@
 """scripts/test and scripts/provision.py: the test command finds the browser the dashboard test needs, or
-stops before pytest with one line saying what to install."""
+stops before pytest with one line saying what to install. scripts/device_bundle.py: what the GPU machine
+lacks, slimmed to fit one device call."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -91,3 +94,33 @@ def test_the_test_command_provisions_before_pytest_and_stops_when_that_fails(tmp
     ok = subprocess.run(["bash", str(repo / "scripts" / "test"), "-x"], env={**env, "PROVISION_RC": "0"},
                         capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and ok.stdout.strip() == "pytest ran with /x: -m pytest -q -x", ok.stdout + ok.stderr
+
+
+def test_the_device_bundle_drops_what_tune_never_loads_keeps_modes_and_strips_binaries(tmp_path):
+    """scripts/device_bundle.py on a stand-in Ray wheel: its jar, dashboard client and RLlib are gone,
+    its modules stay, and its binary keeps its exec bit, loses its symbols and still runs."""
+    spec = importlib.util.spec_from_file_location("device_bundle", ROOT / "scripts" / "device_bundle.py")
+    bundle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundle)
+    exe = tmp_path / "hello"
+    (tmp_path / "hello.c").write_text("int main(void) { return 7; }\n")
+    subprocess.run(["gcc", "-g", "-o", str(exe), str(tmp_path / "hello.c")], check=True)  # with debug symbols
+    wheel = tmp_path / "ray-0.0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name in ("ray/__init__.py", "ray/jars/ray_dist.jar", "ray/dashboard/client/build/main.js",
+                     "ray/rllib/__init__.py", "ray/dashboard/agent.py", "ray-0.0.1.dist-info/METADATA"):
+            z.writestr(name, "x = 1\n")
+        info = zipfile.ZipInfo("ray/core/src/ray/gcs/gcs_server")
+        info.external_attr = (0o755 | 0o100000) << 16  # an executable regular file, as Ray's wheel has it
+        z.writestr(info, exe.read_bytes())
+    size = bundle.bundle([wheel], tmp_path / "out" / "site.tar.xz")
+    assert size == (tmp_path / "out" / "site.tar.xz").stat().st_size > 0
+    site = tmp_path / "site"
+    with tarfile.open(tmp_path / "out" / "site.tar.xz") as tar:
+        tar.extractall(site, filter="tar")
+    assert (site / "ray/__init__.py").is_file() and (site / "ray/dashboard/agent.py").is_file()
+    assert (site / "ray-0.0.1.dist-info/METADATA").is_file()
+    assert not any((site / p).exists() for p in bundle.PRUNE)
+    binary = site / "ray/core/src/ray/gcs/gcs_server"
+    assert os.access(binary, os.X_OK) and binary.stat().st_size < exe.stat().st_size  # stripped
+    assert subprocess.run([str(binary)]).returncode == 7  # and still runs
