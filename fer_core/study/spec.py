@@ -53,10 +53,9 @@ class Cell:
 
 
 class Planned(NamedTuple):
-    """One planned trial's config: as the trial gets it, and validated (``TrainConfig``)."""
+    """One planned trial's config, validated (``TrainConfig``)."""
 
     variant: str | None  # None: a search space's corner config
-    config: dict[str, Any]
     resolved: TrainConfig
 
 
@@ -174,7 +173,7 @@ class StudySpec:
         out = []
         for variant, cfg in named:
             try:
-                out.append(Planned(variant, cfg, resolve_config(cfg, check_names=False)))
+                out.append(Planned(variant, resolve_config(cfg, check_names=False)))
             except ConfigError as err:
                 raise ConfigError(f"{self.source}: {err}") from None
         return tuple(out)
@@ -369,7 +368,7 @@ def check_heads(spec: StudySpec) -> None:
     launch, not at its first trial. Builds each such backbone once on the meta device (shapes only);
     a study without a spatial head imports nothing."""
     pairs = set()
-    for _, _, c in spec.planned:
+    for _, c in spec.planned:
         if c.head in SPATIAL_HEADS:
             pairs.add((c.backbone, c.head))
     if not pairs:
@@ -390,7 +389,7 @@ def check_weights_here(spec: StudySpec) -> None:
     from fer_core.config import check_weight_files
 
     seen = set()
-    for _, _, c in spec.planned:
+    for _, c in spec.planned:
         key = (c.backbone, c.pretrained, c.pretrained_path if c.pretrained == "file" else None)
         if key in seen or c.pretrained is False:  # from scratch: nothing to find (and no torch import)
             continue
@@ -421,7 +420,7 @@ def check_data(spec: StudySpec) -> list[dict[str, Any]]:
     sources: dict[tuple, dict[str, Any]] = {}
     # variant -> (au_weight, its source), every one at once (one line names them all)
     refused: dict[str, tuple[float, dict[str, Any]]] = {}
-    for variant, _, c in spec.planned:
+    for variant, c in spec.planned:
         key = (c.dataset, c.data_path, c.data_seed, c.val_fraction, c.test_fraction)
         if key not in sources:
             try:
