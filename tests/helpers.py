@@ -81,3 +81,17 @@ def patch_validation_scores(monkeypatch, scores) -> None:
         return m
 
     monkeypatch.setattr(train_mod, "evaluate", fake_eval)
+
+
+def polled_trials(url: str, study_name: str = "smoke") -> list:
+    """A running launch's trials as a test polls them: [] until the driver has created the study. The
+    storage opens through ``open_storage``, which waits out the driver creating Optuna's tables on a
+    fresh database (a poll's first open races it: a duplicate alembic_version row for the loser)."""
+    import optuna
+
+    from fer_core.study.storage import open_storage
+
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(url)).get_trials(deepcopy=False)
+    except KeyError:
+        return []

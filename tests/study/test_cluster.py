@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
-from helpers import fer_cli_cmd, free_port
+from helpers import fer_cli_cmd, free_port, polled_trials
 from optuna.trial import TrialState
 
 # Ray turns on token authentication for clusters on a machine that has a token file
@@ -114,10 +114,7 @@ def test_the_smoke_study_runs_on_both_nodes_with_postgres_and_a_lost_node_s_tria
         while time.time() < deadline:  # both nodes hold a trial that has checkpointed epoch 0
             time.sleep(1)
             assert driver.poll() is None, driver.stderr.read()[-3000:]
-            try:
-                trials = optuna.load_study(study_name="smoke-long", storage=pg_url).get_trials(deepcopy=False)
-            except KeyError:
-                continue
+            trials = polled_trials(pg_url, "smoke-long")
             # two trials at once (one per 1-CPU node), each past its epoch-0 checkpoint and with at
             # least two of its eight epochs still to run: the kill lands mid-trial with a checkpoint
             running = [t for t in trials if t.state == TrialState.RUNNING and 0 in t.intermediate_values]

@@ -13,7 +13,7 @@ import time
 
 import optuna
 import pytest
-from helpers import fer_cli, fer_cli_cmd
+from helpers import fer_cli, fer_cli_cmd, polled_trials
 from optuna.trial import TrialState
 
 from fer_core.cli import main
@@ -90,11 +90,7 @@ def test_driver_killed_mid_study_relaunch_finishes_without_duplicates(study_env,
         deadline = time.time() + 300
         while time.time() < deadline:  # wait until one trial finished and the next one runs
             time.sleep(2)
-            try:
-                trials = optuna.load_study(study_name="smoke", storage=url).get_trials(deepcopy=False)
-            except KeyError:
-                continue
-            states = [t.state for t in trials]
+            states = [t.state for t in polled_trials(url)]
             if TrialState.COMPLETE in states and TrialState.RUNNING in states:
                 break
         else:
@@ -155,10 +151,7 @@ def test_a_signal_stops_the_launch_keeps_finished_trials_and_a_relaunch_runs_the
         deadline = time.time() + 300
         while time.time() < deadline:  # wait until one trial finished and the next one runs
             time.sleep(1)
-            try:
-                states = [t.state for t in optuna.load_study(study_name="smoke", storage=url).get_trials()]
-            except KeyError:
-                continue
+            states = [t.state for t in polled_trials(url)]
             if TrialState.COMPLETE in states and TrialState.RUNNING in states:
                 break
         else:

@@ -9,7 +9,7 @@ import time
 
 import optuna
 import pytest
-from helpers import fer_cli_cmd
+from helpers import fer_cli_cmd, polled_trials
 from optuna.trial import TrialState
 
 from fer_core.study.bridge import OptunaBridge
@@ -27,17 +27,10 @@ def _launch(url: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
                             env={**os.environ, **(env or {})})
 
 
-def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
-    try:
-        return optuna.load_study(study_name="smoke", storage=url).get_trials()
-    except KeyError:
-        return []
-
-
 def _wait_for(url: str, cond, proc: subprocess.Popen, what: str, timeout: float = 400) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if cond(_trials(url)):
+        if cond(polled_trials(url)):
             return
         if proc.poll() is not None:
             raise AssertionError(f"the driver exited (rc {proc.returncode}) before {what}: {proc.stderr.read()[-3000:]}")
@@ -63,7 +56,7 @@ def test_postgres_restarted_mid_study_nothing_lost_nothing_twice(private_pg, stu
     assert "Traceback" not in err, err[-3000:]
     last = [ln for ln in err.splitlines() if ln.strip()][-1]
     assert last.startswith("error: lost the database for more than 3 s") and "relaunch" in last, err[-3000:]
-    kept = {t.number: t.user_attrs["cell_id"] for t in _trials(url) if t.state == TrialState.COMPLETE}
+    kept = {t.number: t.user_attrs["cell_id"] for t in polled_trials(url) if t.state == TrialState.COMPLETE}
     assert kept
 
     # 2. a restart shorter than the wait: the relaunched driver rides it out and finishes the study
@@ -77,7 +70,7 @@ def test_postgres_restarted_mid_study_nothing_lost_nothing_twice(private_pg, stu
     out, err = second.communicate(timeout=600)
     assert second.returncode == 0, err[-3000:]
     assert "reconciled" in out  # the trial the stopped driver left RUNNING was failed and re-queued
-    trials = _trials(url)
+    trials = polled_trials(url)
     assert _complete(trials) == SMOKE_CELLS  # every cell once: none lost, none twice
     for number, cell in kept.items():  # the trials finished before the outage are still there, unchanged
         assert trials[number].state == TrialState.COMPLETE and trials[number].user_attrs["cell_id"] == cell
@@ -89,7 +82,7 @@ def test_four_drivers_on_one_study_run_each_cell_once(pg_url, study_env):
     results = [d.communicate(timeout=600) for d in drivers]
     for d, (_, err) in zip(drivers, results):
         assert d.returncode == 0, err[-3000:]
-    trials = _trials(pg_url)
+    trials = polled_trials(pg_url)
     assert _complete(trials) == SMOKE_CELLS
     assert len(trials) == 3  # no cell claimed twice, not even one that was then abandoned
     ran = sum(int(out.rsplit("; ", 1)[-1].split()[0]) for out, _ in results)  # "...; N run now"
