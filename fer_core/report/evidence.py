@@ -17,7 +17,7 @@ counts in macro-F1, as every class does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,10 +101,11 @@ def _est_cols(prefix: str, e: stats.Estimate, delta: bool = False) -> dict[str, 
 
 def held_out_columns(variants: list[Variant], labels: np.ndarray | None, baseline: str | None, metric: str,
                      class_names: Sequence[str], groups: dict[str, list[int]], tail: Sequence[int],
-                     settings: ReportSettings) -> dict[str, dict[str, Any]]:
+                     settings: ReportSettings, family: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
     """variant -> held-out columns: the objective's mean and CI, Δ vs the baseline with CI, p, Holm p,
     MDE, P(improvement), per-group and per-class F1 and Δ with CIs. Rows without stored held-out
-    predictions get none of them."""
+    predictions get none of them. ``family``: the rows whose Δ tests form the Holm family (the rows
+    that passed the adequacy check, fer_core/report/adequacy.py); None: every row with a Δ."""
     k = len(class_names)
     if labels is None:
         return {v.name: {} for v in variants}
@@ -153,7 +154,7 @@ def held_out_columns(variants: list[Variant], labels: np.ndarray | None, baselin
         names = [n for n in family if family[n].n >= 2]
         for n, e in zip(names, stats.pool_df([family[n] for n in names])):
             family[n] = e
-    tested = [n for n in deltas if deltas[n].n >= 2]
+    tested = [n for n in deltas if deltas[n].n >= 2 and (family is None or n in family)]
     p_holm = dict(zip(tested, stats.holm([float(deltas[n].p_value) for n in tested])))
     alpha_fw = stats.ALPHA / max(1, len(tested))  # the first Holm step: what an MDE must clear
 

@@ -20,6 +20,7 @@ from fer_core.report.cams import cam_frame, cam_markdown
 from fer_core.report.plots import caption, make_plots
 from fer_core.report.table import (
     POSTHOC_TITLE,
+    adequacy_line,
     build_table,
     design_line,
     header_lines,
@@ -84,9 +85,9 @@ def _img(path: Path) -> str:
 
 
 def _html(title: str, header: list[str], status: str, md_tables: list[tuple[str, pd.DataFrame]],
-          figures: list[tuple[str, str, Path]], notes: str) -> str:
-    """A self-contained page: the header (question, data, profile, budget), the tables, then each figure
-    with its title and caption."""
+          figures: list[tuple[str, str, Path]], notes: str, opening: str = "") -> str:
+    """A self-contained page: the adequacy sentence (``opening``), the header (question, data, profile,
+    budget), the tables, then each figure with its title and caption."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em;max-width:110em}"
              "table{border-collapse:collapse;font-size:13px}"
@@ -94,7 +95,8 @@ def _html(title: str, header: list[str], status: str, md_tables: list[tuple[str,
              "th{background:#eee}dl.header{display:grid;grid-template-columns:max-content auto;gap:2px 1em}"
              "dl.header dt{font-weight:bold}dl.header dd{margin:0}figure{margin:1em 0}"
              "figcaption{font-size:13px;color:#333;max-width:60em}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>", "<dl class='header'>"]
+             f"<h1>{html.escape(title)}</h1>", *([f"<p><b>{html.escape(opening)}</b></p>"] if opening else []),
+             "<dl class='header'>"]
     for line in header:
         key, _, value = line.partition(": ")
         parts.append(f"<dt>{html.escape(key)}</dt><dd>{html.escape(value)}</dd>")
@@ -168,8 +170,8 @@ def report(
             files.append(out_dir / "cams.csv")
     if "tex" in formats:
         # comments: the file is \\input into a paper, and the header is for whoever opens it
-        tex = "".join(f"% {line}\n" for line in [f"{name}: ablation report", *header_lines(data), status_line(data),
-                                                  design_line(data, table)])
+        tex = "".join(f"% {line}\n" for line in [adequacy_line(data).replace("**", ""), f"{name}: ablation report",
+                                                  *header_lines(data), status_line(data), design_line(data, table)])
         tex += _latex(frames.summary, f"{name}: test {data.metric} with 95\\% CIs over seeds and test "
                      "images; validation (selection split) secondary")
         tex += "\n" + _latex(frames.groups, f"{name}: class groups, test F1 and $\\Delta$")
@@ -197,7 +199,7 @@ def report(
         if extras:
             tables.append(("Best trials", extras["best_trials"]))
         page = _html(f"{name}: ablation report", header_lines(data), f"{status_line(data)}. {design_line(data, table)}.",
-                     tables, _figures(data, plots), _reading_note(md))
+                     tables, _figures(data, plots), _reading_note(md), adequacy_line(data).replace("**", ""))
         (out_dir / "report.html").write_text(page)
         files.append(out_dir / "report.html")
     return {"files": [str(f) for f in files], "markdown": md, "status": status_line(data), "table": table,

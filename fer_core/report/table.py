@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from fer_core.errors import FerError, first_line
 from fer_core.metrics import classification_metrics
-from fer_core.report import evidence, stats
+from fer_core.report import adequacy, evidence, stats
 from fer_core.report.effects import effects_markdown, factorial_effects
 from fer_core.report.ensemble import stored_ensembles
 from fer_core.report.evidence import GROUP_LABELS, GROUPS, ReportSettings, class_column, shot_groups
@@ -64,6 +64,7 @@ class StudyData:
     warm_started: dict[str, int] = field(default_factory=dict)  # source study -> copies told (not in the table)
     effects: pd.DataFrame | None = None  # a two-level grid's factorial effects (set by build_table)
     cams: dict[int, dict] = field(default_factory=dict)  # trial -> class -> mean maps (cam_samples; report/cams.py)
+    adequacy: adequacy.Adequacy | None = None  # can the trainings answer at all (set by build_table)
 
     @property
     def missing(self) -> int | None:
@@ -283,8 +284,23 @@ def build_table(data: StudyData) -> pd.DataFrame:
     per_seed = {v: complete[complete["variant"] == v].set_index("unit") for v in order}
     maximize = data.direction == "maximize"
     labels, variants = held_out_inputs(data, order, per_seed)
+    # adequate before significant (fer_core/report/adequacy.py): rows whose models have not converged, or
+    # whose class groups no model predicts, get no verdict and leave the Holm family
+    k = len(data.class_names)
+    curves, longest = adequacy.check_convergence(df, order, maximize)
+    estimable = np.asarray(data.test_support or [0] * k) >= data.settings.min_support
+    adq = adequacy.assess(variants, baseline, curves, data.groups, estimable, k)
+    adq.epochs = longest
     held = evidence.held_out_columns(variants, labels, baseline, data.metric, data.class_names, data.groups,
-                                     data.tail, data.settings)
+                                     data.tail, data.settings, family={v for v in order if adq.adequate(v)})
+    if baseline is not None and labels is not None and held.get(baseline) and data.class_counts:
+        adequacy.judge_chance(adq, held[baseline], adequacy.chance_level(data.metric, data.class_counts, labels,
+                                                                         data.tail))
+    data.adequacy = adq
+    for v, cols in held.items():
+        _mask_never_predicted(cols, adq.never_predicted.get(v, []), adq.own_never.get(v, []), data)
+        if not adq.adequate(v) and "p_holm" in cols:
+            cols["p_holm"] = float("nan")  # outside the family (baseline at chance: every row)
     rows = []
     for v in order:
         g = per_seed[v]
@@ -309,6 +325,7 @@ def build_table(data: StudyData) -> pd.DataFrame:
             row["val_delta"] = float((g.loc[common, "value"].astype(float).to_numpy()
                                       - b.loc[common, "value"].astype(float).to_numpy()).mean()) if common else float("nan")
         row.update(held.get(v, {}))
+        row["adequate"], row["adequacy"] = adq.adequate(v), adq.text(v)
         if "fold" in g and g["fold"].notna().any() and not any(key in data.heldout for key in g["key"]):
             row["no_heldout"] = "no seed has all its folds complete: no held-out estimate, no verdict"
         cals = [[data.calibration.get(n) for n in nums] for nums in g["numbers"]]
@@ -333,9 +350,46 @@ def build_table(data: StudyData) -> pd.DataFrame:
     means = table["val_macro_f1_mean"].where(real)
     table["best"] = real & (means == (means.max() if maximize else means.min()))
     n_tests = int(table["p_holm"].notna().sum()) if "p_holm" in table else 0
-    table["verdict"] = [(f"{r['fold_pruned']}; " if r.get("fold_pruned") else "") + _verdict(r, maximize, n_tests)
+    # derived rows (TTA, post-hoc, ensembles) are as adequate as the trained variant they come from
+    source = table["variant"].str.split(" +", n=1, regex=False).str[0]
+    table["adequate"] = [adq.adequate(s) if d != "ensemble" else True for s, d in zip(source, table["derived"])]
+    table["adequacy"] = [adq.text(s) if d != "ensemble" else "" for s, d in zip(source, table["derived"])]
+    table["verdict"] = [(f"{r['fold_pruned']}; " if r.get("fold_pruned") else "") + _verdict(r, maximize, n_tests, data.metric)
                         for r in table.to_dict("records")]
     return table
+
+
+def _mask_never_predicted(cols: dict[str, Any], never: list[int], own: list[int], data: StudyData) -> None:
+    """A class that neither the variant nor the baseline predicts on any held-out image has no Δ, and a
+    variant's F1 of a class it never predicts is a plain 0 with no interval ("+0.000 [0.000, 0.000]" would
+    claim a certainty that no model earned): blank the intervals, the Δs of ``never`` classes, and the group
+    figures of a group whose estimable classes are all such classes; ``never_predicted`` and
+    ``own_never_predicted`` list the classes, ``{group}_never_predicted`` / ``{group}_own_never`` the groups."""
+    if not cols:
+        return
+    support = np.asarray(data.test_support or [0] * len(data.class_names))
+    nan = float("nan")
+    cols["never_predicted"] = ",".join(map(str, never))
+    cols["own_never_predicted"] = ",".join(map(str, own))
+    for c in own:
+        col = class_column(c, data.class_names[c])
+        if col in cols and cols[col] == cols[col]:
+            cols[col + "_ci_lo"] = cols[col + "_ci_hi"] = nan  # the F1 stays: 0 by definition
+    for c in never:
+        col = "delta_" + class_column(c, data.class_names[c])
+        for suffix in ("", "_ci_lo", "_ci_hi"):
+            if col + suffix in cols:
+                cols[col + suffix] = nan
+    for g in GROUPS:
+        members = [c for c in data.groups.get(g, []) if support[c] >= data.settings.min_support]
+        if members and all(c in own for c in members):
+            cols[f"{g}_own_never"] = True
+            cols[f"{g}_f1_ci_lo"] = cols[f"{g}_f1_ci_hi"] = nan
+        if members and all(c in never for c in members):
+            cols[f"{g}_never_predicted"] = True
+            for suffix in ("", "_ci_lo", "_ci_hi"):
+                if f"{g}_delta{suffix}" in cols:
+                    cols[f"{g}_delta{suffix}"] = nan
 
 
 def held_out_inputs(data: StudyData, order: list[str], per_seed: dict[str, pd.DataFrame]
@@ -466,7 +520,7 @@ def _ensemble_row(data: StudyData, e: dict) -> dict[str, Any]:
     return row
 
 
-def _verdict(r: dict, maximize: bool, n_tests: int) -> str:
+def _verdict(r: dict, maximize: bool, n_tests: int, metric: str) -> str:
     if r.get("baseline"):
         return "baseline"
     if r.get("derived") == "tta":
@@ -486,6 +540,8 @@ def _verdict(r: dict, maximize: bool, n_tests: int) -> str:
                 f"{r['ensemble_gain']:+.3f} val vs its best member; not a trial, never the best")
     if "val_delta" not in r:
         return ""
+    if r.get("adequacy"):
+        return "not answerable at this budget: " + adequacy.readable(r["adequacy"].split("; "), metric)
     return evidence.verdict(r, maximize, n_tests)
 
 
@@ -607,6 +663,8 @@ def per_class_frame(data: StudyData, table: pd.DataFrame, delta: bool = False) -
         for r in rows.to_dict("records"):
             if support is not None and support < data.settings.min_support:
                 cells.append("n.e.")
+            elif str(c) in str(r.get("never_predicted" if delta else "own_never_predicted", "")).split(","):
+                cells.append("n.p." if delta else "0 (n.p.)")
             elif f"{col}_ci_lo" in r and r[f"{col}_ci_lo"] == r[f"{col}_ci_lo"]:
                 v = r[col]
                 cells.append(f"{v:+.2f} [{r[col + '_ci_lo']:+.2f}, {r[col + '_ci_hi']:+.2f}]" if delta else
@@ -625,8 +683,10 @@ def group_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame:
         if not data.groups.get(g):
             continue
         label = f"{GROUP_LABELS[g]} ({len(data.groups[g])})"
-        out[f"{label} F1"] = [_est(r, f"{g}_f1") for r in rows.to_dict("records")]
-        out[f"{label} Δ"] = ["" if r["baseline"] or r["derived"] else _est(r, f"{g}_delta", signed=True)
+        out[f"{label} F1"] = ["0 (never predicted)" if r.get(f"{g}_own_never") is True else _est(r, f"{g}_f1")
+                              for r in rows.to_dict("records")]
+        out[f"{label} Δ"] = ["" if r["baseline"] or r["derived"] else adequacy.NEVER
+                             if r.get(f"{g}_never_predicted") is True else _est(r, f"{g}_delta", signed=True)
                              for r in rows.to_dict("records")]
     return pd.DataFrame(out)
 
@@ -676,9 +736,20 @@ def design_line(data: StudyData, table: pd.DataFrame) -> str:
             f"{'out-of-fold pool' if data.trials['fold'].notna().any() else 'test split'}, {n_img} images")
     if "mde" in real.columns and real["mde"].notna().any():
         n_tests = int(real["p_holm"].notna().sum())
-        line += (f"; one Holm family of {n_tests} tests; median minimum detectable Δ {data.metric} at 80 % power: "
+        left = int((~real["adequate"].astype(bool) & ~real["baseline"].astype(bool)).sum()) \
+            if "adequate" in real.columns else 0
+        line += (f"; one Holm family of {n_tests} tests"
+                 + (f" (the rows that pass the adequacy check; {left} not answerable left out)" if left else "")
+                 + f"; median minimum detectable Δ {data.metric} at 80 % power: "
                  f"{float(real['mde'].median()):.3f}")
     return line
+
+
+def adequacy_line(data: StudyData) -> str:
+    """The sentence every format opens with: can the study answer its question, and what to do if not."""
+    if data.adequacy is None:
+        return ""
+    return adequacy.adequacy_sentence(data.adequacy, data.metric, int(data.counts.get("COMPLETE", 0)))
 
 
 def _ci(lo: Any, hi: Any) -> str:
@@ -747,6 +818,8 @@ def markdown(data: StudyData, table: pd.DataFrame, frames: Frames | None = None)
     how to read it; ``frames``: the tables when the caller built them for other formats too."""
     f = frames or report_frames(data, table)
     lines = [f"## {data.name}: ablation table", ""]
+    if data.adequacy is not None:
+        lines += [adequacy_line(data), ""]
     for h in header_lines(data):
         lines += [h + ("" if h.endswith((".", "?", "!")) else "."), ""]
     lines += [status_line(data) + ".", "", design_line(data, table) + ".", ""]
@@ -757,10 +830,12 @@ def markdown(data: StudyData, table: pd.DataFrame, frames: Frames | None = None)
                   "test macro-F1 over the group and its Δ vs the baseline [95 % CI]:", "",
                   f.groups.to_markdown(index=False), ""]
     lines += [f"Per-class test F1 [95 % CI] (column: class (training/test images); n.e. = fewer than "
-              f"{st.min_support} test images, not estimable):", "",
+              f"{st.min_support} test images, not estimable; 0 (n.p.) = the variant never predicts the class, "
+              "in any seed):", "",
               f.per_class.to_markdown(index=False), ""]
     if f.per_class_delta is not None:
-        lines += ["Per-class Δ test F1 vs the baseline [95 % CI]:", "",
+        lines += ["Per-class Δ test F1 vs the baseline [95 % CI] (n.p. = neither the variant nor the baseline "
+                  "predicts the class in any seed: not estimable):", "",
                   f.per_class_delta.to_markdown(index=False), ""]
     if f.posthoc is not None:
         lines += [POSTHOC_TITLE.format(m=data.metric) + ":", "", f.posthoc.to_markdown(index=False), ""]

@@ -44,7 +44,7 @@ def test_every_format_opens_with_question_data_profile_and_budget(rendered):
         assert "Does the stored study still report the same numbers" in text
         assert "digit-9 (2)" in text  # a class name with its training images
         assert "Profile" in text and "smoke" in text and "Budget" in text and "6 trials planned" in text
-    assert tex.startswith("% report-fixture: ablation report\n% Question: ")  # comments: \input stays valid
+    assert tex.startswith("% Adequacy: ") and "\n% report-fixture: ablation report\n% Question: " in tex  # comments: \input stays valid
 
 
 def test_per_class_tables_and_figures_carry_names_titles_and_captions(rendered):

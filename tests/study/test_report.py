@@ -171,8 +171,13 @@ def test_report_every_format_matches_a_hand_computation(launched, tmp_path):
             assert row["p_value"] == pytest.approx(p, abs=1e-3)
             assert row["p_improve"] == pytest.approx(np.mean((f1s > f1b) + 0.5 * (f1s == f1b)))
             pvals.append(row["p_value"])
-            assert "than the baseline" in row["verdict"] or "no detectable difference" in row["verdict"]
-    assert table["p_holm"].dropna().tolist() == pytest.approx(stats.holm(pvals))
+            # 2 epochs cannot show a plateau (fer_core/report/adequacy.py): no row may read better/worse
+            assert not row["adequate"] and row["adequacy"] == "not_converged 2/2"
+            assert row["verdict"].startswith("not answerable at this budget: validation macro_f1 still rising")
+    assert table["p_holm"].isna().all()  # the not-answerable rows leave the Holm family: it is empty
+    first = next(ln for ln in (out / "report.md").read_text().splitlines() if ln and not ln.startswith("#"))
+    assert first.startswith("**Adequacy: this study cannot answer its question at this budget for 2 of 2 compared rows**: "
+                            "validation macro_f1 still rising at the end in 6 of 6 trials")
     assert table["best"].sum() == 1  # the star is validation's pick
     assert table.loc[table["best"], "val_macro_f1_mean"].item() == table["val_macro_f1_mean"].max()
     # a class with fewer than 5 test images is not estimable: no number, rather than a confident 0.00
