@@ -421,7 +421,8 @@ def check_data(spec: StudySpec) -> list[dict[str, Any]]:
     # variant -> (au_weight, its source), every one at once (one line names them all)
     refused: dict[str, tuple[float, dict[str, Any]]] = {}
     for variant, c in spec.planned:
-        key = (c.dataset, c.data_path, c.data_seed, c.val_fraction, c.test_fraction)
+        key = (c.dataset, c.data_path, c.data_seed, c.val_fraction, c.test_fraction, c.ferplus_labels,
+               c.affectnet_classes)
         if key not in sources:
             try:
                 sources[key] = peek(*key)
