@@ -282,6 +282,9 @@ def plan_lines(spec, data: list[dict] | None = None) -> list[str]:
         keys = [p.name for p in spec.space.params if p.type != "fixed"] if spec.space is not None else []
         lines.append(f"  search: {spec.trials} trials" + (f" over {', '.join(keys)}" if keys else "")
                      + f"; optuna sampler {spec.optuna_sampler['name']}")
+    dropped = (spec.resolved.get("overrides") or {}).get("dropped_variants")
+    if dropped:
+        lines.append(f"  left out: {', '.join(dropped)} (they train the AU head; the data given has no AU labels)")
     lines.append(f"  seeds: {list(spec.seeds)}" + (f"; {spec.cv_folds}-fold CV x {spec.cv_repeats}"
                                                    if spec.cv_folds else ""))
     if data:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_core.data.dataset import TEST, TRAIN, VAL
-from fer_core.data.published import csv_rows, drop_summary, int_code, no_aus
+from fer_core.data.published import csv_rows, drop_summary, header, int_code, no_aus
 from fer_core.data.raw import RawSource
 from fer_core.errors import DataError
 
@@ -49,14 +49,6 @@ def fer2013_csv(path: Path) -> Path:
 def has_fer2013(path: Path) -> bool:
     p = fer2013_csv(path)
     return p.is_file() and {"emotion", "pixels"} <= set(header(p))
-
-
-def header(path: Path) -> list[str]:
-    try:
-        with path.open(encoding="utf-8-sig") as fh:
-            return [c.strip() for c in fh.readline().split(",")]
-    except (OSError, UnicodeDecodeError):
-        return []
 
 
 def _read_fer2013(csv_path: Path) -> tuple[np.ndarray, np.ndarray, list[int]]:

@@ -16,7 +16,8 @@ def detect_source(path: str | Path) -> str:
     from fer_core.data.affectnet import is_affectnet_dir
     from fer_core.data.ckplus import is_ckplus_dir
     from fer_core.data.expw import is_expw_dir
-    from fer_core.data.fer2013 import FERPLUS_FILE, fer2013_csv, has_fer2013, header
+    from fer_core.data.fer2013 import FERPLUS_FILE, fer2013_csv, has_fer2013
+    from fer_core.data.published import header
     from fer_core.data.rafdb import is_rafdb_dir, rafdb_kind
 
     p = Path(path)
@@ -35,6 +36,26 @@ def detect_source(path: str | Path) -> str:
     if p.is_dir() and is_ckplus_dir(p):
         return "ckplus"
     return "folder"
+
+
+def source_has_aus(dataset: str, data_path: str | None) -> bool:
+    """Whether a source carries AU labels, from its kind and at most one file's header (``launch``
+    decides which rows it can train before any label file is parsed): the stand-in and a RAF-CE release
+    with its AU file do, a manifest with an ``aus`` column does; the other readers have none."""
+    if dataset == "synthetic":
+        return True
+    if not data_path:
+        return False
+    p = Path(data_path).expanduser()
+    if dataset == "rafce":
+        from fer_core.data.rafce import AU_FILE
+
+        return (p / AU_FILE).is_file()
+    if dataset == "manifest":
+        from fer_core.data.published import header
+
+        return "aus" in header(p)
+    return False
 
 
 def read_raw(dataset: str, path: Path, data_seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15,

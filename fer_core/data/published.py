@@ -22,6 +22,15 @@ def no_aus(n: int) -> np.ndarray:
     return np.zeros((n, len(AU_VOCAB)), dtype=np.float32)
 
 
+def header(path: Path) -> list[str]:
+    """A CSV file's column names (its first line), [] when it is not readable text; for detection."""
+    try:
+        with path.open(encoding="utf-8-sig") as fh:
+            return [c.strip() for c in fh.readline().split(",")]
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
 def csv_rows(path: Path, required: tuple[str, ...], what: str) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) of a CSV with a header; a missing column or a broken file is one line."""
     try:
