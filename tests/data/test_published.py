@@ -216,3 +216,36 @@ def test_data_inspect_names_format_counts_imbalance_and_drops(published, tmp_pat
     assert "imbalance ratio (largest / smallest training class): 2" in out  # 12 / 6 after the carve
     assert "dropped: None (code 8) 2, Uncertain (code 9) 2, Non-Face (code 10) 2, Contempt" in out
     assert "kept whole in training (too few to spare at 0.15): Anger (6)" in out
+
+
+# ---- through validate and launch ----
+
+@pytest.mark.parametrize("release", ["rafdb", "rafdb_compound", "fer2013", "ferplus", "affectnet", "expw", "ckplus"])
+def test_validate_plans_the_ablation_on_each_release(release, published, tmp_path, capsys):
+    """`--data` of every release gives a valid ablation plan (the AU rows left out: no release has AU labels)."""
+    build = {"rafdb_compound": lambda p: published["rafdb"](p, compound=True),
+             "ferplus": lambda p: published["fer2013"](p, plus=True)}.get(release) or published[release.split("_")[0]]
+    root = build(tmp_path / release)
+    assert main(["validate", "imbalance-ablation", "--profile", "smoke", "--data", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"data: {release} at {root.resolve()}" in out and "AU labels: no" in out
+    assert "left out: au_multitask, au_attention" in out
+
+
+def test_launch_trains_on_ferplus_vote_distributions(published, tmp_path, cache_dir, monkeypatch):
+    """One launch end to end on a release (FER+: images from a CSV column, soft targets from the votes)."""
+    import optuna
+    from helpers import fer_cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FER_STUDY_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("FER_STUDY_CACHE", cache_dir)
+    root = published["fer2013"](tmp_path / "ferplus", plus=True)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    out = fer_cli("launch", "smoke", "--profile", "smoke", "--storage", url, "--data", str(root),
+                  "--set", "ferplus_labels=soft", "--set", "epochs=1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    study = optuna.load_study(study_name="smoke", storage=url)
+    assert study.user_attrs["class_names"][:2] == ["neutral", "happiness"] and len(study.trials) == 3
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs["config"]["ferplus_labels"] == "soft"
+               for t in study.trials)
