@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from fer_core.argtypes import existing_path, host, int_range, key_value, out_dir, out_file, port
+from fer_core.config_rules import DATASET_NAMES, GENERATED
 from fer_core.console import console, err_console
 from fer_core.errors import ConfigError, FerError, LaunchInterrupted, first_line
 from fer_core.metric_names import CLASSIFICATION_METRICS, SELECT_METRICS
@@ -281,6 +282,9 @@ def plan_lines(spec, data: list[dict] | None = None) -> list[str]:
         keys = [p.name for p in spec.space.params if p.type != "fixed"] if spec.space is not None else []
         lines.append(f"  search: {spec.trials} trials" + (f" over {', '.join(keys)}" if keys else "")
                      + f"; optuna sampler {spec.optuna_sampler['name']}")
+    dropped = (spec.resolved.get("overrides") or {}).get("dropped_variants")
+    if dropped:
+        lines.append(f"  left out: {', '.join(dropped)} (they train the AU head; the data given has no AU labels)")
     lines.append(f"  seeds: {list(spec.seeds)}" + (f"; {spec.cv_folds}-fold CV x {spec.cv_repeats}"
                                                    if spec.cv_folds else ""))
     if data:
@@ -560,8 +564,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--img-size", type=int_range(48, 224), default=64, help="48..224 (default 64)")
     s.set_defaults(func=cmd_data_synth)
     i = dsub.add_parser("inspect", help="per-split class counts, AU frequencies and AU-label quirks")
-    i.add_argument("path", help="a RAF-CE directory, a manifest CSV or a folder of class folders")
-    i.add_argument("--kind", choices=["rafce", "manifest", "folder"], help="source kind (default: detected from the path)")
+    i.add_argument("path", help="a RAF-CE, RAF-DB, FER2013/FER+, AffectNet, ExpW or CK+ release, a manifest CSV or "
+                                "a folder of class folders (docs/data-formats.md)")
+    i.add_argument("--kind", choices=sorted(set(DATASET_NAMES) - set(GENERATED)),
+                   help="source kind (default: detected from the path)")
     i.add_argument("--img-size", type=int_range(32, 512),
                    help="decode size, 32..512 (default: the first image's size on disk, else 64)")
     i.add_argument("--cache-dir", type=out_dir,

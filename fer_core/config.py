@@ -115,6 +115,10 @@ class TrainConfig(BaseModel):
     val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     cache_dir: str | None = None
+    # published releases (fer_core/data/fer2013.py, affectnet.py): FER+ trains on the majority vote or on the
+    # annotators' vote distribution (soft targets, same images); AffectNet's 7-class setting drops contempt
+    ferplus_labels: Literal["majority", "soft"] = "majority"
+    affectnet_classes: Literal[7, 8] = 7
     # k-fold cross-validation over the train+val pool (fer_core/data/folds.py); 0 = the source's own split
     cv_folds: int = Field(0, ge=0, le=50)
     cv_fold: int = Field(0, ge=0, lt=50)

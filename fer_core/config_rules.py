@@ -48,7 +48,8 @@ STAGE2_NAMES = _names("stage-2 method", "stage2", ["crt", "lws", "none"])
 DATA_SAMPLER_NAMES = _names("data sampler", "sampler", ["balanced", "curriculum", "none", "sqrt", "weighted"])
 TTA_NAMES = _names("test-time augmentation", "tta", ["flip", "multi_crop", "none"])
 AUG_POLICY_NAMES = _names("augmentation policy", "aug_policy", ["batched", "randaugment", "trivialaugment"])
-DATASET_NAMES = _names("dataset", "dataset", ["digits", "folder", "manifest", "rafce", "synthetic"])
+DATASET_NAMES = _names("dataset", "dataset", ["affectnet", "ckplus", "digits", "expw", "fer2013", "ferplus", "folder",
+                                              "manifest", "rafce", "rafdb", "rafdb_compound", "synthetic"])
 
 
 @lru_cache(maxsize=1)

@@ -290,6 +290,8 @@ def train_fer(
     with_aus = cfg.au_weight > 0 and ds.has_aus
     train_idx_dev, labels_dev = train_idx.to(device), train_labels.to(device)
     aus_dev = ds.aus[train_idx].to(device)
+    # FER+ vote distributions (ferplus_labels: soft) replace the one-hot targets; the losses take both
+    soft_dev = ds.soft_labels[train_idx].to(device) if ds.soft_labels is not None else None
 
     # 3. model, loss (with deferred class weights, if any), data sampler by epoch, optimizer, schedule
     model = FerNet(
@@ -371,7 +373,7 @@ def train_fer(
             y = labels_dev[pos]
             strength = sample_strength(y, cfg.aug_strength, cfg.minority_boost, counts)
             x = augment(images[train_idx_dev[pos]], strength.to(device), aug_gen, cfg.aug_policy)
-            target = F.one_hot(y, ds.num_classes).float()
+            target = F.one_hot(y, ds.num_classes).float() if soft_dev is None else soft_dev[pos]
             au_target = aus_dev[pos]
             if mixup is not None:
                 lam = mixup._mix_batch(x)  # lam is needed to mix the AU targets the same way

@@ -81,16 +81,34 @@ def test_validate_reads_the_users_data(capsys, tmp_path):
     assert "images 48x48 px on disk" in out and "class0 " in out
 
 
+def test_data_given_at_launch_without_au_labels_leaves_the_au_rows_out(capsys, tmp_path):
+    """--data of a source without AU labels (none of the published FER releases has them): the rows that train
+    the AU head would equal the baseline, so they are left out of the plan and said so, not refused."""
+    _faces(tmp_path / "faces")
+    assert main(["validate", "imbalance-ablation", "--profile", "smoke", "--data", str(tmp_path / "faces")]) == 0
+    out = capsys.readouterr().out
+    assert "left out: au_multitask, au_attention (they train the AU head; the data given has no AU labels)" in out
+    variants = next(ln for ln in out.splitlines() if "variants (" in ln)
+    assert "au_multitask" not in variants and "plain-ce, weighted_ce" in variants
+    from fer_core.study.spec import load_study
+
+    spec = load_study("imbalance-ablation", "smoke", str(tmp_path / "faces"))
+    assert spec.resolved["overrides"]["dropped_variants"] == ["au_multitask", "au_attention"]
+    assert "au_multitask" not in spec.variants and spec.n_planned() == len(spec.variants) + 1
+
+
 @pytest.mark.parametrize("command", ["validate", "launch"])
-def test_a_variant_needing_au_labels_on_data_without_them_is_refused(command, capsys, tmp_path, monkeypatch):
+def test_a_study_file_whose_own_data_lacks_au_labels_is_refused(command, capsys, tmp_path, monkeypatch):
+    """Data named in the study file (not given at launch): its author planned the AU rows, so they are refused."""
     monkeypatch.chdir(tmp_path)
     _faces(tmp_path / "faces")
+    (tmp_path / "mine.yaml").write_text(f"name: mine\nextends: {ROOT / 'studies' / 'imbalance-ablation.yaml'}\n"
+                                        f"data: {{dataset: folder, data_path: {tmp_path / 'faces'}}}\n")
     extra = ["--storage", f"sqlite:///{tmp_path}/s.db"] if command == "launch" else []
-    line = _one_error(capsys, command, "imbalance-ablation", "--profile", "smoke", "--data", str(tmp_path / "faces"),
-                      *extra)
+    line = _one_error(capsys, command, str(tmp_path / "mine.yaml"), "--profile", "smoke", *extra)
     assert "variants 'au_multitask', 'au_attention' need AU labels (au_weight 0.5)" in line and "has none" in line
     assert "drop_variants: [au_multitask, au_attention]" in line  # the way out, in the same line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces"]  # nothing stored, no database
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces", "mine.yaml"]  # nothing stored, no database
 
 
 def test_data_inspect_reports_the_size_on_disk(capsys, tmp_path, cache_dir):

@@ -44,6 +44,9 @@ class FerDataset:
     has_aus: bool = True
     keys: tuple[str, ...] = ()  # per-image ids (file names), for reports
     info: dict = field(default_factory=dict)  # source summary (AU token kinds, ...)
+    # float32 (N, C) class distributions trained on instead of one-hot labels (FER+ votes); ``labels``
+    # stays the majority class, which metrics, samplers and class counts read
+    soft_labels: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -69,7 +72,7 @@ class FerDataset:
             images=self.images[k], labels=self.labels[k], aus=self.aus[k], split=self.split[k],
             class_names=self.class_names, fingerprint=f"{self.fingerprint}-subset{sorted(limits.items())}",
             has_aus=self.has_aus, keys=tuple(self.keys[i] for i in k.tolist()) if self.keys else (),
-            info=dict(self.info),
+            info=dict(self.info), soft_labels=None if self.soft_labels is None else self.soft_labels[k],
         )
 
     def check_trainable(self, source: str) -> None:

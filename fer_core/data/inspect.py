@@ -6,16 +6,79 @@ from pathlib import Path
 
 from fer_core.data.dataset import AU_VOCAB, RAFCE_STATS, SPLITS, TRAIN, FerDataset
 from fer_core.data.rafce import TOKEN_KINDS, is_rafce_dir
+from fer_core.data.raw import RawSource
 
 
 def detect_source(path: str | Path) -> str:
-    """``rafce`` (label files present), ``manifest`` (a .csv file) or ``folder``."""
+    """The reader for a path, from the files present (module doc of each reader): ``rafce``, ``rafdb`` /
+    ``rafdb_compound``, ``fer2013`` / ``ferplus``, ``affectnet``, ``expw``, ``ckplus``, ``manifest`` (any
+    other .csv file) or ``folder`` (class folders)."""
+    from fer_core.data.affectnet import is_affectnet_dir
+    from fer_core.data.ckplus import is_ckplus_dir
+    from fer_core.data.expw import is_expw_dir
+    from fer_core.data.fer2013 import FERPLUS_FILE, fer2013_csv, has_fer2013
+    from fer_core.data.published import header
+    from fer_core.data.rafdb import is_rafdb_dir, rafdb_kind
+
     p = Path(path)
+    if has_fer2013(p):
+        return "ferplus" if (fer2013_csv(p).parent / FERPLUS_FILE).is_file() else "fer2013"
     if p.is_file() and p.suffix.lower() == ".csv":
-        return "manifest"
+        return "affectnet" if "subDirectory_filePath" in header(p) and is_affectnet_dir(p) else "manifest"
     if is_rafce_dir(p):
         return "rafce"
+    if is_rafdb_dir(p):
+        return rafdb_kind(p)
+    if is_affectnet_dir(p):
+        return "affectnet"
+    if is_expw_dir(p):
+        return "expw"
+    if p.is_dir() and is_ckplus_dir(p):
+        return "ckplus"
     return "folder"
+
+
+def source_has_aus(dataset: str, data_path: str | None) -> bool:
+    """Whether a source carries AU labels, from its kind and at most one file's header (``launch``
+    decides which rows it can train before any label file is parsed): the stand-in and a RAF-CE release
+    with its AU file do, a manifest with an ``aus`` column does; the other readers have none."""
+    if dataset == "synthetic":
+        return True
+    if not data_path:
+        return False
+    p = Path(data_path).expanduser()
+    if dataset == "rafce":
+        from fer_core.data.rafce import AU_FILE
+
+        return (p / AU_FILE).is_file()
+    if dataset == "manifest":
+        from fer_core.data.published import header
+
+        return "aus" in header(p)
+    return False
+
+
+def read_raw(dataset: str, path: Path, data_seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15,
+             ferplus_labels: str = "majority", affectnet_classes: int = 7) -> RawSource:
+    """The ``RawSource`` of a user's data set (label files parsed, nothing decoded, no torch)."""
+    from fer_core.data.affectnet import read_affectnet
+    from fer_core.data.ckplus import read_ckplus
+    from fer_core.data.expw import read_expw
+    from fer_core.data.fer2013 import read_fer2013
+    from fer_core.data.folder import read_folder
+    from fer_core.data.manifest import read_manifest
+    from fer_core.data.rafce import read_rafce
+    from fer_core.data.rafdb import read_rafdb
+
+    return {"rafce": lambda: read_rafce(path), "manifest": lambda: read_manifest(path),
+            "folder": lambda: read_folder(path, val_fraction, test_fraction, data_seed),
+            "rafdb": lambda: read_rafdb(path, False, val_fraction, data_seed),
+            "rafdb_compound": lambda: read_rafdb(path, True, val_fraction, data_seed),
+            "fer2013": lambda: read_fer2013(path, plus=False),
+            "ferplus": lambda: read_fer2013(path, plus=True, soft=ferplus_labels == "soft"),
+            "affectnet": lambda: read_affectnet(path, affectnet_classes, val_fraction, data_seed),
+            "expw": lambda: read_expw(path, val_fraction, test_fraction, data_seed),
+            "ckplus": lambda: read_ckplus(path, val_fraction, test_fraction, data_seed)}[dataset]()
 
 
 def disk_px(path: Path) -> tuple[int, int] | None:
@@ -30,7 +93,7 @@ def disk_px(path: Path) -> tuple[int, int] | None:
 
 
 def peek(dataset: str, data_path: str | None = None, data_seed: int = 0, val_fraction: float = 0.15,
-         test_fraction: float = 0.15) -> dict:
+         test_fraction: float = 0.15, ferplus_labels: str = "majority", affectnet_classes: int = 7) -> dict:
     """What a trial's data source holds, from its label files and folder listing, without decoding an
     image (``validate``'s plan; no torch): kind, classes, training counts, AU labels, one image's size.
     The generated sets (``where`` None) are described from their recipes (made in the cache on first use)."""
@@ -44,17 +107,14 @@ def peek(dataset: str, data_path: str | None = None, data_seed: int = 0, val_fra
         counts = train_counts()
         return {"kind": "digits", "where": None, "classes": [f"digit-{c}" for c in range(10)],
                 "train_counts": counts, "has_aus": False, "px": (8, 8)}
-    from fer_core.data.folder import read_folder
-    from fer_core.data.manifest import read_manifest
-    from fer_core.data.rafce import read_rafce
-
     path = Path(str(data_path)).expanduser()
-    raw = {"rafce": lambda: read_rafce(path), "manifest": lambda: read_manifest(path),
-           "folder": lambda: read_folder(path, val_fraction, test_fraction, data_seed)}[dataset]()
+    raw = read_raw(dataset, path, data_seed, val_fraction, test_fraction, ferplus_labels, affectnet_classes)
     train = raw.labels[raw.split == TRAIN]
     counts = [int((train == c).sum()) for c in range(len(raw.class_names))]
+    # FER2013 keeps its 48x48 images in the CSV: no file to look at
+    px = disk_px(raw.paths[0]) if raw.paths else (48, 48) if raw.pixels is not None else None
     return {"kind": dataset, "where": str(path), "classes": list(raw.class_names), "train_counts": counts,
-            "n_images": len(raw.labels), "has_aus": raw.has_aus, "px": disk_px(raw.paths[0]) if raw.paths else None}
+            "n_images": len(raw.labels), "has_aus": raw.has_aus, "px": px}
 
 
 def summarize(ds: FerDataset) -> dict:
@@ -67,8 +127,14 @@ def summarize(ds: FerDataset) -> dict:
         freq = ds.aus[train].mean(dim=0).tolist()
         au_freq = {f"AU{au}": round(f, 4) for au, f in zip(AU_VOCAB, freq)}
     kinds = ds.info.get("au_token_kinds") or {}
+    train_counts = [n for n in ds.class_counts(TRAIN) if n > 0]
     return {
         "source": ds.info.get("source", "?"),
+        "format": ds.info.get("format") or ds.info.get("source", "?"),
+        # largest / smallest training class (classes with no training image are named by the counts)
+        "imbalance_ratio": round(max(train_counts) / min(train_counts), 2) if train_counts else None,
+        "dropped": dict(ds.info.get("dropped") or {}),
+        "carves": list(ds.info.get("carves") or []),
         "num_images": len(ds.labels),
         "img_size": int(ds.images.shape[-1]),
         "fingerprint": ds.fingerprint,
@@ -87,8 +153,15 @@ def format_summary(summary: dict) -> str:
     on_disk = f" (first image on disk: {disk[0]}x{disk[1]} px)" if disk else ""
     lines = [f"source: {summary['source']}  images: {summary['num_images']}  decoded size: {summary['img_size']} px"
              f"{on_disk}  fingerprint: {summary['fingerprint'][:12]}"]
+    lines.append(f"format: {summary['format']}")
     sizes = summary["split_sizes"]
     lines.append("splits: " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
+    if summary.get("imbalance_ratio") is not None:
+        lines.append(f"imbalance ratio (largest / smallest training class): {summary['imbalance_ratio']:g}")
+    for carved in summary.get("carves") or []:
+        lines.append(carved)
+    dropped = summary.get("dropped") or {}
+    lines.append("dropped: " + (", ".join(f"{why} {n}" for why, n in dropped.items()) if dropped else "none"))
     width = max(len(c) for c in summary["classes"])
     lines.append("")
     lines.append(f"{'class':<{width}}  " + "  ".join(f"{s:>6}" for s in SPLITS))

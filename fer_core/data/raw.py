@@ -6,6 +6,7 @@ label files and image bytes, then decodes the images once (or loads them from th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,3 +27,14 @@ class RawSource:
     label_files: list[Path] = field(default_factory=list)  # hashed into the fingerprint
     info: dict = field(default_factory=dict)  # source summary, JSON-able (goes into the cache)
     fingerprint_extra: dict = field(default_factory=dict)  # reader settings that change the result
+    # face boxes (N,4) x0, y0, x1, y1 in the image's pixels, cropped at decode (AffectNet, ExpW); None: whole image
+    boxes: np.ndarray | None = None
+    # images held in a label file, not in image files (FER2013's pixel column): called on a cache miss only,
+    # returns uint8 (N,H,W) grey or (N,H,W,3); ``paths`` is then empty and the label files carry the content
+    pixels: Callable[[], np.ndarray] | None = None
+    # per-image class distributions (N,C) float32 (FER+ votes, ``ferplus_labels: soft``); None: one-hot labels
+    soft_labels: np.ndarray | None = None
+
+    @property
+    def num_images(self) -> int:
+        return len(self.labels)

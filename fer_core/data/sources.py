@@ -11,12 +11,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fer_core.config_rules import GENERATED  # noqa: F401  (made in the cache on first use: no data_path)
+from fer_core.data.affectnet import read_affectnet
 from fer_core.data.cache import build_dataset, build_once, cache_root
+from fer_core.data.ckplus import read_ckplus
 from fer_core.data.dataset import FerDataset
 from fer_core.data.digits import IMBALANCE_RATIO, digits_dir
+from fer_core.data.expw import read_expw
+from fer_core.data.fer2013 import read_fer2013
 from fer_core.data.folder import read_folder
 from fer_core.data.manifest import read_manifest
 from fer_core.data.rafce import read_rafce
+from fer_core.data.rafdb import read_rafdb
 from fer_core.data.raw import RawSource
 from fer_core.data.synthetic import SYNTH_VERSION, synthesize_rafce
 from fer_core.errors import ConfigError
@@ -27,7 +32,8 @@ if TYPE_CHECKING:
 
 DATASETS = Registry("dataset", "dataset")
 # the config keys that decide which decoded data set a trial needs (data_key)
-DATA_KEYS = ("dataset", "data_path", "img_size", "data_seed", "val_fraction", "test_fraction", "cache_dir")
+DATA_KEYS = ("dataset", "data_path", "img_size", "data_seed", "val_fraction", "test_fraction", "cache_dir",
+             "ferplus_labels", "affectnet_classes")
 
 
 def _standin_ready(target: Path) -> bool:
@@ -86,6 +92,50 @@ def _folder(data_path: str | None, data_seed: int, val_fraction: float, test_fra
                        test_fraction=test_fraction, seed=data_seed)
 
 
+# the published releases (fer_core/data/<release>.py); each carves the splits its release lacks with
+# data_seed and val_fraction (and test_fraction where it has no test split either)
+@DATASETS.register("rafdb")
+def _rafdb(data_path: str | None, data_seed: int, val_fraction: float, **_: object) -> RawSource:
+    return read_rafdb(_need_path(data_path, "rafdb"), compound=False, val_fraction=val_fraction, seed=data_seed)
+
+
+@DATASETS.register("rafdb_compound")
+def _rafdb_compound(data_path: str | None, data_seed: int, val_fraction: float, **_: object) -> RawSource:
+    return read_rafdb(_need_path(data_path, "rafdb_compound"), compound=True, val_fraction=val_fraction,
+                      seed=data_seed)
+
+
+@DATASETS.register("fer2013")
+def _fer2013(data_path: str | None, **_: object) -> RawSource:
+    return read_fer2013(_need_path(data_path, "fer2013"), plus=False)
+
+
+@DATASETS.register("ferplus")
+def _ferplus(data_path: str | None, ferplus_labels: str = "majority", **_: object) -> RawSource:
+    return read_fer2013(_need_path(data_path, "ferplus"), plus=True, soft=ferplus_labels == "soft")
+
+
+@DATASETS.register("affectnet")
+def _affectnet(data_path: str | None, data_seed: int, val_fraction: float, affectnet_classes: int = 7,
+               **_: object) -> RawSource:
+    return read_affectnet(_need_path(data_path, "affectnet"), num_classes=affectnet_classes,
+                          val_fraction=val_fraction, seed=data_seed)
+
+
+@DATASETS.register("expw")
+def _expw(data_path: str | None, data_seed: int, val_fraction: float, test_fraction: float,
+          **_: object) -> RawSource:
+    return read_expw(_need_path(data_path, "expw"), val_fraction=val_fraction, test_fraction=test_fraction,
+                     seed=data_seed)
+
+
+@DATASETS.register("ckplus")
+def _ckplus(data_path: str | None, data_seed: int, val_fraction: float, test_fraction: float,
+            **_: object) -> RawSource:
+    return read_ckplus(_need_path(data_path, "ckplus"), val_fraction=val_fraction, test_fraction=test_fraction,
+                       seed=data_seed)
+
+
 def load_dataset(
     dataset: str = "synthetic",
     data_path: str | None = None,
@@ -94,6 +144,8 @@ def load_dataset(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     cache_dir: str | Path | None = None,
+    ferplus_labels: str = "majority",
+    affectnet_classes: int = 7,
 ) -> FerDataset:
     """Read, decode once and cache a data source; ``info["from_cache"]`` says whether it decoded."""
     reader = lookup(DATASETS, dataset)
@@ -101,7 +153,8 @@ def load_dataset(
         raise ConfigError(f"img_size: {img_size!r} must be an integer in 16..1024")
     cache = cache_root(cache_dir)
     raw = reader(data_path=str(data_path) if data_path is not None else None, img_size=img_size,
-                 data_seed=data_seed, val_fraction=val_fraction, test_fraction=test_fraction, cache=cache)
+                 data_seed=data_seed, val_fraction=val_fraction, test_fraction=test_fraction, cache=cache,
+                 ferplus_labels=ferplus_labels, affectnet_classes=affectnet_classes)
     ds = build_dataset(raw, img_size, cache)
     ds.info["dataset"] = dataset
     return ds
@@ -126,6 +179,8 @@ def dataset_for(cfg: TrainConfig) -> FerDataset:
         val_fraction=cfg.val_fraction,
         test_fraction=cfg.test_fraction,
         cache_dir=cfg.cache_dir,
+        ferplus_labels=cfg.ferplus_labels,
+        affectnet_classes=cfg.affectnet_classes,
     )
     ds.check_trainable(cfg.data_path or cfg.dataset)
     return ds

@@ -784,6 +784,8 @@ def header_lines(data: StudyData) -> list[str]:
     if given:  # fer-study launch --data / --set: what this study ran on besides its file
         g = [f"data {given['data']['path']} ({given['data']['kind']})"] if given.get("data") else []
         g += [f"{k}={v}" for k, v in (given.get("set") or {}).items()]
+        if given.get("dropped_variants"):  # rows the given data cannot train (no AU labels), left out
+            g.append(f"variants left out (the data has no AU labels): {', '.join(given['dropped_variants'])}")
         lines.append("Given at launch: " + ", ".join(g))
     return lines
 

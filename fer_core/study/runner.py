@@ -368,6 +368,10 @@ def launch(name: str, opts: LaunchOptions | None = None) -> dict[str, Any]:
     # 1. resolve everything cheap before touching Ray: spec, storage, teacher
     spec = load_study(name, opts.profile, opts.data, dict(opts.sets))
     check_data(spec)  # as validate: a variant needing AU labels the data lacks stops here, nothing stored
+    dropped = (spec.resolved.get("overrides") or {}).get("dropped_variants")
+    if dropped:  # --data without AU labels: those rows were left out of the plan (spec._drop_au_rows)
+        console.print(f"left out: {', '.join(dropped)} (they train the AU head; the data given has no AU labels)",
+                      highlight=False, markup=False, soft_wrap=True)
     check_heads(spec)  # as validate: a token backbone under au_attention stops here
     check_weights_here(spec)  # pretrained weights on this machine (hub cache, file): else stop before any trial
     url = storage_url(opts.storage)

@@ -230,6 +230,7 @@ def load_study(name: str, profile: str | None = None, data: str | None = None,
         o = overrides["base"]
         spec = {**spec, "data": {**(spec.get("data") or {}), **{k: v for k, v in o.items() if k in DATA_KEYS}},
                 "base": {**(spec.get("base") or {}), **{k: v for k, v in o.items() if k not in DATA_KEYS}}}
+        spec = _drop_au_rows(spec, overrides)
     study = parse_study(spec, src)
     kind = study.design.kind
     base = {**(spec.get("data") or {}), **study.base}  # the data keys as the file orders them
@@ -310,6 +311,34 @@ def launch_overrides(spec: Mapping[str, Any], data: str | None, sets: Mapping[st
     if sets:
         given["set"] = dict(sets)
     return {"base": base, "given": given}
+
+
+def _drop_au_rows(spec: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Data given at launch (``--data``, ``--set dataset=...``) without AU labels: a one-at-a-time design's
+    variants that train the AU head are left out, and said so (``given["dropped_variants"]``: the launch
+    prints it, the report's header names it), instead of refusing the launch. None of the published FER
+    releases carries AU labels; those rows would train the baseline exactly (the AU loss has nothing to
+    learn). Data named in the study file itself still gets check_data's refusal: its author planned them."""
+    from fer_core.data.inspect import source_has_aus
+
+    design = spec.get("design") or {}
+    variants = design.get("variants")
+    base = {**(spec.get("data") or {}), **(spec.get("base") or {})}
+    if design.get("kind") != "one_at_a_time" or not isinstance(variants, Mapping):
+        return spec
+    if not {"dataset", "data_path"} & set(overrides["base"]) or source_has_aus(base.get("dataset", "synthetic"),
+                                                                                base.get("data_path")):
+        return spec
+
+    def au_weight(diff: Any) -> float:
+        w = {**base, **(diff if isinstance(diff, Mapping) else {})}.get("au_weight", 0.0)
+        return float(w) if isinstance(w, (int, float)) and not isinstance(w, bool) else 0.0
+
+    drop = [name for name, diff in variants.items() if au_weight(diff) > 0]
+    if not drop or au_weight({}) > 0:  # a baseline that needs AU labels: check_data refuses it in one line
+        return spec
+    overrides["given"]["dropped_variants"] = drop
+    return {**spec, "design": {**design, "variants": {k: v for k, v in variants.items() if k not in drop}}}
 
 
 def _int_or_zero(v: Any) -> int:
@@ -421,7 +450,8 @@ def check_data(spec: StudySpec) -> list[dict[str, Any]]:
     # variant -> (au_weight, its source), every one at once (one line names them all)
     refused: dict[str, tuple[float, dict[str, Any]]] = {}
     for variant, c in spec.planned:
-        key = (c.dataset, c.data_path, c.data_seed, c.val_fraction, c.test_fraction)
+        key = (c.dataset, c.data_path, c.data_seed, c.val_fraction, c.test_fraction, c.ferplus_labels,
+               c.affectnet_classes)
         if key not in sources:
             try:
                 sources[key] = peek(*key)

@@ -66,7 +66,8 @@ def test_standin_reloads_from_cache(standin, cache_dir, decode_calls):
 
 
 def test_registry_and_config_errors(tmp_path):
-    assert set(DATASETS) == {"synthetic", "rafce", "manifest", "folder", "digits"}
+    assert set(DATASETS) == {"synthetic", "rafce", "manifest", "folder", "digits", "rafdb", "rafdb_compound", "fer2013",
+                             "ferplus", "affectnet", "expw", "ckplus"}
     with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
         load_dataset("nope", cache_dir=tmp_path)
     with pytest.raises(ConfigError, match="data_path is required"):
