@@ -99,7 +99,7 @@ def factorial_effects(spec: Mapping[str, Any], variants: Sequence[Variant], labe
     w = np.stack([r.pop("_w") for r in est_rows], axis=-1)  # (R, E')
     values = np.einsum("rs,re->se", score, w)
     psi = np.einsum("rsn,re->sne", influence, w)
-    est = stats.pool_df(stats.unstack(stats.estimate(values, psi)))  # one estimate per effect
+    est = stats.moderate(stats.unstack(stats.estimate(values, psi)))  # one estimate per effect
     p_holm = stats.holm([float(e.p_value) for e in est])
     for r, e, ph in zip(est_rows, est, p_holm):
         lo, hi = e.ci()

@@ -107,8 +107,8 @@ def verdicts(y: np.ndarray, preds: np.ndarray, *, seed_part=True, image_part=Tru
                          psi[0][:, :, None], **kw)  # (V-1, K)
     if pooled:
         # the table's rows share seeds and images: their df come from the pooled variance ratio
-        est = stats.restack(stats.pool_df(stats.unstack(est)))
-        cls = stats.restack(stats.pool_df(stats.unstack(cls)))
+        est = stats.restack(stats.moderate(stats.unstack(est)))
+        cls = stats.restack(stats.moderate(stats.unstack(cls)))
     p = est.p_value
     adjusted = np.asarray(stats.holm(p)) if correct else p
     return est, cls, bool((adjusted < stats.ALPHA).any())
