@@ -766,9 +766,12 @@ def markdown(data: StudyData, table: pd.DataFrame, frames: Frames | None = None)
         lines += [POSTHOC_TITLE.format(m=data.metric) + ":", "", f.posthoc.to_markdown(index=False), ""]
     effects = data.effects
     if effects is not None and len(effects):
-        lines += [f"Factorial effects on test {data.metric}: mean of the runs at a contrast's + level minus "
-                  "its - level (an interaction: the product of its factors' codes), paired by seed, both "
-                  "variance parts, Holm across the effects (fer_core/report/effects.py):", "",
+        missing = effects.attrs.get("missing_runs") or []
+        lines += [f"Factorial effects on test {data.metric}: least squares on the runs present (on a complete "
+                  "grid: mean of the runs at a contrast's + level minus its - level; an interaction: the product "
+                  "of its factors' codes), paired by seed, both variance parts, Holm across the effects "
+                  "(fer_core/report/effects.py)"
+                  + (f"; runs without held-out predictions: {'; '.join(missing)}" if missing else "") + ":", "",
                   effects_markdown(effects, data.metric), ""]
     if f.aus is not None:
         lines += ["Action Units on the test split (AU head): F1 at each AU's threshold chosen on validation and ROC "
