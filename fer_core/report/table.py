@@ -314,9 +314,12 @@ def build_table(data: StudyData) -> pd.DataFrame:
         cals = [[data.calibration.get(n) for n in nums] for nums in g["numbers"]]
         if cals and all(c is not None for unit in cals for c in unit):
             for k in ("ece", "nll", "brier"):  # per unit (CV: its folds weighted by their images), then over units
-                row[k] = float(np.mean([c[0][k] if len(c) == 1 else np.average([f[k] for f in c],
-                                                                                 weights=[f["n"] for f in c])
-                                        for c in cals]))
+                per_unit = [c[0][k] if len(c) == 1 else np.average([f[k] for f in c], weights=[f["n"] for f in c])
+                            for c in cals]
+                row[k] = float(np.mean(per_unit))
+                if k == "ece" and len(per_unit) >= 2:  # seeds only: the test set's part is not estimated for ECE
+                    lo, hi = stats.estimate(np.asarray(per_unit), np.zeros((len(per_unit), 1)), image_part=False).ci()
+                    row["ece_ci_lo"], row["ece_ci_hi"] = float(max(lo, 0.0)), float(hi)
         row["derived"] = ""
         rows.append(row)
         tta = _tta_row(data, v, g)
@@ -576,7 +579,10 @@ def summary_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame:
             row[f"Δ test {m} [95% CI]"] = "" if r["baseline"] or derived else _est(r, "delta", signed=True)
             row["p (Holm)"] = "" if r["baseline"] or derived else fmt(r.get("p_holm"))
             row["MDE 80%"] = "" if r["baseline"] or derived else fmt(r.get("mde"))
-            row["P(better)"] = "" if r["baseline"] or derived else fmt(r.get("p_improve"), 2)
+            # the share of seed pairs the variant won, as a count (not a probability of being better)
+            won = r.get("p_improve")
+            row["seed pairs won"] = "" if r["baseline"] or derived or won != won or won is None else \
+                f"{won * r['n_paired']:g}/{int(r['n_paired'])}"
             if data.groups.get("few"):
                 row["Δ few-shot F1 [95% CI]"] = "" if r["baseline"] or derived else _est(r, "few_delta", signed=True)
         if "ece" in table.columns:
@@ -635,7 +641,9 @@ def calibration_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame | No
     if "ece" not in table.columns:
         return None
     rows = table[(table["derived"] == "") & table["ece"].notna()]
-    return pd.DataFrame({"variant": list(rows["variant"]), "ECE (15 bins)": rows["ece"].map(fmt),
+    ece = [fmt(r["ece"]) + (f" {_ci(r.get('ece_ci_lo'), r.get('ece_ci_hi'))}" if r.get("ece_ci_lo") == r.get(
+        "ece_ci_lo") and "ece_ci_lo" in r else "") for r in rows.to_dict("records")]
+    return pd.DataFrame({"variant": list(rows["variant"]), "top-label ECE (15 bins) [95% CI, seeds]": ece,
                          "NLL": rows["nll"].map(fmt), "Brier": rows["brier"].map(fmt)})
 
 
@@ -676,8 +684,16 @@ def design_line(data: StudyData, table: pd.DataFrame) -> str:
             f"{'out-of-fold pool' if data.trials['fold'].notna().any() else 'test split'}, {n_img} images")
     if "mde" in real.columns and real["mde"].notna().any():
         n_tests = int(real["p_holm"].notna().sum())
-        line += (f"; one Holm family of {n_tests} tests; median minimum detectable Δ {data.metric} at 80 % power: "
-                 f"{float(real['mde'].median()):.3f}")
+        fams = real["holm_family"].dropna() if "holm_family" in real else pd.Series(dtype=str)
+        if (fams == "primary").any():
+            line += (f"; Holm families: {int((fams == 'primary').sum())} primary tests (report.primary), "
+                     f"{int((fams == 'secondary').sum())} secondary")
+        else:
+            line += f"; one Holm family of {n_tests} tests"
+        line += f"; median minimum detectable Δ {data.metric} at 80 % power: {float(real['mde'].median()):.3f}"
+        if "delta_prior_df" in real and real["delta_prior_df"].notna().any():
+            line += (f"; seed variances moderated across the rows (empirical Bayes, prior df "
+                     f"{float(real['delta_prior_df'].dropna().iloc[0]):.1f})")
     return line
 
 
@@ -754,13 +770,15 @@ def markdown(data: StudyData, table: pd.DataFrame, frames: Frames | None = None)
     st = data.settings
     if any(data.groups.values()):
         lines += [f"Class groups by training images (many-shot > {st.many_above}, medium, few-shot < {st.few_below}), "
-                  "test macro-F1 over the group and its Δ vs the baseline [95 % CI]:", "",
+                  "test macro-F1 over the group's estimable classes and its Δ vs the baseline [95 % CI; "
+                  "descriptive (unadjusted), outside the Holm family]:", "",
                   f.groups.to_markdown(index=False), ""]
     lines += [f"Per-class test F1 [95 % CI] (column: class (training/test images); n.e. = fewer than "
               f"{st.min_support} test images, not estimable):", "",
               f.per_class.to_markdown(index=False), ""]
     if f.per_class_delta is not None:
-        lines += ["Per-class Δ test F1 vs the baseline [95 % CI]:", "",
+        lines += ["Per-class Δ test F1 vs the baseline [95 % CI; descriptive (unadjusted), one interval per cell, "
+                  "outside the Holm family]:", "",
                   f.per_class_delta.to_markdown(index=False), ""]
     if f.posthoc is not None:
         lines += [POSTHOC_TITLE.format(m=data.metric) + ":", "", f.posthoc.to_markdown(index=False), ""]
@@ -780,7 +798,9 @@ def markdown(data: StudyData, table: pd.DataFrame, frames: Frames | None = None)
     if f.calibration is not None:
         where = "the out-of-fold pool (folds weighted by their images)" if data.trials["fold"].notna().any() \
             else "the test split"
-        lines += [f"Calibration on {where} (from the stored float32 logits; mean over seeds):", "",
+        lines += [f"Calibration on {where} (from the stored float32 logits; ECE of the top label only, mean over "
+                  "seeds with a t-interval over the seeds (the finite test set not included); NLL and Brier: mean "
+                  "over seeds):", "",
                   f.calibration.to_markdown(index=False), ""]
     lines += [
         f"Every effect is estimated on the test split at each trial's selected epoch; validation {data.metric} "
@@ -788,8 +808,12 @@ def markdown(data: StudyData, table: pd.DataFrame, frames: Frames | None = None)
         "never tested. Intervals are 95 % t-intervals whose variance carries both the seeds (paired by seed for a "
         "Δ) and the finite test set (the same images for every trial), fer_core/report/stats.py. p is the test of "
         "Δ = 0, Holm-corrected across the table's variants; the verdict is that test's; MDE is the |Δ| this design "
-        "detects with 80 % power at the family-wise level; P(better) is the share of seed pairs in which the "
-        "variant beat the baseline. Pruned and failed trials are counted, never averaged in.",
+        "detects with 80 % power at the family-wise level (Holm's first step, alpha/m; noncentral t), n/a where the Δ "
+        "has no variance; seed pairs won counts the seeds in which the variant beat the baseline (ties half), a "
+        "description, not a probability; Δ pairs the seeds both rows have, so with a seed missing it can differ "
+        "from the difference of the two test scores (the verdict says so). Seed variances are moderated across "
+        "the table's rows (empirical Bayes, Smyth 2004), which adds the prior's degrees of freedom; per-class "
+        "and group intervals are descriptive (unadjusted). Pruned and failed trials are counted, never averaged in.",
     ]
     if data.trials["fold"].notna().any():
         lines += ["", "k-fold cross-validation, scored out of fold: in each fold's trial that fold is held out, the "
