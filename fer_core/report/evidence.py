@@ -192,10 +192,13 @@ def held_out_columns(variants: list[Variant], labels: np.ndarray | None, baselin
                        + ", ".join(v.name for v in variants if v.name != baseline))
     fams = {"primary": [n for n in tested if n in settings.primary],
             "secondary": [n for n in tested if n not in settings.primary]} if settings.primary else {"": tested}
-    p_holm, family_of = {}, {}
+    p_holm, family_of, mde = {}, {}, {}
     for fam, members in fams.items():
         p_holm.update(zip(members, stats.holm([float(deltas[n].p_value) for n in members])))
         family_of.update({n: (fam, len(members)) for n in members})
+        if members:  # the first Holm step's level: what an MDE must clear (the conservative choice); all at once
+            both = stats.restack([deltas[n] for n in members])
+            mde.update(zip(members, np.atleast_1d(both.mde(alpha=stats.ALPHA / len(members))).tolist()))
 
     out: dict[str, dict[str, Any]] = {}
     for v in variants:
@@ -226,12 +229,10 @@ def held_out_columns(variants: list[Variant], labels: np.ndarray | None, baselin
             d = deltas[v.name]
             fam, size = family_of.get(v.name, ("", 0))
             row.update(_est_cols("delta", d, delta=True))
-            # the first Holm step's level: what an MDE must clear (the conservative choice)
-            alpha_fw = stats.ALPHA / max(1, size)
             row.update({"delta_df": float(d.df), "n_paired": d.n, "n_units": len(v.units),
                         "n_units_baseline": len(parts[baseline][0].units), "p_value": float(d.p_value),
                         "p_holm": p_holm.get(v.name, float("nan")), "holm_family": fam, "holm_family_size": size,
-                        "mde": float(d.mde(alpha=alpha_fw)), "p_improve": float(d.p_improve),
+                        "mde": mde.get(v.name, float("nan")), "p_improve": float(d.p_improve),
                         "delta_prior_df": float(d.d0), "delta_prior_sd": float(d.s0),
                         "delta_common_sd": float(np.sqrt(d.common))})
             e = grp_deltas[v.name]

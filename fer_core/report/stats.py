@@ -78,7 +78,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy import optimize, special, stats
+from scipy import special, stats
 
 from fer_core.metrics import softmax  # one softmax for the core and the report (stats.softmax)
 
@@ -134,28 +134,39 @@ class Estimate:
         NaN where there is no variance (an exact row detects nothing and misses nothing: "n/a")."""
         se = np.asarray(self.se, dtype=float)
         df = np.broadcast_to(np.asarray(self.df, dtype=float), se.shape)
+        ok = (se > 0) & (df > 0)
         out = np.full(se.shape, np.nan)
-        for i in np.ndindex(se.shape):
-            if se[i] > 0 and df[i] > 0:
-                out[i] = noncentrality(float(df[i]), alpha, power) * se[i]
+        if ok.any():
+            out[ok] = noncentrality(df[ok], alpha, power) * se[ok]
         return out if out.shape else float(out)
 
 
-def noncentrality(df: float, alpha: float = ALPHA, power: float = POWER) -> float:
-    """The noncentrality at which a two-sided t-test (``df``, level ``alpha``) has ``power``."""
-    df = min(df, DF_MAX)
-    crit = stats.t.ppf(1 - alpha / 2, df)
+def _power(nc: np.ndarray, df: np.ndarray, crit: np.ndarray) -> np.ndarray:
+    """P(|T| > crit), T ~ noncentral t(df, nc); the normal where df is huge (scipy's nct loses precision
+    there), and the lower tail (below the central t's for nc >= 0) read as 0 where scipy gives NaN."""
+    big = df > 1e4
+    small_df = np.where(big, 10.0, df)
+    tail = stats.nct.sf(crit, small_df, nc) + np.nan_to_num(stats.nct.cdf(-crit, small_df, nc))
+    return np.where(big, stats.norm.sf(crit - nc) + stats.norm.cdf(-crit - nc), tail)
 
-    def gap(nc: float) -> float:
-        if df > 1e4:  # scipy's noncentral t loses precision there; it is the normal
-            return stats.norm.sf(crit - nc) + stats.norm.cdf(-crit - nc) - power
-        # the lower tail is below the central t's (nc >= 0); scipy's nct returns NaN deep in it
-        return stats.nct.sf(crit, df, nc) + np.nan_to_num(stats.nct.cdf(-crit, df, nc)) - power
 
-    hi = crit + 2 * stats.norm.ppf(power) + 10
-    while gap(hi) < 0:  # tiny df: the power curve rises slowly
-        hi *= 2
-    return float(optimize.brentq(gap, 0.0, hi, xtol=1e-8))
+def noncentrality(df: Any, alpha: float = ALPHA, power: float = POWER) -> Any:
+    """The noncentrality at which a two-sided t-test (``df``, level ``alpha``) has ``power``
+    (elementwise; bisection on all rows at once, to 1e-6)."""
+    d = np.minimum(np.atleast_1d(np.asarray(df, dtype=float)), DF_MAX)
+    crit = stats.t.ppf(1 - alpha / 2, d)
+    lo, hi = np.zeros_like(d), crit + 2 * stats.norm.ppf(power) + 10
+    for _ in range(60):  # tiny df: the power curve rises slowly
+        short = _power(hi, d, crit) < power
+        if not short.any():
+            break
+        hi = np.where(short, 2 * hi, hi)
+    while np.max(hi - lo) > 1e-6:
+        mid = (lo + hi) / 2
+        below = _power(mid, d, crit) < power
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    out = (lo + hi) / 2
+    return float(out[0]) if np.ndim(df) == 0 else out.reshape(np.shape(df))
 
 
 def f1_parts(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
