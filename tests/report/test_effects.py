@@ -128,12 +128,13 @@ def test_effect_intervals_cover_the_true_main_effect_and_interaction_on_simulate
     grid whose class-bias shifts do not add up on the F1 scale, so there is a true interaction: the 95 %
     intervals of both main effects and the interaction cover their truth in 93-97 % of studies
     (measured: 93.9 %, 95.4 %, 94.3 % over 1000 studies of 5 seeds)."""
-    from test_stats_simulation import PLANTED, K, _population_f1, simulate
+    from test_stats_simulation import LABELS as Y
+    from test_stats_simulation import PLANTED, K, simulate
+    from test_stats_simulation import true_f1 as expected_f1
 
     rng = np.random.default_rng(7)
-    xi = rng.standard_normal((4000, K)) * 0.25  # the seed effect's marginal distribution (SIGMA_A)
     mus = {(-1, -1): np.zeros(K), (1, -1): PLANTED[0], (-1, 1): PLANTED[2], (1, 1): PLANTED[0] + PLANTED[2] + PLANTED[1]}
-    true_f1 = {ab: _population_f1(mu + xi).mean(0).mean() for ab, mu in mus.items()}
+    true_f1 = {ab: expected_f1(mu).mean() for ab, mu in mus.items()}
     truth = {"A": (true_f1[1, -1] + true_f1[1, 1] - true_f1[-1, -1] - true_f1[-1, 1]) / 2,
              "B": (true_f1[-1, 1] + true_f1[1, 1] - true_f1[-1, -1] - true_f1[1, -1]) / 2,
              "A x B": (true_f1[1, 1] + true_f1[-1, -1] - true_f1[1, -1] - true_f1[-1, 1]) / 2}
@@ -141,7 +142,7 @@ def test_effect_intervals_cover_the_true_main_effect_and_interaction_on_simulate
     spec = {"design": {"kind": "grid", "factors": {"A": [0, 1], "B": [0, 1]}}}
     studies, covered = 1000, {k: 0 for k in truth}
     for _ in range(studies):
-        y, preds = simulate(rng, 5, list(mus.values()))
+        preds, y = simulate(rng, 5, list(mus.values()), ["plain"] * 4), Y
         variants = [Variant(f"A={(a + 1) // 2},B={(b + 1) // 2}", [str(s) for s in range(5)], preds[i])
                     for i, (a, b) in enumerate(mus)]
         eff = factorial_effects(spec, variants, y, "macro_f1", K).set_index("effect")
