@@ -23,9 +23,8 @@ regimes of issue 34 at once, among its 18 variants:
 
 Checked for 3, 5 and 10 seeds: under the null (every mu the baseline's) the share of studies with
 any decisive verdict is at most 5 % + 2 Monte-Carlo standard errors; with planted effects the 95 %
-intervals of Δ macro-F1 and of every class's Δ F1 cover the truth in 93-97 %. Each guarded part,
-removed, fails clearly (``test_each_part_is_needed``). The studies per setting are few to keep the
-suite fast; benchmarks/stats_operating.py runs the same functions larger (benchmarks/RESULTS.md).
+intervals of Δ macro-F1 and of every class's Δ F1 cover the truth in 93-97 %. The studies per setting are few to keep the
+suite fast; ``run`` with more studies gives tighter figures.
 """
 
 from __future__ import annotations
