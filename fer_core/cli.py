@@ -147,7 +147,23 @@ def cmd_launch(args: argparse.Namespace) -> int:
                   + (f", {summary['fold_skipped']} fold trials skipped by pruning across folds"
                      if summary.get("fold_skipped") else ""),
                   highlight=False)
+    closing = _adequacy_closing(summary["study"], args.storage)
+    if closing:
+        console.print(closing, highlight=False, markup=False, soft_wrap=True)
     return 0
+
+
+def _adequacy_closing(name: str, storage: str | None) -> str | None:
+    """The launch's last line: whether the study can answer its question, and what to do if not (the
+    report's first sentence, fer_core/report/adequacy.py); None before any trial completed."""
+    from fer_core.report.export import load
+    from fer_core.report.table import adequacy_line
+
+    try:
+        _, data, _ = load(name, storage)
+    except FerError:
+        return None
+    return adequacy_line(data).replace("**", "")
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
@@ -301,6 +317,11 @@ def plan_lines(spec, data: list[dict] | None = None) -> list[str]:
                                                                       else " (generated in the cache)"))
     lines.append(f"  backbone: {base.get('backbone', '?')}, {base.get('img_size', '?')} px, "
                  f"{base.get('epochs', '?')} epochs")
+    from fer_core.study.plateau import short_of_plateau
+
+    short = short_of_plateau({"dataset": "synthetic", **base})  # the baseline's recipe, against measurements
+    if short:
+        lines.append(f"  {short}")
     budget = f"; time budget {spec.time_s:.0f} s" if spec.time_s else ""
     lines.append(f"  objective: validation {spec.metric} ({spec.direction}); pruner {spec.pruner['name']}, "
                  f"scheduler {spec.scheduler['name']}; up to {spec.max_concurrent} trials at once{budget}")

@@ -83,11 +83,11 @@ def curve_converged(curve: Sequence[float], scheduled: int, maximize: bool = Tru
     best = int(np.argmax(y))  # the first best, as the trainer selects (strictly greater)
     late = best >= n - max(1, math.ceil(rule.last_fraction * n))
     noise = curve_noise(y, rule.noise_floor)
-    # the trend of the last half (least squares) and what it adds over the last quarter
-    h = y[n - max(3, n // 2):]
+    # the trend of the last quarter (least squares, at least 4 epochs) and what it adds over that quarter
+    q = max(1, math.ceil(rule.window_fraction * n))
+    h = y[n - max(rule.min_epochs, q):]
     t = np.arange(len(h), dtype=float) - (len(h) - 1) / 2
     slope = float((t * (h - h.mean())).sum() / (t * t).sum())
-    q = max(1, math.ceil(rule.window_fraction * n))
     gain = slope * q
     z = slope / (noise / math.sqrt(float((t * t).sum())))
     rising = late and gain > rule.noise_factor * noise and z > rule.z

@@ -20,22 +20,54 @@ construction), each part estimated without resampling:
              is a ratio of image means, so its linearisation is exact to first order)
     model    d_s = Δ + a_s + b + e_s: a_s the seed effect, b the shared held-out-set effect
              (one draw of images for every seed), e_s the seed x image interaction
-    S²       sample variance of d_s over seeds, estimates var(a) + var(e)
+    S²       sample variance of d_s over seeds, estimates var(a) + var(e), n-1 df
     V_mean   sum_i (mean_s psi_s,i)² / N², estimates var(b + mean_s e_s) = var(b) + var(e)/n
     V_bar    mean_s sum_i psi_s,i² / N², estimates var(b) + var(e)
     var(Δ̂) = var(a)/n + var(e)/n + var(b) = S²/n + [V_mean - (V_bar - V_mean)/(n - 1)]_+
 
-The seed part S²/n has n-1 degrees of freedom, the image part is known to within O(1/N);
-the interval uses Student's t with Satterthwaite's df = (n-1) (total / seed part)². Its p-value
-tests Δ = 0; one Holm correction runs across the table's trained variants; the verdict is
-better / worse when the Holm-adjusted p < 0.05, else "no detectable difference", and the row
-gives the minimum detectable effect at 80 % power for the family-wise level (Bonferroni's
-alpha/m, the first Holm step) and P(variant > baseline) over seed pairs.
+The image part has a finite df too: a class's F1 rests on its few held-out images, so its image
+part gets n_c - 1 df (n_c its test images); a macro or group score combines its classes' parts
+with Satterthwaite's df (``satterthwaite``). The interval and the test use Student's t with the
+Welch-Satterthwaite df of the seed part (df below) and the image part.
+
+The seed part: empirical-Bayes moderated variances across the table's rows (``moderate``).
+Smyth, G. K. (2004), "Linear models and empirical Bayes methods for assessing differential
+expression in microarray experiments", Stat. Appl. Genet. Mol. Biol. 3(1), Art. 3 (limma's
+moderated t). Each row's S² (d = n-1 df, 2 at 3 seeds) is shrunk toward a prior s0² fitted
+across the rows, s̃² = (d0 s0² + d S²) / (d0 + d), and the row's seed part gets d + d0 df: rows
+that share seeds and images borrow strength, yet a row whose seeds really spread more keeps a
+larger variance (its own S² stays in the mix), so unequal seed variances across rows survive.
+The prior (s0², d0) is Smyth's moment estimator (limma's ``fitFDist``: log S² has mean
+log s0² + digamma(d0/2) - log(d0/2) + ... and variance trigamma(d/2) + trigamma(d0/2)).
+Where this differs from limma, and why:
+
+1. Two variance parts. Only the seed part is moderated; the image part is the row's own
+   (delta method, above) with its finite df, combined by Welch-Satterthwaite.
+2. A common seed component. limma's genes are independent; the rows of one table are not: every
+   Δ subtracts the same baseline seeds, and every variant of one seed shares that seed's data
+   order. The part of S² the rows share (their mean pairwise covariance over seeds, c) is one
+   draw with n-1 df however many rows there are, so it is split off before the prior is fitted
+   (the rows' S² would otherwise agree more than independent draws do, d0 would come out far too
+   large, and a baseline whose seeds happened to agree would make every row decisive).
+   The seed variance is c + s̃²_row with Satterthwaite's df over (c, n-1) and (s̃², d + d0).
+3. Robustness. Rows whose remaining variance is exactly zero (a variant identical to the baseline,
+   a class no model predicts) carry no information on the prior and have no log: they are left
+   out of the fit (limma offsets them instead, which drags d0 down). d0 is capped at the df of the
+   rows it was fitted on (a prior cannot know more than its data), and no prior is fitted from
+   fewer than three rows (d0 = 0: each row's own S²).
+4. A row whose every seed gave the very same Δ with zero image influence (identical predictions)
+   is exact: se 0, p 1 when Δ = 0, no MDE (NaN, not 0).
+
+The p-value tests Δ = 0; one Holm correction runs across the table's trained variants (or, with
+``report: {primary: [...]}``, across the primary variants, the rest forming a secondary family);
+the verdict is better / worse when the Holm-adjusted p < 0.05, else "no detectable difference",
+and the row gives the minimum detectable effect: the smallest |Δ| a two-sided t-test at Holm's
+first-step level alpha/m (Bonferroni's; the conservative choice: later Holm steps are less strict)
+detects with 80 % power, solved with the noncentral t (``Estimate.mde``).
 ``tests/report/test_stats_simulation.py`` proves the construction on simulated studies with a
-known truth: family-wise error under the null, coverage of Δ and of per-class Δ for 3, 5 and
-10 seeds, and failure when the correction or either variance part is removed. Measured there
-(1000 null studies of 18 variants): any decisive verdict in 4.9 % of studies with 3 seeds and
-4.0 % with 5; 95 % intervals covered the true Δ in 94-95 % (300 studies per setting).
+known truth, calling the report's own path (``evidence.held_out_columns``, the verdict,
+``effects.factorial_effects``), with every regime (high agreement, unequal seed variances, small classes, zero-variance rows,
+missing seeds) in each simulated study.
 """
 
 from __future__ import annotations
@@ -46,13 +78,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from fer_core.metrics import softmax  # one softmax for the core and the report (stats.softmax)
 
 N_BOOT = 5000
 ALPHA = 0.05
 POWER = 0.80
+DF_MAX = 1e6  # "known": a t with this many df is the normal
 
 
 @dataclass(frozen=True)
@@ -61,12 +94,19 @@ class Estimate:
     or arrays of one shape when many estimates are made at once (classes, variants)."""
 
     mean: Any
-    se_seeds: Any  # sqrt(S²/n): training randomness
+    se_seeds: Any  # sqrt(seed variance / n): training randomness (moderated after ``moderate``)
     se_images: Any  # the shared held-out set's part (see the module docstring)
-    df: Any
+    df: Any  # Welch-Satterthwaite df of the total
     n: int  # seeds (pairs for a Δ)
     p_improve: Any = float("nan")  # Δ only: share of seed pairs with d > 0 (ties count half)
-    sd: Any = float("nan")  # sd of the per-seed values
+    sd: Any = float("nan")  # sd of the per-seed values (the row's own, unmoderated)
+    df_images: Any = DF_MAX  # the image part's df (a class's test images - 1; Satterthwaite over classes)
+    dev: Any = None  # per-seed deviations from the mean (n, ...): what ``moderate`` reads
+    units: tuple | None = None  # the seeds, in the order of ``dev`` (pairs rows seed by seed in ``moderate``)
+    exact: Any = False  # every seed the same value, no image influence: no variance at all
+    d0: Any = 0.0  # prior df of the moderated seed variance (0: the row's own S²)
+    s0: Any = float("nan")  # prior sd of the seed part (per seed, after the common part c)
+    common: Any = 0.0  # the rows' common seed variance c (per seed), split off before moderation
 
     @property
     def se(self) -> Any:
@@ -89,9 +129,44 @@ class Estimate:
         return np.where(np.isnan(se), np.nan, p)
 
     def mde(self, alpha: float = ALPHA, power: float = POWER) -> Any:
-        """Smallest |Δ| this design detects with ``power`` at two-sided level ``alpha``."""
-        with np.errstate(invalid="ignore"):
-            return (stats.t.ppf(1 - alpha / 2, self.df) + stats.t.ppf(power, self.df)) * self.se
+        """Smallest |Δ| a two-sided t-test at level ``alpha`` detects with probability ``power``: the
+        noncentrality delta / se solving P(|T| > t_crit) = power with T ~ noncentral t(df, delta / se);
+        NaN where there is no variance (an exact row detects nothing and misses nothing: "n/a")."""
+        se = np.asarray(self.se, dtype=float)
+        df = np.broadcast_to(np.asarray(self.df, dtype=float), se.shape)
+        ok = (se > 0) & (df > 0)
+        out = np.full(se.shape, np.nan)
+        if ok.any():
+            out[ok] = noncentrality(df[ok], alpha, power) * se[ok]
+        return out if out.shape else float(out)
+
+
+def _power(nc: np.ndarray, df: np.ndarray, crit: np.ndarray) -> np.ndarray:
+    """P(|T| > crit), T ~ noncentral t(df, nc); the normal where df is huge (scipy's nct loses precision
+    there), and the lower tail (below the central t's for nc >= 0) read as 0 where scipy gives NaN."""
+    big = df > 1e4
+    small_df = np.where(big, 10.0, df)
+    tail = stats.nct.sf(crit, small_df, nc) + np.nan_to_num(stats.nct.cdf(-crit, small_df, nc))
+    return np.where(big, stats.norm.sf(crit - nc) + stats.norm.cdf(-crit - nc), tail)
+
+
+def noncentrality(df: Any, alpha: float = ALPHA, power: float = POWER) -> Any:
+    """The noncentrality at which a two-sided t-test (``df``, level ``alpha``) has ``power``
+    (elementwise; bisection on all rows at once, to 1e-6)."""
+    d = np.minimum(np.atleast_1d(np.asarray(df, dtype=float)), DF_MAX)
+    crit = stats.t.ppf(1 - alpha / 2, d)
+    lo, hi = np.zeros_like(d), crit + 2 * stats.norm.ppf(power) + 10
+    for _ in range(60):  # tiny df: the power curve rises slowly
+        short = _power(hi, d, crit) < power
+        if not short.any():
+            break
+        hi = np.where(short, 2 * hi, hi)
+    while np.max(hi - lo) > 1e-6:
+        mid = (lo + hi) / 2
+        below = _power(mid, d, crit) < power
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    out = (lo + hi) / 2
+    return float(out[0]) if np.ndim(df) == 0 else out.reshape(np.shape(df))
 
 
 def f1_parts(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -115,10 +190,22 @@ def f1_parts(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> tuple[n
     return f1, psi
 
 
+def satterthwaite(parts: Sequence[Any], dfs: Sequence[Any]) -> Any:
+    """Welch-Satterthwaite df of a sum of independent variance parts, each with its df (elementwise):
+    (sum v)² / sum(v² / df); parts that are zero drop out; all zero: DF_MAX."""
+    v = [np.asarray(p, dtype=float) for p in parts]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        num = sum(v) ** 2
+        den = sum(np.where(p > 0, p**2 / np.asarray(d, dtype=float), 0.0) for p, d in zip(v, dfs))
+        return np.minimum(np.where(den > 0, num / np.where(den > 0, den, 1.0), DF_MAX), DF_MAX)
+
+
 def estimate(values: np.ndarray, psi: np.ndarray, base_values: np.ndarray | None = None,
-             base_psi: np.ndarray | None = None, *, seed_part: bool = True, image_part: bool = True) -> Estimate:
+             base_psi: np.ndarray | None = None, *, seed_part: bool = True, image_part: bool = True,
+             df_images: Any = DF_MAX, units: Sequence[Any] | None = None) -> Estimate:
     """The mean over seeds (axis 0 of ``values``; ``psi`` has the images on axis 1) or, with a
-    baseline paired seed by seed, the mean Δ, with both variance parts. Trailing axes are
+    baseline paired seed by seed, the mean Δ, with both variance parts: the row's own S² (n-1 df;
+    ``moderate`` borrows across rows) and the image part with ``df_images``. Trailing axes are
     estimated independently (classes, groups). ``seed_part`` / ``image_part`` switch a part off;
     only the simulation test does, to show that the intervals fail without either."""
     d = np.asarray(values, dtype=float)
@@ -130,18 +217,20 @@ def estimate(values: np.ndarray, psi: np.ndarray, base_values: np.ndarray | None
     mean = d.mean(0) if n else np.full(d.shape[1:], np.nan)
     nan = np.full(np.shape(mean), np.nan)
     p_imp = ((d > 0).sum(0) + 0.5 * (d == 0).sum(0)) / n if n and base_values is not None else nan
+    u = tuple(map(str, units)) if units is not None else None
     if n < 2:
-        return Estimate(mean, nan, nan, nan, n, p_imp, nan)
+        return Estimate(mean, nan, nan, nan, n, p_imp, nan, units=u)
     s2 = d.var(0, ddof=1)
     v_mean = (g.mean(0) ** 2).sum(0) / big_n**2
     v_bar = (g**2).sum(1).mean(0) / big_n**2
     var_e = np.maximum(v_bar - v_mean, 0.0) * n / (n - 1)  # seed x image interaction, from the images
     v_seed = s2 / n if seed_part else np.zeros_like(s2)
     v_img = np.maximum(v_mean - var_e / n, 0.0) if image_part else 0.0 * v_mean
-    total = v_seed + v_img
-    with np.errstate(invalid="ignore", divide="ignore"):
-        df = np.where(v_seed > 0, (n - 1) * (total / np.where(v_seed > 0, v_seed, 1.0)) ** 2, np.inf)
-    return Estimate(mean, np.sqrt(v_seed), np.sqrt(v_img), np.minimum(df, 1e6), n, p_imp, np.sqrt(s2))
+    exact = (s2 == 0) & (v_bar == 0)
+    df_img = np.broadcast_to(np.asarray(df_images, dtype=float), np.shape(mean))
+    df = satterthwaite([v_seed, v_img], [np.full(np.shape(mean), n - 1.0), df_img])
+    return Estimate(mean, np.sqrt(v_seed), np.sqrt(v_img), df, n, p_imp, np.sqrt(s2), df_images=df_img,
+                    dev=(d - mean) if seed_part else np.zeros_like(d), units=u, exact=exact)
 
 
 def estimate_nested(values: np.ndarray, psi: np.ndarray, base_values: np.ndarray | None = None,
@@ -159,35 +248,134 @@ def estimate_nested(values: np.ndarray, psi: np.ndarray, base_values: np.ndarray
     return estimate(*outer(values, psi), *outer(base_values, base_psi))
 
 
-def pool_df(estimates: list[Estimate]) -> list[Estimate]:
-    """The same estimates with Satterthwaite's df from the family's pooled variance ratio.
+def trigamma_inverse(x: np.ndarray) -> np.ndarray:
+    """y with trigamma(y) = x (x > 0), Newton's iteration as in limma's ``trigammaInverse``."""
+    x = np.asarray(x, dtype=float)
+    y = np.where(x > 1e7, 1 / np.sqrt(np.maximum(x, 1e-300)), np.where(x < 1e-6, 1 / np.maximum(x, 1e-300),
+                                                                         0.5 + 1 / np.maximum(x, 1e-300)))
+    for _ in range(50):
+        tri = special.polygamma(1, y)
+        dif = tri * (1 - tri / x) / special.polygamma(2, y)
+        y = y + dif
+        if np.all(-dif / y < 1e-8):
+            break
+    return y
 
-    Per row, df = (n-1) (1 + v_images / v_seeds)² uses that row's own S² (2 df at 3 seeds): a
-    by-chance small S² then shrinks the interval *and* inflates its df, and the family-wise error
-    at Holm's small levels rises above 5 % (measured in an early version of the simulation with a
-    strong seed part: 17 % with 3 seeds, 18 variants). The rows of
-    one table share their seeds and held-out images, so the ratio is pooled over them (medians of
-    both parts, elementwise for per-class arrays); each row keeps its own standard error."""
-    if not estimates:
-        return []
+
+def fit_prior(s2: np.ndarray, d: np.ndarray, min_rows: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Smyth's (2004) moment estimator of the scaled inverse-chi² prior (s0², d0) of variances ``s2``
+    (rows on axis 0; NaN = not in the fit) with ``d`` df each (limma ``fitFDist``); trailing axes fit
+    separately. Fewer than ``min_rows`` rows: d0 = 0 (no prior). d0 is capped at the rows' total df."""
+    s2 = np.asarray(s2, dtype=float)
+    d = np.broadcast_to(np.asarray(d, dtype=float), s2.shape)
+    ok = np.isfinite(s2) & (s2 > 0) & (d > 0)
+    m = ok.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column (a group without classes)
-        v_seed = np.nanmedian(np.stack([np.asarray(e.se_seeds, dtype=float) ** 2 for e in estimates]), axis=0)
-        v_img = np.nanmedian(np.stack([np.asarray(e.se_images, dtype=float) ** 2 for e in estimates]), axis=0)
-        ratio = np.where(v_seed > 0, v_img / np.where(v_seed > 0, v_seed, 1.0), np.inf)
-    return [replace(e, df=np.minimum((e.n - 1) * (1 + ratio) ** 2, 1e6)) if e.n >= 2 else e for e in estimates]
+        warnings.simplefilter("ignore", RuntimeWarning)
+        e = np.where(ok, np.log(np.where(ok, s2, 1.0)) - special.digamma(d / 2) + np.log(d / 2), np.nan)
+        emean = np.nanmean(e, 0)
+        evar = np.nansum((e - emean) ** 2, 0) / np.maximum(m - 1, 1) - np.nanmean(
+            np.where(ok, special.polygamma(1, d / 2), np.nan), 0)
+    cap = np.where(ok, d, 0.0).sum(0)
+    d0 = np.where(evar > 0, 2 * trigamma_inverse(np.where(evar > 0, evar, 1.0)), np.inf)
+    d0 = np.minimum(d0, cap)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        s02 = np.exp(emean + special.digamma(d0 / 2) - np.log(d0 / 2))
+    d0 = np.where(m >= min_rows, d0, 0.0)
+    return np.where(m >= min_rows, s02, np.nan), d0
+
+
+def _common_variance(rows: list[Estimate]) -> tuple[np.ndarray, float]:
+    """The rows' mean pairwise covariance over the seeds they share (per seed; elementwise for arrays),
+    clipped to >= 0, and the df it rests on (shared seeds - 1)."""
+    shape = np.shape(rows[0].mean)
+    total, pairs, shared = np.zeros(shape), 0, []
+    by_units: dict[tuple, list[np.ndarray]] = {}
+    for r in rows:
+        by_units.setdefault(r.units or tuple(map(str, range(r.n))), []).append(np.asarray(r.dev, dtype=float))
+    if len(by_units) == 1:  # the usual case: every row on the same seeds; sum of pairwise covariances at once
+        devs = next(iter(by_units.values()))
+        x = np.stack(devs)  # (m, n, ...)
+        m, n = x.shape[0], x.shape[1]
+        if m < 2 or n < 2:
+            return np.zeros(shape), 0.0
+        s = x.sum(0)
+        total = ((s**2).sum(0) - (x**2).sum((0, 1))) / (n - 1)
+        return np.maximum(total / (m * (m - 1)), 0.0), n - 1.0
+    flat = [(r.units or tuple(map(str, range(r.n))), np.asarray(r.dev, dtype=float)) for r in rows]
+    for i in range(len(flat)):
+        for j in range(i + 1, len(flat)):
+            (ua, a), (ub, b) = flat[i], flat[j]
+            common = [u for u in ua if u in set(ub)]
+            if len(common) < 2:
+                continue
+            xa = a[[ua.index(u) for u in common]]
+            xb = b[[ub.index(u) for u in common]]
+            xa, xb = xa - xa.mean(0), xb - xb.mean(0)
+            total = total + (xa * xb).sum(0) / (len(common) - 1)
+            pairs += 1
+            shared.append(len(common))
+    if not pairs:
+        return np.zeros(shape), 0.0
+    return np.maximum(total / pairs, 0.0), float(np.median(shared)) - 1.0
+
+
+def moderate(rows: list[Estimate], *, common: bool = True, prior: bool = True) -> list[Estimate]:
+    """The rows of one family (one table's variants, or its Δs; elementwise for per-class arrays)
+    with empirical-Bayes moderated seed variances (module docstring): the common seed component c
+    split off (n-1 df), the rest shrunk toward a prior fitted across the rows (d + d0 df), the image
+    part as it was; df by Welch-Satterthwaite over the three. ``common`` / ``prior`` switch a part
+    off; only the simulation test does, to show what each guards. Rows with fewer than two seeds or
+    no variance at all are returned as they are."""
+    live = [i for i, r in enumerate(rows) if r.n >= 2 and r.dev is not None]
+    if not live:
+        return list(rows)
+    est = [rows[i] for i in live]
+    shape = np.shape(est[0].mean)
+    exact = np.stack([np.broadcast_to(np.asarray(r.exact, dtype=bool), shape) for r in est])
+    s2 = np.stack([np.asarray(r.sd, dtype=float) ** 2 for r in est])  # own S² per seed
+    n = np.array([r.n for r in est], dtype=float).reshape((-1,) + (1,) * len(shape))
+    d = n - 1
+    if common and len(est) >= 2:
+        c, df_c = _common_variance([r for r, x in zip(est, exact) if not np.all(x)] or est)
+    else:
+        c, df_c = np.zeros(shape), 0.0
+    c = np.where(np.isfinite(c), c, 0.0)
+    r2 = np.maximum(s2 - c, 0.0)  # the row's own part
+    fit = np.where(exact | (r2 <= 0), np.nan, r2)
+    s02, d0 = fit_prior(fit, np.broadcast_to(d, s2.shape)) if prior else (np.full(shape, np.nan), np.zeros(shape))
+    with np.errstate(invalid="ignore"):
+        post = np.where(d0 > 0, (np.where(np.isfinite(d0), d0, 0) * np.nan_to_num(s02) + d * r2) / (
+            np.where(np.isfinite(d0), d0, 0) + d), r2)
+        post = np.where(np.isinf(d0), np.broadcast_to(s02, post.shape), post)  # d0 infinite: the prior itself
+    out = list(rows)
+    for k, (i, r) in enumerate(zip(live, est)):
+        seed_var = c + post[k]
+        seed_var = np.where(exact[k], 0.0, seed_var)
+        v_seed = seed_var / r.n
+        df_seed = satterthwaite([c, post[k]], [np.full(shape, max(df_c, 1.0)), d[k] + d0])
+        v_img = np.asarray(r.se_images, dtype=float) ** 2
+        df = satterthwaite([v_seed, v_img], [df_seed, r.df_images])
+        out[i] = replace(r, se_seeds=np.sqrt(v_seed), df=df, d0=d0, s0=np.sqrt(s02), common=c)
+    return out
 
 
 def unstack(est: Estimate) -> list[Estimate]:
-    """An estimate made for many rows at once (leading axis) as one estimate per row."""
-    fields = ("mean", "se_seeds", "se_images", "df", "p_improve", "sd")
-    arrays = {f: np.broadcast_to(np.asarray(getattr(est, f), dtype=float), np.shape(est.mean)) for f in fields}
-    return [Estimate(n=est.n, **{f: arrays[f][i] for f in fields}) for i in range(np.shape(est.mean)[0])]
+    """An estimate made for many rows at once (leading axis of the mean; seeds lead ``dev``) as one
+    estimate per row."""
+    fields = ("mean", "se_seeds", "se_images", "df", "p_improve", "sd", "df_images", "exact")
+    shape = np.shape(est.mean)
+    arrays = {f: np.broadcast_to(np.asarray(getattr(est, f)), shape) for f in fields}
+    dev = None if est.dev is None else np.asarray(est.dev)
+    return [Estimate(n=est.n, units=est.units, dev=None if dev is None else dev[:, i],
+                     **{f: arrays[f][i] for f in fields}) for i in range(shape[0])]
 
 
 def restack(rows: list[Estimate]) -> Estimate:
-    fields = ("mean", "se_seeds", "se_images", "df", "p_improve", "sd")
-    return Estimate(n=rows[0].n, **{f: np.stack([np.asarray(getattr(r, f), dtype=float) for r in rows]) for f in fields})
+    fields = ("mean", "se_seeds", "se_images", "df", "p_improve", "sd", "df_images", "exact", "d0", "s0", "common")
+    return Estimate(n=rows[0].n, units=rows[0].units,
+                    **{f: np.stack([np.broadcast_to(np.asarray(getattr(r, f)), np.shape(r.mean)) for r in rows])
+                       for f in fields})
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

@@ -292,7 +292,7 @@ def build_table(data: StudyData) -> pd.DataFrame:
     adq = adequacy.assess(variants, baseline, curves, data.groups, estimable, k)
     adq.epochs = longest
     held = evidence.held_out_columns(variants, labels, baseline, data.metric, data.class_names, data.groups,
-                                     data.tail, data.settings, family={v for v in order if adq.adequate(v)})
+                                     data.tail, data.settings, holm_rows={v for v in order if adq.adequate(v)})
     if baseline is not None and labels is not None and held.get(baseline) and data.class_counts:
         adequacy.judge_chance(adq, held[baseline], adequacy.chance_level(data.metric, data.class_counts, labels,
                                                                          data.tail))
@@ -331,9 +331,12 @@ def build_table(data: StudyData) -> pd.DataFrame:
         cals = [[data.calibration.get(n) for n in nums] for nums in g["numbers"]]
         if cals and all(c is not None for unit in cals for c in unit):
             for k in ("ece", "nll", "brier"):  # per unit (CV: its folds weighted by their images), then over units
-                row[k] = float(np.mean([c[0][k] if len(c) == 1 else np.average([f[k] for f in c],
-                                                                                 weights=[f["n"] for f in c])
-                                        for c in cals]))
+                per_unit = [c[0][k] if len(c) == 1 else np.average([f[k] for f in c], weights=[f["n"] for f in c])
+                            for c in cals]
+                row[k] = float(np.mean(per_unit))
+                if k == "ece" and len(per_unit) >= 2:  # seeds only: the test set's part is not estimated for ECE
+                    lo, hi = stats.estimate(np.asarray(per_unit), np.zeros((len(per_unit), 1)), image_part=False).ci()
+                    row["ece_ci_lo"], row["ece_ci_hi"] = float(max(lo, 0.0)), float(hi)
         row["derived"] = ""
         rows.append(row)
         tta = _tta_row(data, v, g)
@@ -632,7 +635,10 @@ def summary_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame:
             row[f"Δ test {m} [95% CI]"] = "" if r["baseline"] or derived else _est(r, "delta", signed=True)
             row["p (Holm)"] = "" if r["baseline"] or derived else fmt(r.get("p_holm"))
             row["MDE 80%"] = "" if r["baseline"] or derived else fmt(r.get("mde"))
-            row["P(better)"] = "" if r["baseline"] or derived else fmt(r.get("p_improve"), 2)
+            # the share of seed pairs the variant won, as a count (not a probability of being better)
+            won = r.get("p_improve")
+            row["seed pairs won"] = "" if r["baseline"] or derived or won != won or won is None else \
+                f"{won * r['n_paired']:g}/{int(r['n_paired'])}"
             if data.groups.get("few"):
                 row["Δ few-shot F1 [95% CI]"] = "" if r["baseline"] or derived else _est(r, "few_delta", signed=True)
         if "ece" in table.columns:
@@ -695,7 +701,9 @@ def calibration_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame | No
     if "ece" not in table.columns:
         return None
     rows = table[(table["derived"] == "") & table["ece"].notna()]
-    return pd.DataFrame({"variant": list(rows["variant"]), "ECE (15 bins)": rows["ece"].map(fmt),
+    ece = [fmt(r["ece"]) + (f" {_ci(r.get('ece_ci_lo'), r.get('ece_ci_hi'))}" if r.get("ece_ci_lo") == r.get(
+        "ece_ci_lo") and "ece_ci_lo" in r else "") for r in rows.to_dict("records")]
+    return pd.DataFrame({"variant": list(rows["variant"]), "top-label ECE (15 bins) [95% CI, seeds]": ece,
                          "NLL": rows["nll"].map(fmt), "Brier": rows["brier"].map(fmt)})
 
 
@@ -734,14 +742,22 @@ def design_line(data: StudyData, table: pd.DataFrame) -> str:
     line = (f"Design: {len(real)} {'variants' if data.design != 'search' else 'configs'} x "
             f"{'/'.join(map(str, seeds))} seeds; held-out: "
             f"{'out-of-fold pool' if data.trials['fold'].notna().any() else 'test split'}, {n_img} images")
-    if "mde" in real.columns and real["mde"].notna().any():
+    if "p_value" in real.columns and real["p_value"].notna().any():
         n_tests = int(real["p_holm"].notna().sum())
         left = int((~real["adequate"].astype(bool) & ~real["baseline"].astype(bool)).sum()) \
             if "adequate" in real.columns else 0
-        line += (f"; one Holm family of {n_tests} tests"
-                 + (f" (the rows that pass the adequacy check; {left} not answerable left out)" if left else "")
-                 + f"; median minimum detectable Δ {data.metric} at 80 % power: "
-                 f"{float(real['mde'].median()):.3f}")
+        why = f" (the rows that pass the adequacy check; {left} not answerable left out)" if left else ""
+        fams = real["holm_family"].dropna() if "holm_family" in real else pd.Series(dtype=str)
+        if (fams == "primary").any():
+            line += (f"; Holm families: {int((fams == 'primary').sum())} primary tests (report.primary), "
+                     f"{int((fams == 'secondary').sum())} secondary{why}")
+        else:
+            line += f"; one Holm family of {n_tests} tests{why}"
+        if real["mde"].notna().any():
+            line += f"; median minimum detectable Δ {data.metric} at 80 % power: {float(real['mde'].median()):.3f}"
+        if "delta_prior_df" in real and real["delta_prior_df"].notna().any():
+            line += (f"; seed variances moderated across the rows (empirical Bayes, prior df "
+                     f"{float(real['delta_prior_df'].dropna().iloc[0]):.1f})")
     return line
 
 
@@ -829,23 +845,28 @@ def markdown(data: StudyData, table: pd.DataFrame, frames: Frames | None = None)
     st = data.settings
     if any(data.groups.values()):
         lines += [f"Class groups by training images (many-shot > {st.many_above}, medium, few-shot < {st.few_below}), "
-                  "test macro-F1 over the group and its Δ vs the baseline [95 % CI]:", "",
+                  "test macro-F1 over the group's estimable classes and its Δ vs the baseline [95 % CI; "
+                  "descriptive (unadjusted), outside the Holm family]:", "",
                   f.groups.to_markdown(index=False), ""]
     lines += [f"Per-class test F1 [95 % CI] (column: class (training/test images); n.e. = fewer than "
               f"{st.min_support} test images, not estimable; 0 (n.p.) = the variant never predicts the class, "
               "in any seed):", "",
               f.per_class.to_markdown(index=False), ""]
     if f.per_class_delta is not None:
-        lines += ["Per-class Δ test F1 vs the baseline [95 % CI] (n.p. = neither the variant nor the baseline "
-                  "predicts the class in any seed: not estimable):", "",
+        lines += ["Per-class Δ test F1 vs the baseline [95 % CI; descriptive (unadjusted), one interval per cell, "
+                  "outside the Holm family] (n.p. = neither the variant nor the baseline predicts the class in any "
+                  "seed: not estimable):", "",
                   f.per_class_delta.to_markdown(index=False), ""]
     if f.posthoc is not None:
         lines += [POSTHOC_TITLE.format(m=data.metric) + ":", "", f.posthoc.to_markdown(index=False), ""]
     effects = data.effects
     if effects is not None and len(effects):
-        lines += [f"Factorial effects on test {data.metric}: mean of the runs at a contrast's + level minus "
-                  "its - level (an interaction: the product of its factors' codes), paired by seed, both "
-                  "variance parts, Holm across the effects (fer_core/report/effects.py):", "",
+        missing = effects.attrs.get("missing_runs") or []
+        lines += [f"Factorial effects on test {data.metric}: least squares on the runs present (on a complete "
+                  "grid: mean of the runs at a contrast's + level minus its - level; an interaction: the product "
+                  "of its factors' codes), paired by seed, both variance parts, Holm across the effects "
+                  "(fer_core/report/effects.py)"
+                  + (f"; runs without held-out predictions: {'; '.join(missing)}" if missing else "") + ":", "",
                   effects_markdown(effects, data.metric), ""]
     if f.aus is not None:
         lines += ["Action Units on the test split (AU head): F1 at each AU's threshold chosen on validation and ROC "
@@ -854,7 +875,9 @@ def markdown(data: StudyData, table: pd.DataFrame, frames: Frames | None = None)
     if f.calibration is not None:
         where = "the out-of-fold pool (folds weighted by their images)" if data.trials["fold"].notna().any() \
             else "the test split"
-        lines += [f"Calibration on {where} (from the stored float32 logits; mean over seeds):", "",
+        lines += [f"Calibration on {where} (from the stored float32 logits; ECE of the top label only, mean over "
+                  "seeds with a t-interval over the seeds (the finite test set not included); NLL and Brier: mean "
+                  "over seeds):", "",
                   f.calibration.to_markdown(index=False), ""]
     lines += [
         f"Every effect is estimated on the test split at each trial's selected epoch; validation {data.metric} "
@@ -862,8 +885,12 @@ def markdown(data: StudyData, table: pd.DataFrame, frames: Frames | None = None)
         "never tested. Intervals are 95 % t-intervals whose variance carries both the seeds (paired by seed for a "
         "Δ) and the finite test set (the same images for every trial), fer_core/report/stats.py. p is the test of "
         "Δ = 0, Holm-corrected across the table's variants; the verdict is that test's; MDE is the |Δ| this design "
-        "detects with 80 % power at the family-wise level; P(better) is the share of seed pairs in which the "
-        "variant beat the baseline. Pruned and failed trials are counted, never averaged in.",
+        "detects with 80 % power at the family-wise level (Holm's first step, alpha/m; noncentral t), n/a where the Δ "
+        "has no variance; seed pairs won counts the seeds in which the variant beat the baseline (ties half), a "
+        "description, not a probability; Δ pairs the seeds both rows have, so with a seed missing it can differ "
+        "from the difference of the two test scores (the verdict says so). Seed variances are moderated across "
+        "the table's rows (empirical Bayes, Smyth 2004), which adds the prior's degrees of freedom; per-class "
+        "and group intervals are descriptive (unadjusted). Pruned and failed trials are counted, never averaged in.",
     ]
     if data.trials["fold"].notna().any():
         lines += ["", "k-fold cross-validation, scored out of fold: in each fold's trial that fold is held out, the "

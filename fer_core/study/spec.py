@@ -224,7 +224,7 @@ def load_study(name: str, profile: str | None = None, data: str | None = None,
     for p, patch in profiles.items():
         if "seeds" in patch:
             check_seeds(patch["seeds"], f"{src}: profiles.{p}.seeds")
-    spec = merged_study(raw, profiles, profile)
+    spec = merged_study(raw, profiles, profile, src)
     overrides = launch_overrides(spec, data, sets or {})
     if overrides:  # data keys go under data:, the rest over base:, as a study file would put them
         o = overrides["base"]

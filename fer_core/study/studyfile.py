@@ -74,24 +74,30 @@ def load_raw(path: Path, depth: int = 0) -> dict[str, Any]:
         base = load_raw((path.parent / parent) if (path.parent / parent).is_file() else find_file(parent, "studies"),
                         depth + 1)
         base.pop("name", None)
+        if "design" in data:  # a profile's drop_variants names the parent's variants: a new design leaves it behind
+            base["profiles"] = {p: {k: v for k, v in patch.items() if k != "drop_variants"}
+                                if isinstance(patch, Mapping) else patch
+                                for p, patch in (base.get("profiles") or {}).items()}
         data = {**base, **{k: deep_merge(base.get(k) or {}, v) if k in EXTEND_MERGE and isinstance(v, Mapping)
                            else v for k, v in data.items()}}
     return _drop_variants(data, path)
 
 
-def _drop_variants(data: dict[str, Any], path: Path) -> dict[str, Any]:
+def _drop_variants(data: dict[str, Any], path: Path | str, where: str = "drop_variants") -> dict[str, Any]:
     """``drop_variants: [NAME, ...]``: the parent's one-at-a-time design without these variants (data
-    that cannot run them, e.g. no AU labels), so the child stays a small diff instead of a copied list."""
+    that cannot run them, e.g. no AU labels), so the child stays a small diff instead of a copied list.
+    In a profile (``profiles.cpu.drop_variants``), the design that profile runs: a smaller default with
+    the whole design a profile away; an empty list there keeps every variant (a child undoing it)."""
     drop = data.pop("drop_variants", None)
-    if drop is None:
+    if drop is None or (where != "drop_variants" and drop == []):
         return data
     design = data.get("design") if isinstance(data.get("design"), Mapping) else {}
     variants = design.get("variants") if isinstance(design.get("variants"), Mapping) else {}
     if not isinstance(drop, list) or not drop:
-        raise ConfigError(f"{path}: drop_variants must be a non-empty list of variant names")
+        raise ConfigError(f"{path}: {where} must be a non-empty list of variant names")
     unknown = [str(v) for v in drop if v not in variants]
     if unknown:
-        raise ConfigError(f"{path}: drop_variants: unknown variant {unknown[0]!r}; valid: "
+        raise ConfigError(f"{path}: {where}: unknown variant {unknown[0]!r}; valid: "
                           f"{', '.join(map(str, variants)) or 'none (no one_at_a_time variants to drop)'}")
     data["design"] = {**design, "variants": {k: v for k, v in variants.items() if k not in drop}}
     return data
@@ -110,6 +116,9 @@ def profile_patches(raw: Mapping[str, Any], src: str) -> dict[str, dict[str, Any
     return {str(p): dict(patch or {}) for p, patch in profiles.items()}
 
 
-def merged_study(raw: Mapping[str, Any], profiles: Mapping[str, Mapping[str, Any]], profile: str) -> dict[str, Any]:
-    """The study as the selected profile sees it: the profile's patch deep-merged over the rest."""
-    return deep_merge({k: v for k, v in raw.items() if k != "profiles"}, profiles.get(profile) or {})
+def merged_study(raw: Mapping[str, Any], profiles: Mapping[str, Mapping[str, Any]], profile: str,
+                 src: str = "study") -> dict[str, Any]:
+    """The study as the selected profile sees it: the profile's patch deep-merged over the rest, then the
+    profile's ``drop_variants``."""
+    merged = deep_merge({k: v for k, v in raw.items() if k != "profiles"}, profiles.get(profile) or {})
+    return _drop_variants(merged, src, f"profiles.{profile}.drop_variants")

@@ -178,6 +178,14 @@ class Objective(Section):
         "maximize"
 
 
+def _names(v: Any, key: str) -> list[str] | None:
+    if v is None:
+        return None
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v) or len(set(v)) != len(v):
+        raise ValueError(f"{key}: {v!r}; allowed: a non-empty list of distinct variant names")
+    return v
+
+
 def _one_of(v: Any, key: str, allowed: tuple[str, ...]) -> str:
     if v not in allowed:
         raise ValueError(f"{key} {v!r}; allowed: {', '.join(allowed)}")
@@ -191,6 +199,8 @@ class Report(Section):
     many_above: Annotated[int, integer("report.many_above", 1)] = 100
     few_below: Annotated[int, integer("report.few_below", 1)] = 20
     min_support: Annotated[int, integer("report.min_support", 1)] = 5
+    # pre-registered primary comparisons: their own Holm family, the other variants a secondary one
+    primary: Annotated[list[str] | None, BeforeValidator(lambda v: _names(v, "report.primary"))] = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Report:
@@ -309,6 +319,17 @@ class Study(Section):
     checkpoint_min_s: Annotated[float, seconds("checkpoint_min_s", lo_open=False,
                                                extra=" (0: every checkpoint_every epochs)")] = 30.0
     keep_checkpoints: Annotated[int, integer("keep_checkpoints", 0)] = 3  # best-epoch models kept per study
+
+    @model_validator(mode="after")
+    def _primary_are_variants(self) -> Study:
+        """report.primary names one_at_a_time variants (grid variants are checked by the report)."""
+        d = self.design
+        if self.report.primary and d is not None and d.kind == "one_at_a_time" and d.variants:
+            known = [str(k) for k in d.variants]
+            bad = [v for v in self.report.primary if v not in known]
+            if bad:
+                raise ValueError(f"report.primary: {bad[0]!r} is not a variant; allowed: {', '.join(known)}")
+        return self
 
 
 def parse_study(merged: Mapping[str, Any], src: str) -> Study:

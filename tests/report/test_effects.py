@@ -128,12 +128,13 @@ def test_effect_intervals_cover_the_true_main_effect_and_interaction_on_simulate
     grid whose class-bias shifts do not add up on the F1 scale, so there is a true interaction: the 95 %
     intervals of both main effects and the interaction cover their truth in 93-97 % of studies
     (measured: 93.9 %, 95.4 %, 94.3 % over 1000 studies of 5 seeds)."""
-    from test_stats_simulation import PLANTED, K, _population_f1, simulate
+    from test_stats_simulation import LABELS as Y
+    from test_stats_simulation import PLANTED, K, simulate
+    from test_stats_simulation import true_f1 as expected_f1
 
     rng = np.random.default_rng(7)
-    xi = rng.standard_normal((4000, K)) * 0.25  # the seed effect's marginal distribution (SIGMA_A)
     mus = {(-1, -1): np.zeros(K), (1, -1): PLANTED[0], (-1, 1): PLANTED[2], (1, 1): PLANTED[0] + PLANTED[2] + PLANTED[1]}
-    true_f1 = {ab: _population_f1(mu + xi).mean(0).mean() for ab, mu in mus.items()}
+    true_f1 = {ab: expected_f1(mu).mean() for ab, mu in mus.items()}
     truth = {"A": (true_f1[1, -1] + true_f1[1, 1] - true_f1[-1, -1] - true_f1[-1, 1]) / 2,
              "B": (true_f1[-1, 1] + true_f1[1, 1] - true_f1[-1, -1] - true_f1[1, -1]) / 2,
              "A x B": (true_f1[1, 1] + true_f1[-1, -1] - true_f1[1, -1] - true_f1[-1, 1]) / 2}
@@ -141,7 +142,7 @@ def test_effect_intervals_cover_the_true_main_effect_and_interaction_on_simulate
     spec = {"design": {"kind": "grid", "factors": {"A": [0, 1], "B": [0, 1]}}}
     studies, covered = 1000, {k: 0 for k in truth}
     for _ in range(studies):
-        y, preds = simulate(rng, 5, list(mus.values()))
+        preds, y = simulate(rng, 5, list(mus.values()), ["plain"] * 4), Y
         variants = [Variant(f"A={(a + 1) // 2},B={(b + 1) // 2}", [str(s) for s in range(5)], preds[i])
                     for i, (a, b) in enumerate(mus)]
         eff = factorial_effects(spec, variants, y, "macro_f1", K).set_index("effect")
@@ -149,3 +150,55 @@ def test_effect_intervals_cover_the_true_main_effect_and_interaction_on_simulate
             covered[k] += eff.loc[k, "ci_lo"] <= t <= eff.loc[k, "ci_hi"]
     for k, c in covered.items():
         assert 0.93 <= c / studies <= 0.97, (k, c / studies)
+
+
+def _grid_variants(runs, real, seeds=4):
+    """Variants of a two-level grid over ``runs`` (code tuples); rare classes missed at a rate set by ``real``."""
+    out = []
+    for codes in runs:
+        preds = []
+        for s in range(seeds):
+            rng = np.random.default_rng([s, *[c + 2 for c in codes]])
+            pred = LABELS.copy()
+            pred[(LABELS > 0) & (rng.random(len(LABELS)) < real(codes))] = 0
+            preds.append(pred)
+        name = ",".join(f"{f}={(c + 1) // 2}" for f, c in zip("ABC", codes))
+        out.append(Variant(name, [str(s) for s in range(seeds)], np.stack(preds)))
+    return out
+
+
+def test_an_incomplete_2x2_with_only_a_real_reports_no_b_or_interaction_and_names_the_missing_run():
+    """Reproduction A of issue 34: the (+,+) run missing and only A real; mean(+) - mean(-) reported
+    B = -0.166 and A x B = -0.164, both Holm p = 0.008. Now the interaction is not estimable, A and B
+    come from the additive model (said so), B is not decisive, and the missing run is named."""
+    spec = {"design": {"kind": "grid", "factors": {"A": [0, 1], "B": [0, 1]}}}
+    runs = [(-1, -1), (1, -1), (-1, 1)]
+    eff = factorial_effects(spec, _grid_variants(runs, lambda c: 0.7 - 0.5 * (c[0] > 0), seeds=5), LABELS,
+                            "macro_f1", 3).set_index("effect")
+    assert eff.attrs["missing_runs"] == ["A=1,B=1"]
+    assert np.isnan(eff.loc["A x B", "estimate"]) and "not estimable (runs missing: A=1,B=1)" in eff.loc["A x B", "note"]
+    assert "assumes no interactions" in eff.loc["B", "note"] and "assumes no interactions" in eff.loc["A", "note"]
+    assert eff.loc["A", "p_holm"] < 0.05 and eff.loc["A", "estimate"] > 0.1  # the real effect is still found
+    assert not eff.loc["B", "p_holm"] < 0.05 and abs(eff.loc["B", "estimate"]) < 0.08
+    # the old mean(+) - mean(-) on these runs: B = y(-,+) - mean(y(-,-), y(+,-)), biased by A's effect
+    score = {r: np.mean([f1_score(LABELS, p, average="macro") for p in v.preds])
+             for r, v in zip(runs, _grid_variants(runs, lambda c: 0.7 - 0.5 * (c[0] > 0), seeds=5))}
+    naive_b = score[-1, 1] - (score[-1, -1] + score[1, -1]) / 2
+    assert naive_b < -0.1  # what the old code reported as a decisive B
+
+
+def test_a_2x2x2_grid_missing_one_run_is_estimated_with_its_partial_aliasing_named():
+    spec = {"design": {"kind": "grid", "factors": {"A": [0, 1], "B": [0, 1], "C": [0, 1]}}}
+    runs = [r for r in itertools.product((-1, 1), repeat=3) if r != (1, 1, 1)]
+    eff = factorial_effects(spec, _grid_variants(runs, lambda c: 0.7 - 0.4 * (c[0] > 0)), LABELS, "macro_f1", 3)
+    eff = eff.set_index("effect")
+    assert eff.attrs["missing_runs"] == ["A=1,B=1,C=1"]
+    assert eff["estimate"].notna().all()  # 7 runs, 7 parameters: every effect estimable ...
+    assert all("partially aliased with" in n for n in eff["note"])  # ... none orthogonal to the others
+    assert "B x C (r=" in eff.loc["A", "note"]
+    full = factorial_effects(spec, _grid_variants(list(itertools.product((-1, 1), repeat=3)),
+                                                  lambda c: 0.7 - 0.4 * (c[0] > 0)), LABELS, "macro_f1", 3)
+    assert (full["note"] == "").all() and full.attrs["missing_runs"] == []  # complete and orthogonal
+    # the incomplete design's interval is wider than the complete one's
+    assert (eff.loc["A", "ci_hi"] - eff.loc["A", "ci_lo"]) > (full.set_index("effect").loc["A", "ci_hi"]
+                                                              - full.set_index("effect").loc["A", "ci_lo"])

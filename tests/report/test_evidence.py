@@ -119,3 +119,122 @@ def test_calibration_by_hand():
     # a perfectly confident, always right model is perfectly calibrated
     sure = np.eye(K)[y] * 50
     assert stats.calibration(sure, y)["ece"] == pytest.approx(0, abs=1e-9)
+
+
+def _study_rows(n_variants: int, seeds: int = 3, agree: float = 0.9, seed: int = 1):
+    """Labels and variants whose predictions agree with the baseline's on ``agree`` of the images."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, K, 200)
+    base = np.where(rng.random((seeds, 200)) < 0.6, y, rng.integers(0, K, (seeds, 200)))
+    out = [Variant("base", [str(s) for s in range(seeds)], base)]
+    for v in range(n_variants):
+        flip = rng.random((seeds, 200)) > agree
+        out.append(Variant(f"v{v}", [str(s) for s in range(seeds)],
+                           np.where(flip, np.where(rng.random((seeds, 200)) < 0.6, y, rng.integers(0, K, (seeds, 200))),
+                                    base)))
+    return y, out
+
+
+def _cols(y, variants, **kw):
+    return held_out_columns(variants, y, "base", "macro_f1", list("abcd"), {"many": [0, 1], "medium": [2, 3], "few": []},
+                            [], ReportSettings(**kw))
+
+
+def test_two_rows_identical_to_the_baseline_leave_another_rows_p_within_a_factor_of_two():
+    """Reproduction B of issue 34: two rows identical to the baseline (zero seed variance) made the old
+    pooled ratio infinite and every row's df 1e6: another row's p fell from 0.074 to 0.0005."""
+    y, vs = _study_rows(6)
+    before = _cols(y, vs)
+    same = [Variant(f"same{i}", vs[0].units, vs[0].preds.copy()) for i in range(2)]
+    after = _cols(y, [*vs, *same])
+    for v in vs[1:]:
+        ratio = after[v.name]["p_value"] / before[v.name]["p_value"]
+        assert 0.5 <= ratio <= 2, (v.name, before[v.name]["p_value"], after[v.name]["p_value"])
+    row = after["same0"]
+    assert row["delta"] == 0 and row["p_value"] == 1 and np.isnan(row["mde"])  # an exact row: MDE n/a, not 0
+    assert "MDE n/a" in evidence.verdict(row, True, 8)
+    assert np.isfinite(after["v0"]["delta_prior_df"]) and after["v0"]["delta_df"] < 1e5
+
+
+def test_mde_is_the_effect_detected_with_80_percent_power_by_the_noncentral_t():
+    """Reproduction E of issue 34: (t_{1-a/2} + t_power) se gave 67 % power (18 tests, df 2); the MDE now
+    solves the noncentral t, so a true Δ of the MDE is detected with 80 % power (at least 78 %)."""
+    from scipy import stats as st
+
+    for df, m in ((2, 18), (4, 18), (2, 1), (30, 5)):
+        e = stats.Estimate(mean=0.0, se_seeds=0.02, se_images=0.01, df=float(df), n=3)
+        a = stats.ALPHA / m
+        mde = e.mde(alpha=a)
+        crit, nc = st.t.ppf(1 - a / 2, df), mde / float(e.se)
+        power = st.nct.sf(crit, df, nc) + np.nan_to_num(st.nct.cdf(-crit, df, nc))  # scipy: NaN deep in the tail
+        assert power >= 0.78 and power == pytest.approx(0.80, abs=1e-6)
+        # the old formula's MDE is smaller than the one the design can detect
+        assert (st.t.ppf(1 - a / 2, df) + st.t.ppf(0.8, df)) * float(e.se) < mde
+
+
+def test_unequal_seed_variances_survive_moderation():
+    """Each row's seed variance is shrunk toward the prior, not replaced by it: a row whose seeds spread
+    6x more keeps a larger seed SE; the prior's df and sd are reported."""
+    rng = np.random.default_rng(3)
+    rows = [stats.estimate(rng.normal(0, sd, 3), np.zeros((3, 5)), units=["0", "1", "2"])
+            for sd in [0.01] * 8 + [0.06] * 2]
+    mod = stats.moderate(rows)
+    small = np.median([float(r.se_seeds) for r in mod[:8]])
+    assert float(mod[8].se_seeds) > 2 * small and float(mod[9].se_seeds) > 2 * small
+    assert all(float(r.df) >= 2 for r in mod)
+    assert all(float(r.d0) == float(mod[0].d0) for r in mod) and float(mod[0].s0) > 0
+
+
+def test_a_primary_family_is_tested_apart_from_the_secondary_one():
+    y, vs = _study_rows(5, agree=0.8)
+    cols = _cols(y, vs, primary=("v0", "v1"))
+    assert cols["v0"]["holm_family"] == "primary" and cols["v0"]["holm_family_size"] == 2
+    assert cols["v3"]["holm_family"] == "secondary" and cols["v3"]["holm_family_size"] == 3
+    prim = [cols[v]["p_value"] for v in ("v0", "v1")]
+    assert [cols[v]["p_holm"] for v in ("v0", "v1")] == pytest.approx(stats.holm(prim))
+    assert "primary tests" in evidence.verdict(cols["v0"], True, 5)
+    with pytest.raises(evidence.FerError, match=r"report\.primary: 'nope' is not a variant"):
+        _cols(y, vs, primary=("nope",))
+
+
+def test_a_row_without_a_delta_says_why():
+    y, vs = _study_rows(2)
+    lone = Variant("lone", ["7", "8"], vs[1].preds[:2])
+    row = _cols(y, [*vs, lone])["lone"]
+    assert "no seed in common with the baseline" in evidence.verdict(row, True, 2)
+    short = Variant("short", ["0", "1"], vs[1].preds[:2])
+    row = _cols(y, [*vs, short])["short"]
+    assert "Δ over the 2 seeds shared with the baseline" in evidence.verdict(row, True, 3)
+    assert "won " in evidence.verdict(row, True, 3) and "seed pairs" in evidence.verdict(row, True, 3)
+
+
+def test_group_delta_uses_estimable_classes_only():
+    y = np.repeat(np.arange(K), [60, 60, 60, 3])  # class 3: 3 test images, not estimable
+    rng = np.random.default_rng(5)
+    base = np.where(rng.random((3, len(y))) < 0.6, y, 0)
+    var = np.where(rng.random((3, len(y))) < 0.7, y, 0)
+    cols = held_out_columns([Variant("base", ["0", "1", "2"], base), Variant("v", ["0", "1", "2"], var)], y, "base",
+                            "macro_f1", list("abcd"), {"many": [0, 1], "medium": [2], "few": [3]}, [],
+                            ReportSettings())
+    row = cols["v"]
+    assert np.isnan(row["few_delta"]) and np.isnan(row["few_f1"])  # its only class is not estimable
+    assert np.isnan(row["delta_f1_03_d"])
+
+
+def test_a_primary_list_in_the_study_file_is_checked(tmp_path):
+    from fer_core.errors import ConfigError
+    from fer_core.study.spec import load_study
+
+    (tmp_path / "p.yaml").write_text("""
+name: prim
+question: q
+data: {dataset: synthetic}
+base: {backbone: test_resnet, img_size: 48, epochs: 1, warmup_epochs: 0}
+seeds: [0]
+report: {primary: [focal, nope]}
+design: {kind: one_at_a_time, baseline: plain, variants: {focal: {loss: focal}, cb: {loss: class_balanced}}}
+""")
+    with pytest.raises(ConfigError) as exc:
+        load_study(str(tmp_path / "p.yaml"), "smoke")
+    assert "report.primary: 'nope' is not a variant; allowed: focal, cb" in str(exc.value)
+    assert "\n" not in str(exc.value)

@@ -67,6 +67,10 @@ def test_launch_on_own_data_relaunch_continues_other_overrides_are_refused(study
     finished = [ln for ln in lines if ln.startswith("trial ")]
     assert sorted(ln.split()[2] for ln in finished) == ["balanced_softmax", "plain-ce", "sampler_sqrt"], lines
     assert all(" seed 0: macro_f1 0." in ln for ln in finished), finished
+    # the closing line says whether the study can answer: 1 epoch cannot show a plateau
+    assert lines[-1].startswith("Adequacy: this study cannot answer its question at this budget for 2 of 2 compared "
+                                "rows: validation macro_f1 still rising at the end in 3 of 3 trials: train longer "
+                                "(--set epochs=2) or use the gpu profile"), lines[-1]
     study = optuna.load_study(study_name="smoke", storage=url)
     assert study.user_attrs["class_names"] == ["class0", "class1", "class2"]  # the user's classes, not the stand-in's
     assert all(t.user_attrs["config"]["epochs"] == 1 and t.user_attrs["config"]["img_size"] == 32

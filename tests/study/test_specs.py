@@ -59,9 +59,9 @@ def test_complete_adds_the_fixed_values_active_for_the_stored_params():
 
 
 def test_ablation_design_is_one_at_a_time_from_plain_ce():
-    spec = load_study("imbalance-ablation", "cpu")
+    spec = load_study("imbalance-ablation", "gpu")  # the whole design (the cpu profile runs a part of it)
     cells = spec.cells()
-    assert len(spec.seeds) == 3 and cells[0].variant == "plain-ce"
+    assert len(spec.seeds) == 5 and cells[0].variant == "plain-ce"
     base = {k: v for k, v in cells[0].params.items() if k != "seed"}
     assert base["loss"] == "ce" and base["sampler"] == "none"
     loss_params = {"class_weighting", "focal_gamma", "cb_beta", "label_smoothing"}  # read only by their loss
@@ -197,3 +197,33 @@ def test_a_launch_validates_each_planned_config_once(monkeypatch):
     assert len(calls) == len(spec.planned) == spec.n_planned()
     copy = pickle.loads(pickle.dumps(spec))
     assert "planned" not in copy.__dict__ and copy == spec and copy.planned == spec.planned
+
+
+def test_a_profile_runs_a_smaller_design_and_a_new_design_leaves_its_drop_behind(tmp_path):
+    """imbalance-ablation's cpu profile drops rows (profiles.cpu.drop_variants: what 2 CPU cores train to
+    their plateau in the main job's time); the gpu profile runs every row; a child with its own design
+    does not inherit the drop, and a bad name in a profile's drop is one line naming it."""
+    cpu, gpu = load_study("imbalance-ablation", "cpu"), load_study("imbalance-ablation", "gpu")
+    assert set(cpu.variants) < set(gpu.variants) and len(gpu.variants) == 23
+    assert load_study("smoke", "cpu").variants.keys() == {"balanced_softmax", "sampler_sqrt"}
+    child = tmp_path / "child.yaml"
+    child.write_text(f"name: child\nextends: {ROOT / 'studies' / 'imbalance-ablation.yaml'}\n"
+                     "profiles: {cpu: {drop_variants: [mixupp]}}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_study(str(child), "cpu")
+    assert "profiles.cpu.drop_variants: unknown variant 'mixupp'; valid:" in str(exc.value)
+    assert "\n" not in str(exc.value)
+    child.write_text(f"name: child\nextends: {ROOT / 'studies' / 'imbalance-ablation.yaml'}\n"
+                     "profiles: {cpu: {drop_variants: []}}\n")  # a child keeps every row
+    assert load_study(str(child), "cpu").variants.keys() == gpu.variants.keys()
+
+
+def test_validate_warns_when_a_measured_schedule_stops_short_of_the_plateau():
+    from fer_core.study.plateau import short_of_plateau
+
+    recipe = {"dataset": "synthetic", "backbone": "test_resnet", "img_size": 48, "lr": 0.002, "batch_size": 32,
+              "pretrained": False}
+    warning = short_of_plateau({**recipe, "epochs": 8})
+    assert warning and warning.startswith("warning: 8 epochs is short of the baseline's plateau")
+    assert short_of_plateau({**recipe, "epochs": 8, "img_size": 64}) is None  # no measurement of that recipe
+    assert short_of_plateau({**recipe, "epochs": 200}) is None  # longer than any still-rising measurement
