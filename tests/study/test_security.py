@@ -71,6 +71,60 @@ def test_sampler_state_from_storage_is_never_unpickled_blindly(tmp_path):
             make_optuna_sampler({"name": "cmaes", "options": {}}, seed=0)
 
 
+class _Call:
+    """Pickles as ``fn(*args)``: a planted sampler state naming a real numpy callable."""
+
+    def __init__(self, fn, *args) -> None:
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+def _cma_payloads(tmp_path: Path, marker: Path) -> dict[str, bytes]:
+    """The two numpy routes to code execution issue 37 found through a module-wide ``numpy.*`` rule."""
+    import numpy as np
+    from numpy.testing._private.utils import runstring
+
+    npy = tmp_path / "payload.npy"
+    np.save(npy, np.array([_Payload(marker)], dtype=object), allow_pickle=True)  # saving runs nothing
+    return {"runstring": pickle.dumps(_Call(runstring, f"__import__('os').system('touch {marker}')", {})),
+            "numpy.load": pickle.dumps(_Call(np.load, str(npy), None, True))}
+
+
+@pytest.mark.parametrize("payload", ["runstring", "numpy.load"])
+def test_a_planted_cma_state_naming_a_numpy_callable_is_refused_and_never_runs(payload, tmp_path):
+    from fer_core.study.components import SafeCmaEsSampler
+
+    marker = tmp_path / "M"
+    data = _cma_payloads(tmp_path, marker)[payload]
+    with pytest.raises(ConfigError) as err:
+        restricted_loads(data)
+    assert "refusing to load" in str(err.value) and "\n" not in str(err.value)
+    assert not marker.exists()
+    # as the sampler reads it on a relaunch: the state stored in a finished trial's system attrs
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    trial = study.ask()
+    study._storage.set_trial_system_attr(trial._trial_id, "cma:optimizer:0", data.hex())
+    study.tell(trial, 1.0)
+    with pytest.raises(ConfigError, match="refusing to load"):
+        SafeCmaEsSampler(seed=0)._restore_optimizer(study.get_trials(deepcopy=False))
+    assert not marker.exists()
+
+
+def test_the_cma_state_reader_still_loads_numpy_arrays_and_scalars():
+    """What a genuine state holds besides the optimizer class: arrays and numpy scalars (the class itself
+    comes from the optional cmaes package, enumerated in components._CMA_GLOBALS)."""
+    import numpy as np
+
+    state = {"mean": np.arange(3.0), "C": np.eye(2), "sigma": np.float64(0.5), "n": np.int64(3)}
+    back = restricted_loads(pickle.dumps(state))
+    assert np.array_equal(back["mean"], state["mean"]) and np.array_equal(back["C"], state["C"])
+    assert back["sigma"] == 0.5 and back["n"] == 3
+    with pytest.raises(ConfigError, match="not readable"):
+        restricted_loads(pickle.dumps(state)[:-5])
+
+
 def test_nothing_in_the_package_unpickles_or_reads_yaml_unsafely():
     """The behaviour tests above cover the two places that read back; this keeps new ones out."""
     unsafe = re.compile(r"pickle\.loads?\(|yaml\.(load|unsafe_load|full_load)\(|yaml\.(Unsafe|Full)?Loader\b"
