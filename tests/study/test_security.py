@@ -259,3 +259,49 @@ def test_a_pickled_storage_holds_no_password_and_reattaches_only_where_the_url_i
     reopened = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, env=env, timeout=120)
     assert reopened.stdout.decode().strip() == "ok pickled", reopened
     assert issubclass(StorageError, FerError)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://u:SECRET@h:5432/db", "postgresql+psycopg://u@h/db?password=SECRET",
+    "postgresql+psycopg://u@h/db?sslmode=require&sslpassword=SECRET", "postgresql://u@h/db?passfile=SECRET",
+    "postgresql://u@h/db?PassWord=SECRET&application_name=x", "postgresql://u@h/db?x_token=SECRET",
+    "postgresql://u:p@SECRET@h/db", "postgresql://u@h:notaport/db?client_secret=SECRET",
+])
+def test_one_redaction_masks_user_info_and_credential_query_parameters(url):
+    from fer_core.study.storage import redact, redact_text
+
+    assert "SECRET" not in redact(url) and "***" in redact(url)
+    assert "SECRET" not in redact_text(f"cannot connect to {url}: refused") and "refused" in redact_text(url + " refused")
+    assert redact("postgresql://u@h/db?sslmode=require") == "postgresql://u@h/db?sslmode=require"  # no secret: kept
+
+
+def test_a_password_in_the_query_string_is_never_written_or_shown(pg_url, study_env):
+    """``?password=`` is a form libpq and SQLAlchemy accept: a launch given it through $FER_STUDY_STORAGE,
+    then ``status`` and ``report`` given it as --storage, must not put it in any byte they write (runs dir with
+    Tune's pickles and searcher state, artifact store, report, Ray's session directory) or print."""
+    import shutil
+    import tempfile
+
+    from helpers import fer_cli
+
+    secret = "Q-s3cret-Pa55"
+    url = f"{pg_url}?password={secret}&sslmode=disable"
+    ray_tmp = Path(tempfile.mkdtemp(prefix="fr", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    try:
+        env = {"FER_STUDY_STORAGE": url, "RAY_TMPDIR": str(ray_tmp)}
+        proc = fer_cli("launch", "smoke", "--profile", "smoke", "--set", "epochs=1", env=env, cwd=study_env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "password=***" in proc.stdout  # the summary names the storage, masked
+        status = fer_cli("status", "smoke", "--storage", url, cwd=study_env)
+        rep = fer_cli("report", "smoke", "--storage", url, "--out", str(study_env / "report"), cwd=study_env)
+        assert status.returncode == 0 and rep.returncode == 0, status.stderr + rep.stderr
+        assert "password=***" in status.stdout
+        printed = [proc.stdout, proc.stderr, status.stdout, status.stderr, rep.stdout, rep.stderr]
+        assert [t for t in printed if secret in t] == []
+        written = [p for root in (study_env, ray_tmp) for p in root.rglob("*") if p.is_file() and not p.is_socket()]
+        names = {p.name for p in written}
+        assert "tuner.pkl" in names and any(n.startswith("search_gen_state") for n in names), sorted(names)
+        assert any(p.is_relative_to(ray_tmp) for p in written)  # Ray's session directory was scanned
+        assert [str(p) for p in written if secret.encode() in p.read_bytes()] == []
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
