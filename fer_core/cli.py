@@ -220,10 +220,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from fer_core.study.spec import check_data, check_heads, check_weights_here, load_study
 
     spec = load_study(args.study, args.profile, args.data, dict(args.set or ()))
-    data = check_data(spec)  # the data as the trials will read it; a variant needing absent AU labels stops here
+    # the data as the trials will read it, checked as the launch checks it (classes, splits, every image's
+    # header); a variant needing absent AU labels stops here
+    data = check_data(spec, headers=True)
     check_heads(spec)  # a token backbone under a spatial head stops here too
     for line in plan_lines(spec, data):
         console.print(line, highlight=False, soft_wrap=True, markup=False)
+    if any(d["where"] for d in data):
+        from fer_core.data.inspect import NOT_CHECKED
+
+        console.print(f"  data checked: classes, splits and every image's header; not checked: {NOT_CHECKED}",
+                      highlight=False, soft_wrap=True, markup=False)
     try:  # a property of this machine, not of the file: a note here, the launch stops on it
         check_weights_here(spec)
     except ConfigError as err:

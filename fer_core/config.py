@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fer_core.errors import ConfigError
 from fer_core.metric_names import SELECT_METRICS
+from fer_core.yamlsafe import load_yaml
 
 
 class TrainConfig(BaseModel):
@@ -294,7 +295,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, raw = item.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw, f"--set {key[:60]}") if raw.strip() else None
     except yaml.YAMLError:
         raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
     if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; users mean a number
@@ -317,7 +318,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except ValueError:  # a NUL in the name: no file can have it
         raise ConfigError(f"--config {str(path)!r}: not a valid file name") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, str(p))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

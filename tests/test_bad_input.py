@@ -217,6 +217,12 @@ def _bad_manifest(problem: str, tmp_path: Path) -> Path:
         rows.append([p.name, label, "1+4", split])
     if problem == "corrupt":
         (tmp_path / "0.png").write_bytes(b"not an image at all")
+    elif problem == "zero_byte":
+        (tmp_path / "0.png").write_bytes(b"")
+    elif problem == "bomb":  # a PNG header claiming 20000 x 20000 pixels: PIL's decompression-bomb guard
+        (tmp_path / "0.png").write_bytes(_png_header(20000, 20000))
+    elif problem == "outside":  # a manifest naming a file outside its folder (any file the user can read)
+        rows[0][0] = "/etc/passwd"
     elif problem == "truncated":
         whole = (tmp_path / "0.png").read_bytes()  # header intact, pixel data cut in half
         (tmp_path / "0.png").write_bytes(whole[: len(whole) // 2])
@@ -235,14 +241,32 @@ def _bad_manifest(problem: str, tmp_path: Path) -> Path:
     return tmp_path / "m.csv"
 
 
+def _png_header(w: int, h: int) -> bytes:
+    """A PNG whose header claims ``w`` x ``h`` pixels (with no pixel data worth decoding)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
 BAD_DATA_NEEDLE = {"corrupt": "0.png: cannot decode image", "truncated": "0.png: cannot decode image",
+                   "zero_byte": "0.png: cannot decode image", "bomb": "0.png: cannot decode image",
+                   "outside": "m.csv:2: image '/etc/passwd' lies outside the manifest's folder",
                    "empty_class": "class 'b' has no training images", "unknown_label": "m.csv:4: unknown class 'c'",
                    "one_class": "m.csv: only class 'a' has training images; training needs at least 2 classes",
                    "no_val": "m.csv: no validation images; training needs at least 2 classes with training images "
                              "and at least one validation image"}
 
 
-@pytest.mark.parametrize("problem", ["corrupt", "truncated", "empty_class", "unknown_label", "one_class", "no_val"])
+BAD_DATA = ["corrupt", "truncated", "zero_byte", "bomb", "outside", "empty_class", "unknown_label", "one_class",
+            "no_val"]
+
+
+@pytest.mark.parametrize("problem", BAD_DATA)
 def test_bad_data_stops_the_launch_with_one_line_and_stores_nothing(problem, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FER_STUDY_CACHE", str(tmp_path / "cache"))
     csv_path = _bad_manifest(problem, tmp_path)
@@ -257,6 +281,58 @@ def test_bad_data_stops_the_launch_with_one_line_and_stores_nothing(problem, tmp
     import ray
 
     assert not ray.is_initialized()  # the Ray the launch started in the background is shut down again
+
+
+@pytest.mark.parametrize("problem", BAD_DATA)
+def test_validate_refuses_the_data_launch_refuses(problem, tmp_path, capsys, monkeypatch):
+    """``validate`` runs the launch's data checks without decoding pixels: the same one line for all but a
+    truncated image (its header is intact), which it passes while saying that pixels were not decoded."""
+    monkeypatch.setenv("FER_STUDY_CACHE", str(tmp_path / "cache"))
+    csv_path = _bad_manifest(problem, tmp_path)
+    (tmp_path / "bad.yaml").write_text(BAD_DATA_STUDY.format(csv=csv_path))
+    rc = main(["validate", str(tmp_path / "bad.yaml"), "--profile", "smoke"])
+    out, err = capsys.readouterr()
+    if problem == "truncated":
+        assert rc == 0 and "not checked: image pixel data is not decoded" in out, out + err
+        return
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert BAD_DATA_NEEDLE[problem] in lines[0] and "Traceback" not in err, lines[0]
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("*.pt"))  # nothing decoded
+
+
+def test_a_non_utf8_image_name_is_one_line_in_inspect_train_validate_and_launch(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FER_STUDY_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "faces"
+    for c in ("happy", "sad"):
+        (root / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(root / c / f"{i}.png")
+    bad = os.fsencode(root / "happy") + b"/\xff\xfe-bad.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(bad)
+    db = tmp_path / "s.db"
+    for argv in (["data", "inspect", str(root)],
+                 ["train", "--set", "dataset=folder", "--set", f"data_path={root}", "--set", "epochs=1",
+                  "--set", "warmup_epochs=0", "--save", str(tmp_path / "m.pt")],
+                 ["validate", "smoke", "--data", str(root)],
+                 ["launch", "smoke", "--profile", "smoke", "--data", str(root), "--storage", f"sqlite:///{db}"]):
+        rc = main(argv)
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert rc == 2 and len(lines) == 1 and "Traceback" not in err, (argv, err)
+        assert "image file name" in lines[0] and "\\udcff\\udcfe-bad.png" in lines[0] and "not UTF-8" in lines[0]
+    assert not db.exists() and not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("storage", ["", "sqlite:///{tmp}/\udcff.db"])
+def test_an_empty_or_non_utf8_storage_url_is_refused_before_anything_is_written(storage, tmp_path, capsys,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for cmd in (["launch", "smoke", "--profile", "smoke"], ["status", "smoke"], ["studies"]):
+        rc = main([*cmd, "--storage", storage.format(tmp=tmp_path)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("error: --storage: ") and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("problem", ["one_class", "no_val"])

@@ -366,11 +366,11 @@ def launch(name: str, opts: LaunchOptions | None = None) -> dict[str, Any]:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # 1. resolve everything cheap before touching Ray: spec, storage, teacher
+    url = storage_url(opts.storage)  # an empty or non-UTF-8 URL stops before anything is decoded or written
     spec = load_study(name, opts.profile, opts.data, dict(opts.sets))
     check_data(spec)  # as validate: a variant needing AU labels the data lacks stops here, nothing stored
     check_heads(spec)  # as validate: a token backbone under au_attention stops here
     check_weights_here(spec)  # pretrained weights on this machine (hub cache, file): else stop before any trial
-    url = storage_url(opts.storage)
     rdb = open_storage(url)  # an unreachable database fails fast, before data is decoded
     artifacts = opts.artifacts
     spec = resolve_teacher(spec, url, artifacts, rdb)  # teacher: {study, top} -> that study's kept checkpoints

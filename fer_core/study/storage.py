@@ -70,7 +70,14 @@ def write_refused(err: BaseException | None) -> str | None:
 
 def storage_url(arg: str | None = None) -> str:
     """``--storage`` > ``$FER_STUDY_STORAGE`` > a SQLite file in the working directory."""
+    if arg is not None and not arg.strip():  # an empty --storage must not quietly mean ./fer-study.db
+        raise ConfigError("--storage: empty; give a database URL (e.g. sqlite:///fer-study.db) or leave the "
+                          f"option out (${ENV}, else sqlite:///{DEFAULT_DB} in the working directory)")
     url = arg or os.environ.get(ENV) or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable argv bytes: Ray and SQLAlchemy fail on them later, mid-launch
+        raise ConfigError(f"--storage: {redact_text(url)!r} is not UTF-8 text; use a path and URL in UTF-8") from None
     try:
         parsed = make_url(url)
     except ValueError:  # sqlalchemy's int() of the port; its message would repeat the URL, password and all

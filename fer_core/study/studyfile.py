@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from fer_core.errors import ConfigError
+from fer_core.yamlsafe import load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("smoke", "cpu", "gpu")
@@ -44,7 +45,7 @@ def find_file(name: str, kind: str) -> Path:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
     except UnicodeDecodeError as err:
