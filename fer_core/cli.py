@@ -409,6 +409,9 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     if entry["skipped_without_probabilities"]:
         console.print(f"skipped (no stored probabilities): trials {entry['skipped_without_probabilities']}",
                       highlight=False)
+    if len(entry["members"]) < args.top:  # fewer than asked: say so, an ensemble of 2 is not the top-3 one
+        console.print(f"note: --top {args.top} asked for {args.top} members; only {len(entry['members'])} complete "
+                      "trial(s) with stored probabilities were usable", highlight=False)
     console.print(f"ensemble of {len(entry['members'])} trials: validation macro-F1 {entry['val']['macro_f1']:.4f} "
                   f"(best member {max(entry['member_values']):.4f}), test macro-F1 {entry['test']['macro_f1']:.4f}; "
                   f"stored as study user attr {key!r} (derived: not a trial)", highlight=False)

@@ -286,6 +286,11 @@ def check_weight_files(cfg: TrainConfig) -> None:
     from fer_core.pretrained import check_weights
 
     check_weights(cfg)
+    if cfg.teacher and cfg.distill_alpha > 0:  # read now, not after the data and the student are loaded
+        from fer_core.checkpoint import read_model_file
+
+        for path in cfg.teacher:
+            read_model_file(path)
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -323,8 +328,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{p}:{where} invalid YAML") from None
-    if data is None:
-        return {}
+    if data is None or data == {}:  # '' or /dev/null: training on defaults is not what --config asked for
+        raise ConfigError(f"{p}: empty config file (no keys); give config keys in it, or leave --config out to "
+                          "train on the defaults")
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of config keys, got {type(data).__name__}")
     return data
@@ -332,7 +338,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 def build_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Config file (optional) + ``--set`` overrides -> validated TrainConfig."""
-    data: dict[str, Any] = load_config_file(path) if path else {}
+    if path is not None and not str(path).strip():
+        raise ConfigError("--config: empty file name; give a YAML config file, or leave --config out to train on "
+                          "the defaults")
+    data: dict[str, Any] = load_config_file(path) if path is not None else {}
     for item in overrides:
         key, value = parse_override(item)
         data[key] = value

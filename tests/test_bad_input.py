@@ -335,6 +335,56 @@ def test_an_empty_or_non_utf8_storage_url_is_refused_before_anything_is_written(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_extends_naming_a_non_study_file_is_refused_without_echoing_it(tmp_path, capsys):
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$hunter2:20228:0:99999:7:::\n")
+    for target in (str(secret), "/etc/shadow", "/etc/passwd"):
+        (tmp_path / "e.yaml").write_text(f"name: e\nquestion: q\nextends: {target}\n")
+        rc = main(["validate", str(tmp_path / "e.yaml")])
+        err = capsys.readouterr().err
+        assert rc == 2 and "is not a study file" in err and len(err.strip().splitlines()) == 1, err
+        assert "hunter2" not in err and "root:" not in err and "99999" not in err
+
+
+@pytest.mark.parametrize("config", ["", "/dev/null", "empty.yaml", "blank.yaml"])
+def test_an_empty_train_config_is_refused(config, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "blank.yaml").write_text("# only a comment\n{}\n")
+    rc = main(["train", "--config", config, "--save", str(tmp_path / "m.pt")])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "empty" in err and len(err.strip().splitlines()) == 1 and "config:" not in out, err
+    assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("kind", ["teacher", "pretrained"])
+@pytest.mark.parametrize("content", ["text", "pickle"])
+def test_a_bad_teacher_or_pretrained_file_is_one_line_before_data_and_model_load(kind, content, tmp_path, capsys):
+    import pickle
+
+    bad = tmp_path / "w.pt"
+    if content == "text":
+        bad.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    else:  # a pickle that would create a marker file when unpickled
+        bad.write_bytes(pickle.dumps(_Marker(tmp_path / "pwned")))
+    sets = {"teacher": [f"teacher={bad}", "distill_alpha=0.5"],
+            "pretrained": ["pretrained=file", f"pretrained_path={bad}"]}[kind]
+    rc = main(["train", *[a for kv in ["epochs=1", "warmup_epochs=0", *sets] for a in ("--set", kv)]])
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"error: {bad}: "), err  # no torch warning besides
+    assert "config:" not in out and "data:" not in out, out  # before the data (and the model) were loaded
+    assert not (tmp_path / "pwned").exists()
+
+
+class _Marker:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
 @pytest.mark.parametrize("problem", ["one_class", "no_val"])
 def test_train_refuses_data_it_cannot_train_on_before_training(problem, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FER_STUDY_CACHE", str(tmp_path / "cache"))

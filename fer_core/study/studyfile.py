@@ -72,8 +72,11 @@ def load_raw(path: Path, depth: int = 0) -> dict[str, Any]:
     if parent is not None:
         if depth > 5 or not isinstance(parent, str):
             raise ConfigError(f"{path}: extends must name one study file (and not loop)")
-        base = load_raw((path.parent / parent) if (path.parent / parent).is_file() else find_file(parent, "studies"),
-                        depth + 1)
+        near = path.parent / parent
+        if near.is_file() and near.suffix not in (".yaml", ".yml"):
+            # never parsed: an error about the file's "keys" would echo its content (extends: /etc/shadow)
+            raise ConfigError(f"{path}: extends: {parent!r} is not a study file (a .yaml file or a study name)")
+        base = load_raw(near if near.is_file() else find_file(parent, "studies"), depth + 1)
         base.pop("name", None)
         data = {**base, **{k: deep_merge(base.get(k) or {}, v) if k in EXTEND_MERGE and isinstance(v, Mapping)
                            else v for k, v in data.items()}}

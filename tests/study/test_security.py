@@ -37,6 +37,34 @@ def test_the_artifact_store_refuses_paths_that_escape_it(tmp_path):
     assert store.open_reader("ok-id").read() == b"{}"
 
 
+def test_a_full_disk_leaves_no_zero_byte_unregistered_file_in_the_artifact_store(tmp_path):
+    """A real write failure (the file-size limit, EFBIG, as a full disk gives ENOSPC) mid-upload: Optuna
+    writes the file before it registers the artifact, so the store must not keep a partial file."""
+    import subprocess
+    import sys
+
+    code = f"""
+import io, resource, signal, optuna
+from fer_core.study.artifacts import open_store
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit: write() fails with EFBIG instead of a kill
+store = open_store(__import__('pathlib').Path({str(tmp_path / 'store')!r}))
+study = optuna.create_study()
+trial = study.ask()
+open({str(tmp_path / 'big.bin')!r}, 'wb').write(b'x' * 200_000)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+try:
+    optuna.artifacts.upload_artifact(artifact_store=store, file_path={str(tmp_path / 'big.bin')!r},
+                                     study_or_trial=trial)
+    print('uploaded')
+except OSError as err:
+    print('refused', err.errno, len(optuna.artifacts.get_all_artifact_meta(trial)))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(fer_core.__file__).parent.parent)
+    assert proc.stdout.split() == ["refused", "27", "0"], proc.stdout + proc.stderr  # EFBIG, nothing registered
+    assert [p.name for p in (tmp_path / "store").iterdir()] == []  # no zero-byte or partial file left
+
+
 def test_a_planted_artifact_id_in_storage_is_refused_by_the_report_reader(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
     trial = study.ask()
