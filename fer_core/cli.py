@@ -431,10 +431,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# control characters and line separators a file name, URL or YAML value may carry into a message: escaped,
+# so the error stays one line (and a name cannot move the cursor or fake a second line)
+_CONTROL = {c: repr(chr(c))[1:-1] for c in (*range(0x20), 0x7F, 0x85, 0x2028, 0x2029) if c != 0x09}
+
+
 def _printable(text: str) -> str:
     """``text`` with lone surrogates (what undecodable argv bytes become) as ``\\udcff`` escapes: a strict
-    stderr (a capture, PYTHONIOENCODING=utf-8:strict) must not turn the one error line into a traceback."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    stderr (a capture, PYTHONIOENCODING=utf-8:strict) must not turn the one error line into a traceback;
+    control characters and line breaks escaped too (``_CONTROL``)."""
+    return text.translate(_CONTROL).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class OneLineParser(argparse.ArgumentParser):

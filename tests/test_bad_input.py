@@ -660,3 +660,97 @@ def test_a_bad_option_fails_before_torch_ray_or_optuna_are_imported(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", proc.stdout
     assert len([ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]) == 4, proc.stderr
+
+
+# -- arbitrary bytes as file names, paths, URLs and YAML, to the commands that read them (issue 37) ---------------
+
+YAML_BITS = st.sampled_from(["[", "]", "{", "}", "&a ", "*a", ": ", "- ", "!!", "!!python/name:os.system", "\n", "  ",
+                             "'", '"', "#", "<<: ", "name: x", "seeds: ", "design:", "extends: ", "\udcff", "\x00",
+                             "? ", "|", ">", ",", "1e9", "~"])
+# YAML built from its special characters (nesting, anchors, aliases, tags, merges) or plain arbitrary bytes
+YAML_DOCS = st.one_of(st.lists(YAML_BITS, max_size=40).map("".join).map(lambda t: t.encode("utf-8", "surrogateescape")),
+                      st.binary(max_size=200))
+NAMES = st.binary(min_size=1, max_size=24).map(lambda b: b.replace(b"/", b"_").replace(b"\x00", b"_"))
+# (argv, what the example writes first): {"file": content} under a fuzzed name, "{f}" in argv names that file
+FUZZ = st.one_of(
+    st.tuples(st.just(["validate", "{f}.yaml"]), YAML_DOCS),
+    st.tuples(st.just(["train", "--config", "{f}", "--set", "epochs=0"]), YAML_DOCS),
+    st.tuples(st.just(["train", "--set", "lr={y}", "--set", "epochs=0"]), YAML_DOCS),
+    st.tuples(st.just(["validate", "smoke", "--data", "{f}"]), st.binary(max_size=64)),
+    st.tuples(st.just(["data", "inspect", "faces", "--cache-dir", "cache"]), st.binary(max_size=64)),  # image {f}.png
+    st.tuples(st.just(["studies", "--storage", "sqlite:///{f}"]), st.just(b"")),
+    st.tuples(st.just(["status", "s", "--storage", "{u}"]), st.binary(max_size=60)),
+    st.tuples(st.just(["launch", "no-such-study", "--storage", "{u}"]), st.binary(max_size=60)),
+)
+
+
+def _fuzz_template(root: Path) -> Path:
+    root.mkdir()
+    optuna.create_study(study_name="s", storage=f"sqlite:///{root / 'store.db'}")
+    for c in ("happy", "sad"):
+        (root / "faces" / c).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((8, 8, 3), 50 * i, np.uint8)).save(root / "faces" / c / f"{i}.png")
+    return root
+
+
+def test_arbitrary_bytes_as_names_paths_urls_and_yaml_exit_0_or_2_with_one_line(tmp_path, capsys):
+    """Hypothesis feeds arbitrary bytes (undecodable ones arrive as lone surrogates, as argv does) as file
+    names, --data paths, storage URLs and YAML (files, --config, --set) to the commands in-process: exit 0
+    or 2, never a traceback, one ``error:`` line on 2, and nothing written on 2. Under a minute."""
+    import shutil
+    import time
+
+    template = _fuzz_template(tmp_path / "template")
+    n, t0 = [0], time.perf_counter()
+
+    @settings(max_examples=int(os.environ.get("HYP_N", 150)), deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(case=FUZZ, name=NAMES)
+    def check(case, name: bytes) -> None:
+        argv_t, content = case
+        n[0] += 1
+        work = tmp_path / f"ex{n[0]}"
+        shutil.copytree(template, work)
+        fname = os.fsdecode(name)
+        if argv_t[0] == "data":
+            (work / "faces" / "happy" / f"{fname}.png").write_bytes(content)
+        elif "{f}" in " ".join(argv_t) or "{f}.yaml" in argv_t:
+            target = work / (f"{fname}.yaml" if "{f}.yaml" in argv_t else fname)
+            if argv_t[0] != "studies" and target.name not in (".", ".."):
+                try:
+                    target.write_bytes(content)
+                except IsADirectoryError:
+                    pass
+        text = content.decode("utf-8", "surrogateescape")
+        argv = [a.replace("{f}", str(work / fname)).replace("{u}", text).replace("{y}", text) for a in argv_t]
+        before = _tree(work)
+        env = {"FER_STUDY_STORAGE": f"sqlite:///{work / 'store.db'}", "FER_STUDY_ARTIFACTS": str(work / "artifacts"),
+               # outside the example's folder: validate caches timm's model list there (a cache, not state)
+               "FER_STUDY_RUNS": str(work / "runs"), "FER_STUDY_CACHE": str(tmp_path / "cache")}
+        saved, cwd = {k: os.environ.get(k) for k in env}, os.getcwd()
+        os.environ.update(env)
+        os.chdir(work)
+        try:
+            try:
+                rc = main(argv)
+            except SystemExit as exit_:  # argparse: usage errors (2)
+                rc = exit_.code
+        finally:
+            os.chdir(cwd)
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        err = capsys.readouterr().err
+        assert rc in (0, 2), (argv, rc, err)
+        assert "Traceback" not in err, (argv, err)
+        if rc == 2:
+            lines = [ln for ln in err.splitlines() if ln.strip()]
+            assert len(lines) == 1 and lines[0].startswith("error: "), (argv, err)
+            assert _tree(work) == before, (argv, err, set(_tree(work)) ^ set(before))
+        shutil.rmtree(work)
+
+    check()
+    assert time.perf_counter() - t0 < 60
