@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -235,7 +236,34 @@ def init_ray(address: str | None, quiet: bool = True) -> None:
             raise StorageError(f"cannot reach the Ray cluster at {address}: {first_line(err)}") from None
     else:
         # "local": a private Ray for this driver, even when a `ray start` cluster runs on this machine
+        _ray_nodes_in_own_session()
         ray.init(address="local", include_dashboard=False, **kw)
+
+
+def _ray_nodes_in_own_session() -> None:
+    """Start the local Ray's processes (GCS, raylet and, through the raylet, the trial workers) each in a
+    session of its own, as Ray itself does on Windows (a new process group where the kernel ties the
+    children's life to ours). On Linux they share the driver's process group, so a signal to the whole
+    group (``timeout``, a supervisor, ``kill -TERM -- -PGID``) killed them under the driver: it then waited
+    60 s for a GCS that was gone, exited 1 and left its trials RUNNING. Alone in the group, the driver
+    gets the signal its handler turns into a clean stop (finished trials kept, running ones re-queued,
+    exit 143); the node processes still die with the driver (Ray's PR_SET_PDEATHSIG, set after setsid)."""
+    if sys.platform == "win32":
+        return
+    from ray._private import services
+
+    base = services.ConsolePopen
+    if getattr(base, "fer_own_session", False):
+        return
+
+    class OwnSession(base):  # type: ignore[misc, valid-type]
+        fer_own_session = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["start_new_session"] = True
+            super().__init__(*args, **kwargs)
+
+    services.ConsolePopen = OwnSession
 
 
 class RayStart:
