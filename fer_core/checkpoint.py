@@ -38,17 +38,24 @@ def model_payload(result: dict[str, Any]) -> dict[str, Any]:
             "best_epoch": result["best_epoch"], "val_macro_f1": result["val"]["macro_f1"], "amp": result["amp"]}
 
 
+def read_model_file(path: str | os.PathLike) -> dict:
+    """An exported or ``train --save`` file's payload (weights only), its config, classes and weights
+    present; no model is built, so a teacher file is checked in a second, before data and models load."""
+    payload = load_weights_only(path)
+    try:
+        payload["config"].get, payload["class_names"][0], payload["model"].keys
+    except (KeyError, TypeError, IndexError, AttributeError) as err:
+        raise ModelFileError(f"{path}: not a fer-study model file ({type(err).__name__})") from None
+    return payload
+
+
 def load_model(path: str | os.PathLike):
     """(FerNet in eval mode, payload) from an exported or ``train --save`` file."""
     from fer_core.data.dataset import AU_VOCAB
     from fer_core.models import FerNet
 
-    payload = load_weights_only(path)
-    try:
-        cfg = payload["config"]
-        names = payload["class_names"]
-    except (KeyError, TypeError, IndexError) as err:
-        raise ModelFileError(f"{path}: not a fer-study model file ({type(err).__name__})") from None
+    payload = read_model_file(path)
+    cfg, names = payload["config"], payload["class_names"]
     # the head and LWS scales as trained (files from before those keys: a linear head, no scales)
     model = FerNet(cfg["backbone"], len(names), len(AU_VOCAB), drop_rate=cfg.get("drop_rate", 0.0),
                    head=cfg.get("head", "linear"), cosine_scale=cfg.get("cosine_scale", 30.0),

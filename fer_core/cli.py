@@ -237,10 +237,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from fer_core.study.spec import check_data, check_heads, check_weights_here, load_study
 
     spec = load_study(args.study, args.profile, args.data, dict(args.set or ()))
-    data = check_data(spec)  # the data as the trials will read it; a variant needing absent AU labels stops here
+    # the data as the trials will read it, checked as the launch checks it (classes, splits, every image's
+    # header); a variant needing absent AU labels stops here
+    data = check_data(spec, headers=True)
     check_heads(spec)  # a token backbone under a spatial head stops here too
     for line in plan_lines(spec, data):
         console.print(line, highlight=False, soft_wrap=True, markup=False)
+    if any(d["where"] for d in data):
+        from fer_core.data.inspect import NOT_CHECKED
+
+        console.print(f"  data checked: classes, splits and every image's header; not checked: {NOT_CHECKED}",
+                      highlight=False, soft_wrap=True, markup=False)
     try:  # a property of this machine, not of the file: a note here, the launch stops on it
         check_weights_here(spec)
     except ConfigError as err:
@@ -427,6 +434,9 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     if entry["skipped_without_probabilities"]:
         console.print(f"skipped (no stored probabilities): trials {entry['skipped_without_probabilities']}",
                       highlight=False)
+    if len(entry["members"]) < args.top:  # fewer than asked: say so, an ensemble of 2 is not the top-3 one
+        console.print(f"note: --top {args.top} asked for {args.top} members; only {len(entry['members'])} complete "
+                      "trial(s) with stored probabilities were usable", highlight=False)
     console.print(f"ensemble of {len(entry['members'])} trials: validation macro-F1 {entry['val']['macro_f1']:.4f} "
                   f"(best member {max(entry['member_values']):.4f}), test macro-F1 {entry['test']['macro_f1']:.4f}; "
                   f"stored as study user attr {key!r} (derived: not a trial)", highlight=False)
@@ -446,10 +456,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# control characters and line separators a file name, URL or YAML value may carry into a message: escaped,
+# so the error stays one line (and a name cannot move the cursor or fake a second line)
+_CONTROL = {c: repr(chr(c))[1:-1] for c in (*range(0x20), 0x7F, 0x85, 0x2028, 0x2029) if c != 0x09}
+
+
 def _printable(text: str) -> str:
     """``text`` with lone surrogates (what undecodable argv bytes become) as ``\\udcff`` escapes: a strict
-    stderr (a capture, PYTHONIOENCODING=utf-8:strict) must not turn the one error line into a traceback."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    stderr (a capture, PYTHONIOENCODING=utf-8:strict) must not turn the one error line into a traceback;
+    control characters and line breaks escaped too (``_CONTROL``)."""
+    return text.translate(_CONTROL).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class OneLineParser(argparse.ArgumentParser):

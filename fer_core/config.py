@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fer_core.errors import ConfigError
 from fer_core.metric_names import SELECT_METRICS
+from fer_core.yamlsafe import load_yaml
 
 
 class TrainConfig(BaseModel):
@@ -289,6 +290,11 @@ def check_weight_files(cfg: TrainConfig) -> None:
     from fer_core.pretrained import check_weights
 
     check_weights(cfg)
+    if cfg.teacher and cfg.distill_alpha > 0:  # read now, not after the data and the student are loaded
+        from fer_core.checkpoint import read_model_file
+
+        for path in cfg.teacher:
+            read_model_file(path)
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -298,7 +304,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, raw = item.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw, f"--set {key[:60]}") if raw.strip() else None
     except yaml.YAMLError:
         raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
     if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; users mean a number
@@ -321,13 +327,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except ValueError:  # a NUL in the name: no file can have it
         raise ConfigError(f"--config {str(path)!r}: not a valid file name") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, str(p))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{p}:{where} invalid YAML") from None
-    if data is None:
-        return {}
+    if data is None or data == {}:  # '' or /dev/null: training on defaults is not what --config asked for
+        raise ConfigError(f"{p}: empty config file (no keys); give config keys in it, or leave --config out to "
+                          "train on the defaults")
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of config keys, got {type(data).__name__}")
     return data
@@ -335,7 +342,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 def build_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Config file (optional) + ``--set`` overrides -> validated TrainConfig."""
-    data: dict[str, Any] = load_config_file(path) if path else {}
+    if path is not None and not str(path).strip():
+        raise ConfigError("--config: empty file name; give a YAML config file, or leave --config out to train on "
+                          "the defaults")
+    data: dict[str, Any] = load_config_file(path) if path is not None else {}
     for item in overrides:
         key, value = parse_override(item)
         data[key] = value

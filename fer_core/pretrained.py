@@ -165,12 +165,14 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def check_weights(cfg: Any) -> None:
     """Refuse (one line) a config whose starting weights are not to be had here: ``file`` without an
     existing ``pretrained_path``, or ``true`` for a backbone timm has no weights for, or whose weights
-    are neither cached nor downloadable (offline). Reads no weights and downloads nothing."""
+    are neither cached nor downloadable (offline). Reads a ``file``'s tensors (weights only), so a planted or
+    foreign file stops before any data or model loads; downloads nothing."""
     if cfg.pretrained == "file":
         if not cfg.pretrained_path:
             raise ConfigError("pretrained: file needs pretrained_path (e.g. --set pretrained_path=/path/to/face.pth)")
         if not Path(cfg.pretrained_path).is_file():
             raise ConfigError(f"pretrained_path: file not found: {cfg.pretrained_path}")
+        read_state_dict(cfg.pretrained_path)  # a planted pickle or a non-weights file: one line before data loads
         return
     if cfg.pretrained is not True:
         return

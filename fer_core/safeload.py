@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from typing import Any
 
 import torch
@@ -18,7 +19,9 @@ from fer_core.errors import ModelFileError
 def load_weights_only(path: str | os.PathLike, what: str = "model file") -> Any:
     """``torch.load`` of a file we wrote, with arbitrary unpickling refused (a one-line ModelFileError)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's warnings about a foreign file would print beside our one line
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # torch's restricted unpickler names what the file asked for: say it, so an honest
         # old file (a numpy array, say) can be told from a planted payload

@@ -217,6 +217,12 @@ def _bad_manifest(problem: str, tmp_path: Path) -> Path:
         rows.append([p.name, label, "1+4", split])
     if problem == "corrupt":
         (tmp_path / "0.png").write_bytes(b"not an image at all")
+    elif problem == "zero_byte":
+        (tmp_path / "0.png").write_bytes(b"")
+    elif problem == "bomb":  # a PNG header claiming 20000 x 20000 pixels: PIL's decompression-bomb guard
+        (tmp_path / "0.png").write_bytes(_png_header(20000, 20000))
+    elif problem == "outside":  # a manifest naming a file outside its folder (any file the user can read)
+        rows[0][0] = "/etc/passwd"
     elif problem == "truncated":
         whole = (tmp_path / "0.png").read_bytes()  # header intact, pixel data cut in half
         (tmp_path / "0.png").write_bytes(whole[: len(whole) // 2])
@@ -235,14 +241,32 @@ def _bad_manifest(problem: str, tmp_path: Path) -> Path:
     return tmp_path / "m.csv"
 
 
+def _png_header(w: int, h: int) -> bytes:
+    """A PNG whose header claims ``w`` x ``h`` pixels (with no pixel data worth decoding)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
 BAD_DATA_NEEDLE = {"corrupt": "0.png: cannot decode image", "truncated": "0.png: cannot decode image",
+                   "zero_byte": "0.png: cannot decode image", "bomb": "0.png: cannot decode image",
+                   "outside": "m.csv:2: image '/etc/passwd' lies outside the manifest's folder",
                    "empty_class": "class 'b' has no training images", "unknown_label": "m.csv:4: unknown class 'c'",
                    "one_class": "m.csv: only class 'a' has training images; training needs at least 2 classes",
                    "no_val": "m.csv: no validation images; training needs at least 2 classes with training images "
                              "and at least one validation image"}
 
 
-@pytest.mark.parametrize("problem", ["corrupt", "truncated", "empty_class", "unknown_label", "one_class", "no_val"])
+BAD_DATA = ["corrupt", "truncated", "zero_byte", "bomb", "outside", "empty_class", "unknown_label", "one_class",
+            "no_val"]
+
+
+@pytest.mark.parametrize("problem", BAD_DATA)
 def test_bad_data_stops_the_launch_with_one_line_and_stores_nothing(problem, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FER_STUDY_CACHE", str(tmp_path / "cache"))
     csv_path = _bad_manifest(problem, tmp_path)
@@ -257,6 +281,108 @@ def test_bad_data_stops_the_launch_with_one_line_and_stores_nothing(problem, tmp
     import ray
 
     assert not ray.is_initialized()  # the Ray the launch started in the background is shut down again
+
+
+@pytest.mark.parametrize("problem", BAD_DATA)
+def test_validate_refuses_the_data_launch_refuses(problem, tmp_path, capsys, monkeypatch):
+    """``validate`` runs the launch's data checks without decoding pixels: the same one line for all but a
+    truncated image (its header is intact), which it passes while saying that pixels were not decoded."""
+    monkeypatch.setenv("FER_STUDY_CACHE", str(tmp_path / "cache"))
+    csv_path = _bad_manifest(problem, tmp_path)
+    (tmp_path / "bad.yaml").write_text(BAD_DATA_STUDY.format(csv=csv_path))
+    rc = main(["validate", str(tmp_path / "bad.yaml"), "--profile", "smoke"])
+    out, err = capsys.readouterr()
+    if problem == "truncated":
+        assert rc == 0 and "not checked: image pixel data is not decoded" in out, out + err
+        return
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert BAD_DATA_NEEDLE[problem] in lines[0] and "Traceback" not in err, lines[0]
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("*.pt"))  # nothing decoded
+
+
+def test_a_non_utf8_image_name_is_one_line_in_inspect_train_validate_and_launch(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FER_STUDY_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "faces"
+    for c in ("happy", "sad"):
+        (root / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(root / c / f"{i}.png")
+    bad = os.fsencode(root / "happy") + b"/\xff\xfe-bad.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(bad)
+    db = tmp_path / "s.db"
+    for argv in (["data", "inspect", str(root)],
+                 ["train", "--set", "dataset=folder", "--set", f"data_path={root}", "--set", "epochs=1",
+                  "--set", "warmup_epochs=0", "--save", str(tmp_path / "m.pt")],
+                 ["validate", "smoke", "--data", str(root)],
+                 ["launch", "smoke", "--profile", "smoke", "--data", str(root), "--storage", f"sqlite:///{db}"]):
+        rc = main(argv)
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert rc == 2 and len(lines) == 1 and "Traceback" not in err, (argv, err)
+        assert "image file name" in lines[0] and "\\udcff\\udcfe-bad.png" in lines[0] and "not UTF-8" in lines[0]
+    assert not db.exists() and not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("storage", ["", "sqlite:///{tmp}/\udcff.db"])
+def test_an_empty_or_non_utf8_storage_url_is_refused_before_anything_is_written(storage, tmp_path, capsys,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for cmd in (["launch", "smoke", "--profile", "smoke"], ["status", "smoke"], ["studies"]):
+        rc = main([*cmd, "--storage", storage.format(tmp=tmp_path)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("error: --storage: ") and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_extends_naming_a_non_study_file_is_refused_without_echoing_it(tmp_path, capsys):
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$hunter2:20228:0:99999:7:::\n")
+    for target in (str(secret), "/etc/shadow", "/etc/passwd"):
+        (tmp_path / "e.yaml").write_text(f"name: e\nquestion: q\nextends: {target}\n")
+        rc = main(["validate", str(tmp_path / "e.yaml")])
+        err = capsys.readouterr().err
+        assert rc == 2 and "is not a study file" in err and len(err.strip().splitlines()) == 1, err
+        assert "hunter2" not in err and "root:" not in err and "99999" not in err
+
+
+@pytest.mark.parametrize("config", ["", "/dev/null", "empty.yaml", "blank.yaml"])
+def test_an_empty_train_config_is_refused(config, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "blank.yaml").write_text("# only a comment\n{}\n")
+    rc = main(["train", "--config", config, "--save", str(tmp_path / "m.pt")])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "empty" in err and len(err.strip().splitlines()) == 1 and "config:" not in out, err
+    assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("kind", ["teacher", "pretrained"])
+@pytest.mark.parametrize("content", ["text", "pickle"])
+def test_a_bad_teacher_or_pretrained_file_is_one_line_before_data_and_model_load(kind, content, tmp_path, capsys):
+    import pickle
+
+    bad = tmp_path / "w.pt"
+    if content == "text":
+        bad.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    else:  # a pickle that would create a marker file when unpickled
+        bad.write_bytes(pickle.dumps(_Marker(tmp_path / "pwned")))
+    sets = {"teacher": [f"teacher={bad}", "distill_alpha=0.5"],
+            "pretrained": ["pretrained=file", f"pretrained_path={bad}"]}[kind]
+    rc = main(["train", *[a for kv in ["epochs=1", "warmup_epochs=0", *sets] for a in ("--set", kv)]])
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"error: {bad}: "), err  # no torch warning besides
+    assert "config:" not in out and "data:" not in out, out  # before the data (and the model) were loaded
+    assert not (tmp_path / "pwned").exists()
+
+
+class _Marker:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
 
 
 @pytest.mark.parametrize("problem", ["one_class", "no_val"])
@@ -534,3 +660,97 @@ def test_a_bad_option_fails_before_torch_ray_or_optuna_are_imported(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", proc.stdout
     assert len([ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]) == 4, proc.stderr
+
+
+# -- arbitrary bytes as file names, paths, URLs and YAML, to the commands that read them (issue 37) ---------------
+
+YAML_BITS = st.sampled_from(["[", "]", "{", "}", "&a ", "*a", ": ", "- ", "!!", "!!python/name:os.system", "\n", "  ",
+                             "'", '"', "#", "<<: ", "name: x", "seeds: ", "design:", "extends: ", "\udcff", "\x00",
+                             "? ", "|", ">", ",", "1e9", "~"])
+# YAML built from its special characters (nesting, anchors, aliases, tags, merges) or plain arbitrary bytes
+YAML_DOCS = st.one_of(st.lists(YAML_BITS, max_size=40).map("".join).map(lambda t: t.encode("utf-8", "surrogateescape")),
+                      st.binary(max_size=200))
+NAMES = st.binary(min_size=1, max_size=24).map(lambda b: b.replace(b"/", b"_").replace(b"\x00", b"_"))
+# (argv, what the example writes first): {"file": content} under a fuzzed name, "{f}" in argv names that file
+FUZZ = st.one_of(
+    st.tuples(st.just(["validate", "{f}.yaml"]), YAML_DOCS),
+    st.tuples(st.just(["train", "--config", "{f}", "--set", "epochs=0"]), YAML_DOCS),
+    st.tuples(st.just(["train", "--set", "lr={y}", "--set", "epochs=0"]), YAML_DOCS),
+    st.tuples(st.just(["validate", "smoke", "--data", "{f}"]), st.binary(max_size=64)),
+    st.tuples(st.just(["data", "inspect", "faces", "--cache-dir", "cache"]), st.binary(max_size=64)),  # image {f}.png
+    st.tuples(st.just(["studies", "--storage", "sqlite:///{f}"]), st.just(b"")),
+    st.tuples(st.just(["status", "s", "--storage", "{u}"]), st.binary(max_size=60)),
+    st.tuples(st.just(["launch", "no-such-study", "--storage", "{u}"]), st.binary(max_size=60)),
+)
+
+
+def _fuzz_template(root: Path) -> Path:
+    root.mkdir()
+    optuna.create_study(study_name="s", storage=f"sqlite:///{root / 'store.db'}")
+    for c in ("happy", "sad"):
+        (root / "faces" / c).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((8, 8, 3), 50 * i, np.uint8)).save(root / "faces" / c / f"{i}.png")
+    return root
+
+
+def test_arbitrary_bytes_as_names_paths_urls_and_yaml_exit_0_or_2_with_one_line(tmp_path, capsys):
+    """Hypothesis feeds arbitrary bytes (undecodable ones arrive as lone surrogates, as argv does) as file
+    names, --data paths, storage URLs and YAML (files, --config, --set) to the commands in-process: exit 0
+    or 2, never a traceback, one ``error:`` line on 2, and nothing written on 2. Under a minute."""
+    import shutil
+    import time
+
+    template = _fuzz_template(tmp_path / "template")
+    n, t0 = [0], time.perf_counter()
+
+    @settings(max_examples=int(os.environ.get("HYP_N", 150)), deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(case=FUZZ, name=NAMES)
+    def check(case, name: bytes) -> None:
+        argv_t, content = case
+        n[0] += 1
+        work = tmp_path / f"ex{n[0]}"
+        shutil.copytree(template, work)
+        fname = os.fsdecode(name)
+        if argv_t[0] == "data":
+            (work / "faces" / "happy" / f"{fname}.png").write_bytes(content)
+        elif "{f}" in " ".join(argv_t) or "{f}.yaml" in argv_t:
+            target = work / (f"{fname}.yaml" if "{f}.yaml" in argv_t else fname)
+            if argv_t[0] != "studies" and target.name not in (".", ".."):
+                try:
+                    target.write_bytes(content)
+                except IsADirectoryError:
+                    pass
+        text = content.decode("utf-8", "surrogateescape")
+        argv = [a.replace("{f}", str(work / fname)).replace("{u}", text).replace("{y}", text) for a in argv_t]
+        before = _tree(work)
+        env = {"FER_STUDY_STORAGE": f"sqlite:///{work / 'store.db'}", "FER_STUDY_ARTIFACTS": str(work / "artifacts"),
+               # outside the example's folder: validate caches timm's model list there (a cache, not state)
+               "FER_STUDY_RUNS": str(work / "runs"), "FER_STUDY_CACHE": str(tmp_path / "cache")}
+        saved, cwd = {k: os.environ.get(k) for k in env}, os.getcwd()
+        os.environ.update(env)
+        os.chdir(work)
+        try:
+            try:
+                rc = main(argv)
+            except SystemExit as exit_:  # argparse: usage errors (2)
+                rc = exit_.code
+        finally:
+            os.chdir(cwd)
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        err = capsys.readouterr().err
+        assert rc in (0, 2), (argv, rc, err)
+        assert "Traceback" not in err, (argv, err)
+        if rc == 2:
+            lines = [ln for ln in err.splitlines() if ln.strip()]
+            assert len(lines) == 1 and lines[0].startswith("error: "), (argv, err)
+            assert _tree(work) == before, (argv, err, set(_tree(work)) ^ set(before))
+        shutil.rmtree(work)
+
+    check()
+    assert time.perf_counter() - t0 < 60

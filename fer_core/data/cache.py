@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fer_core.data.dataset import TRAIN, FerDataset
-from fer_core.data.raw import RawSource
+from fer_core.data.dataset import FerDataset
+from fer_core.data.raw import RawSource, check_train_classes
 from fer_core.errors import DataError
 
 READER_VERSION = 1  # bump when decoding or parsing changes what a source turns into
@@ -120,13 +120,6 @@ def resize_pixels(pixels: np.ndarray, size: int) -> np.ndarray:
             chunk = chunk.round().clamp(0, 255).to(torch.uint8)
         out[lo:lo + 4096] = chunk.expand(-1, 3, -1, -1)
     return out.numpy()
-
-
-def check_train_classes(raw: RawSource) -> None:
-    counts = np.bincount(raw.labels[raw.split == TRAIN], minlength=len(raw.class_names))
-    for name, n in zip(raw.class_names, counts):
-        if n == 0:
-            raise DataError(f"{raw.root}: class {name!r} has no training images")
 
 
 def _atomic_save(obj: dict, path: Path) -> None:

@@ -79,17 +79,24 @@ class FerDataset:
         """Refuse, with one line, a data set no classifier can be trained and selected on: fewer than
         two classes with training images (the model would score 1.0 on one class), or no validation
         image (no epoch could be selected). Checked before anything is trained or stored."""
-        present = [name for name, n in zip(self.class_names, self.class_counts(TRAIN)) if n > 0]
-        if len(present) < 2:
-            have = f"only class {present[0]!r} has" if present else "no class has"
-            raise DataError(f"{source}: {have} training images; training needs at least 2 classes with "
-                            "training images and at least one validation image")
-        if len(self.indices(VAL)) == 0:
-            raise DataError(f"{source}: no validation images; training needs at least 2 classes with "
-                            "training images and at least one validation image")
+        check_trainable_counts(self.class_names, self.class_counts(TRAIN), len(self.indices(VAL)), source)
 
     def class_counts(self, split: int = TRAIN) -> list[int]:
         import torch
 
         y = self.labels[self.split == split]
         return torch.bincount(y, minlength=self.num_classes).tolist()
+
+
+def check_trainable_counts(class_names: tuple[str, ...] | list[str], train_counts: list[int], n_val: int,
+                           source: str) -> None:
+    """``FerDataset.check_trainable`` on counts alone: ``validate`` refuses from the label files what
+    ``launch`` refuses after decoding."""
+    present = [name for name, n in zip(class_names, train_counts) if n > 0]
+    if len(present) < 2:
+        have = f"only class {present[0]!r} has" if present else "no class has"
+        raise DataError(f"{source}: {have} training images; training needs at least 2 classes with "
+                        "training images and at least one validation image")
+    if n_val == 0:
+        raise DataError(f"{source}: no validation images; training needs at least 2 classes with "
+                        "training images and at least one validation image")

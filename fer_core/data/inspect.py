@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from fer_core.data.dataset import AU_VOCAB, RAFCE_STATS, SPLITS, TRAIN, FerDataset
@@ -88,15 +89,54 @@ def disk_px(path: Path) -> tuple[int, int] | None:
     try:
         with Image.open(path) as im:
             return im.size
-    except OSError:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # the decoder names the problem
         return None
 
 
+# what ``peek(headers=True)`` (validate) cannot see without decoding every pixel, said in its plan
+NOT_CHECKED = ("image pixel data is not decoded (a truncated file whose header is intact stops the launch, "
+               "which decodes every image)")
+
+
+def check_headers(paths: list[Path]) -> None:
+    """Every image file's header (format and size, a few bytes each, read in threads): a 0-byte,
+    corrupt or non-image file, and one past PIL's decompression-bomb limit, refused as the launch's
+    decoder refuses it (``cache.decode_image``'s message). Pixels are not decoded."""
+    import warnings
+    from multiprocessing.pool import ThreadPool
+
+    from PIL import Image
+
+    from fer_core.errors import DataError
+
+    def one(path: Path) -> str | None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)  # past the limit: decode refuses
+                with Image.open(path) as im:
+                    w, h = im.size
+                    if w * h > (Image.MAX_IMAGE_PIXELS or w * h):
+                        raise Image.DecompressionBombError(f"{w}x{h} pixels, over the {Image.MAX_IMAGE_PIXELS} "
+                                                           "pixel limit")
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning) as err:
+            return f"{path}: cannot decode image ({' '.join(str(err).split()) or type(err).__name__})"
+        return None
+
+    with ThreadPool(min(8, os.cpu_count() or 1)) as pool:  # file opens wait on the disk, not the CPU
+        for problem in pool.imap(one, paths, chunksize=64):
+            if problem is not None:
+                raise DataError(problem)
+
+
 def peek(dataset: str, data_path: str | None = None, data_seed: int = 0, val_fraction: float = 0.15,
-         test_fraction: float = 0.15, ferplus_labels: str = "majority", affectnet_classes: int = 7) -> dict:
+         test_fraction: float = 0.15, ferplus_labels: str = "majority", affectnet_classes: int = 7,
+         headers: bool = False) -> dict:
     """What a trial's data source holds, from its label files and folder listing, without decoding an
     image (``validate``'s plan; no torch): kind, classes, training counts, AU labels, one image's size.
-    The generated sets (``where`` None) are described from their recipes (made in the cache on first use)."""
+    The generated sets (``where`` None) are described from their recipes (made in the cache on first use).
+    The checks the launch makes on the data run here too: no empty class, two trainable classes and a
+    validation image, and with ``headers`` every image's header (``check_headers``; not its pixels)."""
     if dataset == "synthetic":
         names, counts = list(RAFCE_STATS["classes"]), list(RAFCE_STATS["partition_counts"]["0"])
         return {"kind": "synthetic", "where": None, "classes": names, "train_counts": counts,
@@ -109,8 +149,19 @@ def peek(dataset: str, data_path: str | None = None, data_seed: int = 0, val_fra
                 "train_counts": counts, "has_aus": False, "px": (8, 8)}
     path = Path(str(data_path)).expanduser()
     raw = read_raw(dataset, path, data_seed, val_fraction, test_fraction, ferplus_labels, affectnet_classes)
+    from fer_core.data.dataset import VAL, check_trainable_counts
+    from fer_core.data.raw import check_train_classes
+
+    if len(raw.labels) == 0:
+        from fer_core.errors import DataError
+
+        raise DataError(f"{raw.root}: no images")
+    check_train_classes(raw)
     train = raw.labels[raw.split == TRAIN]
     counts = [int((train == c).sum()) for c in range(len(raw.class_names))]
+    check_trainable_counts(raw.class_names, counts, int((raw.split == VAL).sum()), str(data_path or dataset))
+    if headers and raw.paths:  # FER2013 keeps its images in the CSV: no file headers to read
+        check_headers(raw.paths)
     # FER2013 keeps its 48x48 images in the CSV: no file to look at
     px = disk_px(raw.paths[0]) if raw.paths else (48, 48) if raw.pixels is not None else None
     return {"kind": dataset, "where": str(path), "classes": list(raw.class_names), "train_counts": counts,

@@ -1,6 +1,8 @@
 """Manifest CSV reader: columns ``path,label,split`` and optionally ``aus``.
 
-- ``path``: image file, relative to the CSV's directory (absolute paths work too).
+- ``path``: image file, relative to the CSV's directory (absolute paths work too), inside that directory:
+  a manifest naming ``/etc/passwd`` or ``../../home/x.jpg`` is refused (a shared or downloaded manifest
+  must not make a launch read any file the user can), unless ``$FER_STUDY_DATA_ANYWHERE=1``.
 - ``label``: a class name or an integer class index (not mixed).
 - ``aus``: RAF-CE style AU label (``1+4+25``, empty or ``null`` for none), parsed with
   ``parse_au_label``; without the column the data set has no AU targets.
@@ -17,6 +19,7 @@ their own numbers as names.
 from __future__ import annotations
 
 import csv
+import os
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -30,6 +33,7 @@ from fer_core.data.raw import RawSource
 from fer_core.errors import DataError
 
 REQUIRED = ("path", "label", "split")
+ANYWHERE_ENV = "FER_STUDY_DATA_ANYWHERE"  # "1": a manifest may name images outside its own folder
 _SPLIT_IDS = {name: i for i, name in enumerate(SPLITS)} | {str(i): i for i in range(len(SPLITS))}
 
 
@@ -94,6 +98,7 @@ def read_manifest(csv_path: str | Path, class_names: Sequence[str] | None = None
     aus = np.zeros((n, len(AU_VOCAB)), dtype=np.float32)
     kinds: Counter[str] = Counter({k: 0 for k in TOKEN_KINDS})
     paths: list[Path] = []
+    inside, anywhere = base.resolve(), os.environ.get(ANYWHERE_ENV) == "1"
     keys: list[str] = []
     for i, (line, row) in enumerate(rows):
         lab = row["label"]
@@ -120,6 +125,9 @@ def read_manifest(csv_path: str | Path, class_names: Sequence[str] | None = None
         p = p if p.is_absolute() else base / p
         if not p.is_file():
             raise DataError(f"{p}: image not found (manifest {csv_path} line {line})")
+        if not anywhere and not p.resolve().is_relative_to(inside):
+            raise DataError(f"{csv_path}:{line}: image {row['path']!r} lies outside the manifest's folder {inside}; "
+                            f"move it there, or set {ANYWHERE_ENV}=1 to allow images anywhere")
         paths.append(p)
         keys.append(row["path"])
     # extra columns (subject, video, ...) ride along: k-fold CV can group by them (cv_group_by)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_core.errors import DataError
+
 
 @dataclass
 class RawSource:
@@ -38,3 +40,22 @@ class RawSource:
     @property
     def num_images(self) -> int:
         return len(self.labels)
+
+    def __post_init__(self) -> None:
+        # a name that is not UTF-8 (undecodable bytes become lone surrogates in Python) cannot be
+        # fingerprinted, shown or stored as text; refuse it here, once for every reader, naming it by repr
+        for what, names in (("image file", map(str, self.paths)), ("class", self.class_names), ("key", self.keys)):
+            for name in names:
+                try:
+                    name.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise DataError(f"the {what} name {name!r} (in {str(self.root)!r}) is not UTF-8; rename it (data names "
+                                    "are stored and shown as text)") from None
+
+
+def check_train_classes(raw: RawSource) -> None:
+    """Every class has a training image (numpy only: ``validate`` runs it without torch)."""
+    counts = np.bincount(raw.labels[raw.split == 0], minlength=len(raw.class_names))  # 0: TRAIN (data.dataset)
+    for name, n in zip(raw.class_names, counts):
+        if n == 0:
+            raise DataError(f"{raw.root}: class {name!r} has no training images")

@@ -34,20 +34,38 @@ OPTUNA_SAMPLERS.register("tpe")(lambda seed, **o: optuna.samplers.TPESampler(
 OPTUNA_SAMPLERS.register("random")(lambda seed, **o: optuna.samplers.RandomSampler(seed=seed, **o))
 
 
+# Exactly the globals a pickled Optuna CMA-ES optimizer names (enumerated from real states of
+# CMA, SepCMA and CMAwM after a few generations, cmaes 0.13 / numpy 2): the three optimizer classes
+# and what an ndarray and a numpy scalar reduce to, under numpy 2's module path and numpy 1's.
+# A module-wide rule ("numpy.*") let a planted state call numpy.testing's runstring or numpy.load
+# with allow_pickle, i.e. run code.
+_CMA_GLOBALS = frozenset({
+    ("cmaes._cma", "CMA"), ("cmaes._sepcma", "SepCMA"), ("cmaes._cmawm", "CMAwM"),
+    ("cmaes", "CMA"), ("cmaes", "SepCMA"), ("cmaes", "CMAwM"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    *((f"numpy.{core}.multiarray", name) for core in ("_core", "core") for name in ("_reconstruct", "scalar")),
+})
+
+
 class _NumpyCmaUnpickler(pickle.Unpickler):
-    """Only the classes a CMA-ES state is made of (the ``cmaes`` package and numpy arrays): a pickle
-    planted in a shared database must not get to name ``os.system`` or any other callable."""
+    """Only the globals a CMA-ES state is made of (``_CMA_GLOBALS``): a pickle planted in a shared
+    database must not get to name ``os.system``, numpy's code-running helpers or any other callable."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] in ("cmaes", "numpy") or (module, name) in {("builtins", "slice"),
-                                                                             ("builtins", "range")}:
+        if (module, name) in _CMA_GLOBALS:
             return super().find_class(module, name)
-        raise ConfigError(f"optuna_sampler cmaes: the stored optimizer state names {module}.{name}; refusing to "
-                          "load it (only cmaes/numpy objects are allowed)")
+        raise ConfigError(f"optuna_sampler cmaes: the stored optimizer state names {module[:80]}.{name[:80]}; "
+                          "refusing to load it (only cmaes optimizers and numpy arrays are allowed)")
 
 
 def restricted_loads(data: bytes) -> Any:
-    return _NumpyCmaUnpickler(io.BytesIO(data)).load()
+    try:
+        return _NumpyCmaUnpickler(io.BytesIO(data)).load()
+    except ConfigError:
+        raise
+    except Exception as err:  # truncated or garbled bytes: one line, not a traceback mid-study
+        raise ConfigError(f"optuna_sampler cmaes: the stored optimizer state is not readable "
+                          f"({type(err).__name__}); refusing to load it") from None
 
 
 class SafeCmaEsSampler(optuna.samplers.CmaEsSampler):
@@ -58,7 +76,12 @@ class SafeCmaEsSampler(optuna.samplers.CmaEsSampler):
         for trial in reversed(completed_trials):
             attrs = {k: v for k, v in trial.system_attrs.items() if k.startswith(self._attr_key_optimizer)}
             if attrs:
-                return restricted_loads(bytes.fromhex(self._concat_optimizer_attrs(attrs)))
+                try:
+                    data = bytes.fromhex(self._concat_optimizer_attrs(attrs))
+                except (KeyError, ValueError, TypeError):  # a gap in the parts, or not hex
+                    raise ConfigError(f"optuna_sampler cmaes: trial {trial.number}'s stored optimizer state is "
+                                      "malformed; refusing to load it") from None
+                return restricted_loads(data)
         return None
 
 

@@ -14,7 +14,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import yaml
+from fer_core.yamlsafe import load_yaml
 
 RECIPE_KEYS = ("dataset", "backbone", "img_size", "lr", "batch_size", "pretrained")
 
@@ -22,7 +22,7 @@ RECIPE_KEYS = ("dataset", "backbone", "img_size", "lr", "batch_size", "pretraine
 @cache
 def measurements() -> tuple[dict[str, Any], ...]:
     text = resources.files("fer_core.resources").joinpath("plateaus.yaml").read_text()
-    return tuple(yaml.safe_load(text) or ())
+    return tuple(load_yaml(text, "fer_core/resources/plateaus.yaml") or ())
 
 
 def short_of_plateau(base: Mapping[str, Any]) -> str | None:

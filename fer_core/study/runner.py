@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -235,7 +236,34 @@ def init_ray(address: str | None, quiet: bool = True) -> None:
             raise StorageError(f"cannot reach the Ray cluster at {address}: {first_line(err)}") from None
     else:
         # "local": a private Ray for this driver, even when a `ray start` cluster runs on this machine
+        _ray_nodes_in_own_session()
         ray.init(address="local", include_dashboard=False, **kw)
+
+
+def _ray_nodes_in_own_session() -> None:
+    """Start the local Ray's processes (GCS, raylet and, through the raylet, the trial workers) each in a
+    session of its own, as Ray itself does on Windows (a new process group where the kernel ties the
+    children's life to ours). On Linux they share the driver's process group, so a signal to the whole
+    group (``timeout``, a supervisor, ``kill -TERM -- -PGID``) killed them under the driver: it then waited
+    60 s for a GCS that was gone, exited 1 and left its trials RUNNING. Alone in the group, the driver
+    gets the signal its handler turns into a clean stop (finished trials kept, running ones re-queued,
+    exit 143); the node processes still die with the driver (Ray's PR_SET_PDEATHSIG, set after setsid)."""
+    if sys.platform == "win32":
+        return
+    from ray._private import services
+
+    base = services.ConsolePopen
+    if getattr(base, "fer_own_session", False):
+        return
+
+    class OwnSession(base):  # type: ignore[misc, valid-type]
+        fer_own_session = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["start_new_session"] = True
+            super().__init__(*args, **kwargs)
+
+    services.ConsolePopen = OwnSession
 
 
 class RayStart:
@@ -366,6 +394,7 @@ def launch(name: str, opts: LaunchOptions | None = None) -> dict[str, Any]:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # 1. resolve everything cheap before touching Ray: spec, storage, teacher
+    url = storage_url(opts.storage)  # an empty or non-UTF-8 URL stops before anything is decoded or written
     spec = load_study(name, opts.profile, opts.data, dict(opts.sets))
     check_data(spec)  # as validate: a variant needing AU labels the data lacks stops here, nothing stored
     dropped = (spec.resolved.get("overrides") or {}).get("dropped_variants")
@@ -374,7 +403,6 @@ def launch(name: str, opts: LaunchOptions | None = None) -> dict[str, Any]:
                       highlight=False, markup=False, soft_wrap=True)
     check_heads(spec)  # as validate: a token backbone under au_attention stops here
     check_weights_here(spec)  # pretrained weights on this machine (hub cache, file): else stop before any trial
-    url = storage_url(opts.storage)
     rdb = open_storage(url)  # an unreachable database fails fast, before data is decoded
     artifacts = opts.artifacts
     spec = resolve_teacher(spec, url, artifacts, rdb)  # teacher: {study, top} -> that study's kept checkpoints

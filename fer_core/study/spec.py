@@ -438,11 +438,12 @@ def _where(data: dict[str, Any]) -> str:
     return data["kind"] + (f" at {data['where']}" if data["where"] else "")
 
 
-def check_data(spec: StudySpec) -> list[dict[str, Any]]:
+def check_data(spec: StudySpec, headers: bool = False) -> list[dict[str, Any]]:
     """Every planned trial's data source, read from its label files (``data.inspect.peek``: nothing
     decoded): one summary per source for ``validate``'s plan. A trial that needs AU labels
     (``needs_aus``) on a source without them is refused with one line, at validate and at launch
-    before anything is stored."""
+    before anything is stored. ``headers`` (validate): every image file's header too (the launch decodes
+    them all instead)."""
     from fer_core.data.inspect import peek
     from fer_core.errors import DataError
 
@@ -454,7 +455,7 @@ def check_data(spec: StudySpec) -> list[dict[str, Any]]:
                c.affectnet_classes)
         if key not in sources:
             try:
-                sources[key] = peek(*key)
+                sources[key] = peek(*key, headers=headers)
             except DataError as err:
                 raise DataError(f"{spec.source}: data: {err}") from None
         data = sources[key]

@@ -1,7 +1,8 @@
 """Where studies live: an Optuna RDB storage (SQLite file by default, PostgreSQL for teams).
 
 Only the driver process talks to the database. Credentials never leave this module in
-clear: every URL shown to a user goes through ``redact``.
+clear: every URL shown to a user, logged, pickled (``DriverStorage``) or stored goes through ``redact``,
+which masks a user-info password and credential-like query parameters alike.
 """
 
 from __future__ import annotations
@@ -69,7 +70,14 @@ def write_refused(err: BaseException | None) -> str | None:
 
 def storage_url(arg: str | None = None) -> str:
     """``--storage`` > ``$FER_STUDY_STORAGE`` > a SQLite file in the working directory."""
+    if arg is not None and not arg.strip():  # an empty --storage must not quietly mean ./fer-study.db
+        raise ConfigError("--storage: empty; give a database URL (e.g. sqlite:///fer-study.db) or leave the "
+                          f"option out (${ENV}, else sqlite:///{DEFAULT_DB} in the working directory)")
     url = arg or os.environ.get(ENV) or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable argv bytes: Ray and SQLAlchemy fail on them later, mid-launch
+        raise ConfigError(f"--storage: {redact_text(url)!r} is not UTF-8 text; use a path and URL in UTF-8") from None
     try:
         parsed = make_url(url)
     except ValueError:  # sqlalchemy's int() of the port; its message would repeat the URL, password and all
@@ -85,19 +93,25 @@ def storage_url(arg: str | None = None) -> str:
     return url
 
 
+# query keys that carry a credential or point at one: libpq's password, passfile, sslpassword,
+# sslkey, and anything named like a secret or token (a driver's or proxy's own parameter)
+_SECRET_KEY = re.compile(r"pass|secret|token|credential|sslkey|api[_-]?key|auth", re.IGNORECASE)
+_USERINFO = re.compile(r"(://[^:/@\s]*:)[^\s?#]*@")  # to the last @ before the path: a raw @ in a password
+_QUERY = re.compile(r"([?&;])([^=&;\s?#]+)=([^&;\s#'\"]*)")
+
+
 def redact(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):  # ValueError: a non-numeric port
-        return redact_text(url)
-
-
-_PW = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+    """The one form a storage URL is shown, logged, pickled or stored in: a user-info password and
+    every credential-like query parameter (``?password=``, ``passfile``, ``sslpassword``, ``*secret*``,
+    ``*token*``) replaced by ``***``. Works on text that is not a valid URL as well."""
+    return redact_text(url)
 
 
 def redact_text(text: str) -> str:
-    """Hide any ``user:password@`` in free text (exception messages, logs)."""
-    return _PW.sub(r"\1***@", str(text))
+    """``redact`` for free text (exception messages, logs) that may hold a URL anywhere in it."""
+    out = _USERINFO.sub(r"\1***@", str(text))
+    return _QUERY.sub(lambda m: f"{m.group(1)}{m.group(2)}=***" if _SECRET_KEY.search(m.group(2)) else m.group(0),
+                      out)
 
 
 class DriverStorage(optuna.storages.RDBStorage):

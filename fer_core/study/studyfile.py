@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from fer_core.errors import ConfigError
+from fer_core.yamlsafe import load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("smoke", "cpu", "gpu")
@@ -44,7 +45,7 @@ def find_file(name: str, kind: str) -> Path:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
     except UnicodeDecodeError as err:
@@ -71,8 +72,11 @@ def load_raw(path: Path, depth: int = 0) -> dict[str, Any]:
     if parent is not None:
         if depth > 5 or not isinstance(parent, str):
             raise ConfigError(f"{path}: extends must name one study file (and not loop)")
-        base = load_raw((path.parent / parent) if (path.parent / parent).is_file() else find_file(parent, "studies"),
-                        depth + 1)
+        near = path.parent / parent
+        if near.is_file() and near.suffix not in (".yaml", ".yml"):
+            # never parsed: an error about the file's "keys" would echo its content (extends: /etc/shadow)
+            raise ConfigError(f"{path}: extends: {parent!r} is not a study file (a .yaml file or a study name)")
+        base = load_raw(near if near.is_file() else find_file(parent, "studies"), depth + 1)
         base.pop("name", None)
         if "design" in data:  # a profile's drop_variants names the parent's variants: a new design leaves it behind
             base["profiles"] = {p: {k: v for k, v in patch.items() if k != "drop_variants"}

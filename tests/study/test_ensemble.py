@@ -133,3 +133,16 @@ def test_selection_by_validation_metric_and_diversity(trained, tmp_path):
         build_ensemble(study, store, top=2, by="auc")
     with pytest.raises(FerError, match="--name"):
         build_ensemble(study, store, top=2, name="a b;drop")
+
+
+def test_ensemble_says_when_fewer_members_than_asked_were_usable(trained, tmp_path, capsys):
+    from fer_core.cli import main
+
+    result, out = trained
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="ens", storage=url, direction="maximize")
+    _store_trials(study, open_store(tmp_path / "art"), result, out, seeds=(0, 1))
+    assert main(["ensemble", "ens", "--top", "3", "--storage", url, "--artifacts", str(tmp_path / "art")]) == 0
+    printed = capsys.readouterr().out
+    assert "ensemble of 2 trials" in printed
+    assert "note: --top 3 asked for 3 members; only 2 complete trial(s) with stored probabilities" in printed

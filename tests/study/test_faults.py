@@ -142,8 +142,11 @@ def test_an_input_error_in_a_trial_fails_it_once_and_stops_the_launch(study_env,
     assert "retry_of" not in trials[0].user_attrs
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM-to-the-group"])
 def test_a_signal_stops_the_launch_keeps_finished_trials_and_a_relaunch_runs_the_rest(sig, study_env, cache_dir):
+    """SIGINT to the driver (``kill -INT``); SIGTERM to its whole process group, as ``timeout``, a process
+    supervisor or ``kill -TERM -- -PGID`` send it: the local Ray's processes run in sessions of their own
+    (runner._ray_nodes_in_own_session), so the driver stops cleanly instead of losing its GCS (issue 37)."""
     url = f"sqlite:///{study_env / 'signal.db'}"
     cmd = fer_cli_cmd("launch", "smoke", "--profile", "smoke", "--storage", url, "--max-concurrent", "1")
     driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -156,13 +159,19 @@ def test_a_signal_stops_the_launch_keeps_finished_trials_and_a_relaunch_runs_the
                 break
         else:
             raise AssertionError("the first trial never completed")
-        driver.send_signal(sig)  # to the driver only, as `kill` sends it
+        t0 = time.time()
+        if sig == signal.SIGTERM:
+            os.killpg(driver.pid, sig)  # the driver was started with setsid: its group is its pid
+        else:
+            driver.send_signal(sig)  # to the driver only, as `kill` sends it
         out, err = driver.communicate(timeout=120)
+        took = time.time() - t0
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait()
     assert driver.returncode == 128 + sig, (driver.returncode, err[-3000:])
+    assert took < 30, took  # within seconds (was 61 s and rc 1 once the group signal had killed Ray's GCS)
     trials = optuna.load_study(study_name="smoke", storage=url).get_trials()
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     lines = [ln for ln in err.splitlines() if ln.strip()]

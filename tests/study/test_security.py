@@ -37,6 +37,34 @@ def test_the_artifact_store_refuses_paths_that_escape_it(tmp_path):
     assert store.open_reader("ok-id").read() == b"{}"
 
 
+def test_a_full_disk_leaves_no_zero_byte_unregistered_file_in_the_artifact_store(tmp_path):
+    """A real write failure (the file-size limit, EFBIG, as a full disk gives ENOSPC) mid-upload: Optuna
+    writes the file before it registers the artifact, so the store must not keep a partial file."""
+    import subprocess
+    import sys
+
+    code = f"""
+import io, resource, signal, optuna
+from fer_core.study.artifacts import open_store
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit: write() fails with EFBIG instead of a kill
+store = open_store(__import__('pathlib').Path({str(tmp_path / 'store')!r}))
+study = optuna.create_study()
+trial = study.ask()
+open({str(tmp_path / 'big.bin')!r}, 'wb').write(b'x' * 200_000)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+try:
+    optuna.artifacts.upload_artifact(artifact_store=store, file_path={str(tmp_path / 'big.bin')!r},
+                                     study_or_trial=trial)
+    print('uploaded')
+except OSError as err:
+    print('refused', err.errno, len(optuna.artifacts.get_all_artifact_meta(trial)))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(fer_core.__file__).parent.parent)
+    assert proc.stdout.split() == ["refused", "27", "0"], proc.stdout + proc.stderr  # EFBIG, nothing registered
+    assert [p.name for p in (tmp_path / "store").iterdir()] == []  # no zero-byte or partial file left
+
+
 def test_a_planted_artifact_id_in_storage_is_refused_by_the_report_reader(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
     trial = study.ask()
@@ -69,6 +97,60 @@ def test_sampler_state_from_storage_is_never_unpickled_blindly(tmp_path):
     except ImportError:  # without the optional package, cmaes fails at validation, not mid-study
         with pytest.raises(ConfigError, match="needs the 'cmaes' package"):
             make_optuna_sampler({"name": "cmaes", "options": {}}, seed=0)
+
+
+class _Call:
+    """Pickles as ``fn(*args)``: a planted sampler state naming a real numpy callable."""
+
+    def __init__(self, fn, *args) -> None:
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+def _cma_payloads(tmp_path: Path, marker: Path) -> dict[str, bytes]:
+    """The two numpy routes to code execution issue 37 found through a module-wide ``numpy.*`` rule."""
+    import numpy as np
+    from numpy.testing._private.utils import runstring
+
+    npy = tmp_path / "payload.npy"
+    np.save(npy, np.array([_Payload(marker)], dtype=object), allow_pickle=True)  # saving runs nothing
+    return {"runstring": pickle.dumps(_Call(runstring, f"__import__('os').system('touch {marker}')", {})),
+            "numpy.load": pickle.dumps(_Call(np.load, str(npy), None, True))}
+
+
+@pytest.mark.parametrize("payload", ["runstring", "numpy.load"])
+def test_a_planted_cma_state_naming_a_numpy_callable_is_refused_and_never_runs(payload, tmp_path):
+    from fer_core.study.components import SafeCmaEsSampler
+
+    marker = tmp_path / "M"
+    data = _cma_payloads(tmp_path, marker)[payload]
+    with pytest.raises(ConfigError) as err:
+        restricted_loads(data)
+    assert "refusing to load" in str(err.value) and "\n" not in str(err.value)
+    assert not marker.exists()
+    # as the sampler reads it on a relaunch: the state stored in a finished trial's system attrs
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    trial = study.ask()
+    study._storage.set_trial_system_attr(trial._trial_id, "cma:optimizer:0", data.hex())
+    study.tell(trial, 1.0)
+    with pytest.raises(ConfigError, match="refusing to load"):
+        SafeCmaEsSampler(seed=0)._restore_optimizer(study.get_trials(deepcopy=False))
+    assert not marker.exists()
+
+
+def test_the_cma_state_reader_still_loads_numpy_arrays_and_scalars():
+    """What a genuine state holds besides the optimizer class: arrays and numpy scalars (the class itself
+    comes from the optional cmaes package, enumerated in components._CMA_GLOBALS)."""
+    import numpy as np
+
+    state = {"mean": np.arange(3.0), "C": np.eye(2), "sigma": np.float64(0.5), "n": np.int64(3)}
+    back = restricted_loads(pickle.dumps(state))
+    assert np.array_equal(back["mean"], state["mean"]) and np.array_equal(back["C"], state["C"])
+    assert back["sigma"] == 0.5 and back["n"] == 3
+    with pytest.raises(ConfigError, match="not readable"):
+        restricted_loads(pickle.dumps(state)[:-5])
 
 
 def test_nothing_in_the_package_unpickles_or_reads_yaml_unsafely():
@@ -205,3 +287,49 @@ def test_a_pickled_storage_holds_no_password_and_reattaches_only_where_the_url_i
     reopened = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, env=env, timeout=120)
     assert reopened.stdout.decode().strip() == "ok pickled", reopened
     assert issubclass(StorageError, FerError)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://u:SECRET@h:5432/db", "postgresql+psycopg://u@h/db?password=SECRET",
+    "postgresql+psycopg://u@h/db?sslmode=require&sslpassword=SECRET", "postgresql://u@h/db?passfile=SECRET",
+    "postgresql://u@h/db?PassWord=SECRET&application_name=x", "postgresql://u@h/db?x_token=SECRET",
+    "postgresql://u:p@SECRET@h/db", "postgresql://u@h:notaport/db?client_secret=SECRET",
+])
+def test_one_redaction_masks_user_info_and_credential_query_parameters(url):
+    from fer_core.study.storage import redact, redact_text
+
+    assert "SECRET" not in redact(url) and "***" in redact(url)
+    assert "SECRET" not in redact_text(f"cannot connect to {url}: refused") and "refused" in redact_text(url + " refused")
+    assert redact("postgresql://u@h/db?sslmode=require") == "postgresql://u@h/db?sslmode=require"  # no secret: kept
+
+
+def test_a_password_in_the_query_string_is_never_written_or_shown(pg_url, study_env):
+    """``?password=`` is a form libpq and SQLAlchemy accept: a launch given it through $FER_STUDY_STORAGE,
+    then ``status`` and ``report`` given it as --storage, must not put it in any byte they write (runs dir with
+    Tune's pickles and searcher state, artifact store, report, Ray's session directory) or print."""
+    import shutil
+    import tempfile
+
+    from helpers import fer_cli
+
+    secret = "Q-s3cret-Pa55"
+    url = f"{pg_url}?password={secret}&sslmode=disable"
+    ray_tmp = Path(tempfile.mkdtemp(prefix="fr", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    try:
+        env = {"FER_STUDY_STORAGE": url, "RAY_TMPDIR": str(ray_tmp)}
+        proc = fer_cli("launch", "smoke", "--profile", "smoke", "--set", "epochs=1", env=env, cwd=study_env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "password=***" in proc.stdout  # the summary names the storage, masked
+        status = fer_cli("status", "smoke", "--storage", url, cwd=study_env)
+        rep = fer_cli("report", "smoke", "--storage", url, "--out", str(study_env / "report"), cwd=study_env)
+        assert status.returncode == 0 and rep.returncode == 0, status.stderr + rep.stderr
+        assert "password=***" in status.stdout
+        printed = [proc.stdout, proc.stderr, status.stdout, status.stderr, rep.stdout, rep.stderr]
+        assert [t for t in printed if secret in t] == []
+        written = [p for root in (study_env, ray_tmp) for p in root.rglob("*") if p.is_file() and not p.is_socket()]
+        names = {p.name for p in written}
+        assert "tuner.pkl" in names and any(n.startswith("search_gen_state") for n in names), sorted(names)
+        assert any(p.is_relative_to(ray_tmp) for p in written)  # Ray's session directory was scanned
+        assert [str(p) for p in written if secret.encode() in p.read_bytes()] == []
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
