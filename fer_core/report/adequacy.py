@@ -274,9 +274,10 @@ def adequacy_sentence(a: Adequacy, metric: str, n_trials: int) -> str:
     if not bad and not (a.baseline and a.reasons.get(a.baseline)):
         chance = f", the baseline's test {metric} {a.baseline_ci[0]:.3f}-{a.baseline_ci[1]:.3f} is above chance " \
                  f"({a.chance:.3f})" if a.chance == a.chance and a.baseline_ci[0] == a.baseline_ci[0] else ""
-        return (f"**Adequacy: this study can answer its question**: the validation {metric} curves reached their "
-                f"plateau ({total - rising} of {total} trials){chance} and every judged class group is predicted"
-                f"{split}.")
+        curves = (f"the validation {metric} curves reached their plateau ({total - rising} of {total} trials)"
+                  if total else "no validation curves were stored to judge")
+        return (f"**Adequacy: this study can answer its question**: {curves}{chance} and every judged class group "
+                f"is predicted{split}.")
     found = []
     if total and rising:
         found.append(f"validation {metric} still rising at the end in {rising} of {total} trials")
