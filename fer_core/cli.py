@@ -231,7 +231,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 # train_fer fp32 images/s at 64 px on the benchmark machine (2-core AMD EPYC, batch 64): benchmarks/RESULTS.md,
-# "Trainable throughput". validate's time estimate scales them by pixel count; a rough guide, not a promise
+# "Is the trainable faster than a plain PyTorch loop?". validate's time estimate scales them by pixel count; a rough guide, not a promise
 CPU_IMAGES_PER_S = {"test_resnet": 1083.0, "mobilenetv3_small_100": 669.0, "resnet10t": 271.0}
 TRIAL_OVERHEAD_S, LAUNCH_OVERHEAD_S = 2.0, 10.0  # per trial (worker, storage, artifacts); Ray's start and stop
 EVAL_COST = 1 / 3  # a validation/test image costs about a third of a training image (forward only)

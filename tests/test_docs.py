@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,30 @@ def test_mkdocs_build_strict(tmp_path):
                                                                        "NO_MKDOCS_2_WARNING": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "site" / "reference" / "config" / "index.html").exists()
+
+
+def _github_anchor(title: str) -> str:
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
+def test_benchmark_results_open_with_a_summary_of_every_question():
+    """benchmarks/RESULTS.md: a summary table first whose rows link every question's section (and only
+    existing ones), each row with a date or an explicit 'not yet run', a command; no work-history words;
+    every local link and image resolving."""
+    path = ROOT / "benchmarks" / "RESULTS.md"
+    text = path.read_text()
+    questions = [ln[3:] for ln in text.splitlines() if ln.startswith("## ")]
+    assert questions[0] == "Summary"
+    summary = text.split("## Summary\n", 1)[1].split("\n## ", 1)[0]
+    rows = [ln for ln in summary.splitlines() if ln.startswith("| [")]
+    linked = [re.search(r"\]\(#([^)]+)\)", r).group(1) for r in rows]
+    anchors = {_github_anchor(q) for q in questions[1:]}
+    assert set(linked) <= anchors, set(linked) - anchors
+    assert len(anchors - set(linked)) <= 2, anchors - set(linked)  # at most the screenshots and one more
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert re.fullmatch(r"20\d\d-\d\d-\d\d", cells[2]) or "not yet run" in cells[1], row
+        assert cells[4].startswith("`"), row
+    assert not re.findall(r"\(issue \d|\bsessions?\b|\bagents?\b", text, flags=re.I)
+    for target in re.findall(r"\]\(([^)#:]+)\)", text):
+        assert (path.parent / target).exists(), target
