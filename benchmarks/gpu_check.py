@@ -1,4 +1,5 @@
-"""The GPU check: one command, under 8 minutes on one GPU, four figures beside their anchors.
+"""The GPU check: one command on one GPU, four figures beside their anchors; sized to take under
+8 minutes, not yet run on a GPU.
 
 1. ResNet-50 at 224 px, bf16 autocast, channels_last: training images/s through the project's own
    step (uint8 images on the device, gathered per batch, ``fer_core.train.train_step``, fused AdamW),

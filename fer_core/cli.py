@@ -178,8 +178,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         return 0
     # the written study carries the source's data and overrides in its base; the caller's args stay as parsed
     return cmd_launch(argparse.Namespace(**{
-        **vars(args), "study": str(path), "address": None, "max_concurrent": None, "restart": False,
-        "warm_start": None, "data": None, "set": None,
+        **vars(args), "study": str(path), "restart": False, "warm_start": None,
         "profile": args.profile or (study.user_attrs.get("spec") or {}).get("profile")}))
 
 
@@ -256,7 +255,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 # train_fer fp32 images/s at 64 px on the benchmark machine (2-core AMD EPYC, batch 64): benchmarks/RESULTS.md,
-# "Trainable throughput". validate's time estimate scales them by pixel count; a rough guide, not a promise
+# "Is the trainable faster than a plain PyTorch loop?". validate's time estimate scales them by pixel count; a rough guide, not a promise
 CPU_IMAGES_PER_S = {"test_resnet": 1083.0, "mobilenetv3_small_100": 669.0, "resnet10t": 271.0}
 TRIAL_OVERHEAD_S, LAUNCH_OVERHEAD_S = 2.0, 10.0  # per trial (worker, storage, artifacts); Ray's start and stop
 EVAL_COST = 1 / 3  # a validation/test image costs about a third of a training image (forward only)
@@ -477,15 +476,29 @@ class OneLineParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _version() -> str:
+    """The installed distribution's version (what pip sees), else the package's own."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fer-study")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from fer_core import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="fer-study", description="FER imbalance ablation and HPO studies")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                   help="print fer-study's version and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="run one training trial and print per-class metrics")
-    t.add_argument("--config", help="flat YAML config (keys: see fer_core/config.py); defaults are embedded")
+    t.add_argument("--config", metavar="FILE", help="flat YAML config (keys: see fer_core/config.py); defaults are embedded")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable; default: none)")
     # checked before training: a directory or an unwritable path would lose the trained model
-    t.add_argument("--save", type=out_file,
+    t.add_argument("--save", type=out_file, metavar="FILE",
                    help="write the selected epoch's model, config and class names to this file "
                         "(default: not saved)")
     t.set_defaults(func=cmd_train)
@@ -495,20 +508,19 @@ def build_parser() -> argparse.ArgumentParser:
     recorded_help = ("artifact store directory (default: the one recorded in the study at launch, else "
                      "$FER_STUDY_ARTIFACTS, else beside the SQLite file, else ./fer-study-artifacts)")
     storage_help = "SQLAlchemy URL (default: $FER_STUDY_STORAGE, else sqlite:///fer-study.db in the working dir)"
+    profile_help = "budget profile (default: $FER_STUDY_PROFILE, else gpu if CUDA, else cpu)"
     la = sub.add_parser("launch", help="run (or continue) a study: Ray Tune trials into an Optuna study")
     la.add_argument("study", help="a name in studies/ or a path to a study YAML")
-    la.add_argument("--storage", help=storage_help)
-    la.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    la.add_argument("--profile", choices=["smoke", "cpu", "gpu"], help="budget profile (default: gpu if CUDA, else cpu)")
-    la.add_argument("--max-concurrent", type=int_range(1, 10_000), help="trials at once, 1..10000 (default: the "
-                                                                          "study's budget)")
+    la.add_argument("--storage", metavar="URL", help=storage_help)
+    launch_cluster(la)
+    la.add_argument("--profile", choices=["smoke", "cpu", "gpu"], help=profile_help)
     g = la.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", default=True, help="continue a stored study (default)")
     g.add_argument("--restart", action="store_true", help="delete the stored study and start over")
     runs_help = "Ray checkpoints (default: $FER_STUDY_RUNS, else ~/.cache/fer-study/runs)"
-    la.add_argument("--runs-dir", type=out_dir, help=runs_help)
+    la.add_argument("--runs-dir", type=out_dir, metavar="DIR", help=runs_help)
     la.add_argument("--verbose", action="store_true", help="show Ray's own logs")
-    la.add_argument("--artifacts", help=artifacts_help)
+    la.add_argument("--artifacts", metavar="DIR", help=artifacts_help)
     la.add_argument("--warm-start", action="append", metavar="OTHER_STUDY",
                     help="search designs: first tell this study the complete and pruned trials of OTHER_STUDY in "
                          "the same storage (repeatable), so TPE starts informed. Only trials that trained exactly "
@@ -522,47 +534,54 @@ def build_parser() -> argparse.ArgumentParser:
     co = sub.add_parser("confirm", help="re-train a study's top configs (chosen on validation) on fresh seeds as "
                                         "a new study STUDY-confirm, judged on held-out data against the baseline")
     co.add_argument("study", help="a stored study (usually a search)")
-    co.add_argument("--top", type=int, default=3, help="how many configs, best validation value first (default 3)")
-    co.add_argument("--seeds", type=int, default=5, help="fresh seeds per config, none used by the study (default 5)")
-    co.add_argument("--out", type=out_dir, help="where the confirmation study file goes (default: ./confirm)")
+    co.add_argument("--top", type=int_range(1, 50), default=3, metavar="K",
+                    help="how many configs, best validation value first, 1..50 (default 3)")
+    co.add_argument("--seeds", type=int_range(2, 100), default=5, metavar="N",
+                    help="fresh seeds per config, none used by the study, 2..100 (default 5)")
+    co.add_argument("--out", type=out_dir, metavar="DIR",
+                    help="directory the confirmation study file is written to (default: ./confirm)")
     co.add_argument("--no-launch", action="store_true", help="only write the study file")
-    co.add_argument("--storage", help=storage_help)
-    co.add_argument("--profile", choices=["smoke", "cpu", "gpu"], help="budget profile (default: the study's)")
-    co.add_argument("--runs-dir", type=out_dir, help=runs_help)
-    co.add_argument("--artifacts", help=artifacts_help)
+    co.add_argument("--storage", metavar="URL", help=storage_help)
+    launch_cluster(co)
+    # a confirmation trains like the study it confirms, so $FER_STUDY_PROFILE does not apply
+    co.add_argument("--profile", choices=["smoke", "cpu", "gpu"],
+                    help="budget profile (default: the confirmed study's; $FER_STUDY_PROFILE does not apply)")
+    co.add_argument("--runs-dir", type=out_dir, metavar="DIR", help=runs_help)
+    co.add_argument("--artifacts", metavar="DIR", help=artifacts_help)
     co.add_argument("--verbose", action="store_true", help="show Ray's own logs")
+    overrides(co)
     co.set_defaults(func=cmd_confirm)
 
     va = sub.add_parser("validate", help="resolve a study file and every planned config; train nothing")
     va.add_argument("study", help="a name in studies/ or a path to a study YAML")
-    va.add_argument("--profile", choices=["smoke", "cpu", "gpu"],
-                    help="budget profile (default: $FER_STUDY_PROFILE, else gpu if CUDA, else cpu)")
+    va.add_argument("--profile", choices=["smoke", "cpu", "gpu"], help=profile_help)
     overrides(va)
     va.set_defaults(func=cmd_validate)
 
     ss = sub.add_parser("studies", help="study files and stored studies with trial counts by state")
-    ss.add_argument("--storage", help=storage_help)
+    ss.add_argument("--storage", metavar="URL", help=storage_help)
     ss.set_defaults(func=cmd_studies)
 
     st = sub.add_parser("status", help="progress, best so far and per-state counts of a stored study")
     st.add_argument("study", help="a stored study's name (see fer-study studies)")
-    st.add_argument("--storage", help=storage_help)
+    st.add_argument("--storage", metavar="URL", help=storage_help)
     st.set_defaults(func=cmd_status)
 
     rp = sub.add_parser("report", help="the ablation table of a stored study (md, csv, tex, html) with plots")
     rp.add_argument("study", help="a stored study's name (see fer-study studies)")
-    rp.add_argument("--storage", help=storage_help)
+    rp.add_argument("--storage", metavar="URL", help=storage_help)
     rp.add_argument("--format", nargs="+", default=["all"], choices=["md", "csv", "tex", "html", "all"],
                     help="one or more of md, csv, tex, html (default: all)")
-    rp.add_argument("--out", type=out_dir, help="output directory (default: reports/STUDY)")
-    rp.add_argument("--artifacts", help=recorded_help)
+    rp.add_argument("--out", type=out_dir, metavar="DIR", help="directory the report files are written to "
+                                                                "(default: reports/STUDY)")
+    rp.add_argument("--artifacts", metavar="DIR", help=recorded_help)
     rp.add_argument("--quiet", action="store_true", help="do not print the Markdown table")
     rp.set_defaults(func=cmd_report)
 
     en = sub.add_parser("ensemble", help="average the stored probabilities of a study's best trials; store it as "
                                          "a derived entry")
     en.add_argument("study", help="a stored study's name (see fer-study studies)")
-    en.add_argument("--top", type=int_range(1, 1000), default=5,
+    en.add_argument("--top", type=int_range(1, 1000), default=5, metavar="K",
                     help="members: the best K complete trials, 1..1000 (default 5)")
     en.add_argument("--by", default="macro_f1", choices=SELECT_METRICS,
                     help="validation metric that ranks the trials (default macro_f1)")
@@ -571,50 +590,60 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--tta", action="store_true", help="average the members' test-time-augmented probabilities "
                                                         "(trials run with tta: flip or multi_crop)")
     en.add_argument("--name", help="entry name (default: top<K>-<by>[-diverse][-tta]); the same name replaces it")
-    en.add_argument("--storage", help=storage_help)
-    en.add_argument("--artifacts", help=recorded_help)
+    en.add_argument("--storage", metavar="URL", help=storage_help)
+    en.add_argument("--artifacts", metavar="DIR", help=recorded_help)
     en.set_defaults(func=cmd_ensemble)
 
     ex = sub.add_parser("export", help="write a kept trial's model with its config and class names, for inference")
     ex.add_argument("study", help="a stored study's name (see fer-study studies)")
-    ex.add_argument("--trial", type=int_range(0, 10**9), required=True,
+    ex.add_argument("--trial", type=int_range(0, 10**9), required=True, metavar="N",
                     help="trial number (its checkpoint must be kept)")
-    ex.add_argument("--out", type=out_file, help="output file (default: STUDY-trial-N.pt)")
-    ex.add_argument("--storage", help=storage_help)
-    ex.add_argument("--artifacts", help=recorded_help)
+    ex.add_argument("--out", type=out_file, metavar="FILE",
+                    help="file the model is written to (default: ./STUDY-trial-N.pt)")
+    ex.add_argument("--storage", metavar="URL", help=storage_help)
+    ex.add_argument("--artifacts", metavar="DIR", help=recorded_help)
     ex.set_defaults(func=cmd_export)
 
     db = sub.add_parser("dashboard", help="optuna-dashboard on the storage, with the artifact store")
-    db.add_argument("--storage", help=storage_help)
+    db.add_argument("--storage", metavar="URL", help=storage_help)
     db.add_argument("--host", type=host, default="127.0.0.1",
                     help="bind address (default 127.0.0.1: this machine only)")
-    db.add_argument("--port", type=port, default=8080, help="1..65535 (default 8080)")
-    db.add_argument("--artifacts", help="artifact store directory (default: the one each study recorded at "
+    db.add_argument("--port", type=port, default=8080, metavar="PORT", help="1..65535 (default 8080)")
+    db.add_argument("--artifacts", metavar="DIR", help="artifact store directory (default: the one each study recorded at "
                                           "launch, else as for launch)")
     db.set_defaults(func=cmd_dashboard)
 
     d = sub.add_parser("data", help="data set tools")
     dsub = d.add_subparsers(dest="data_command", required=True)
     s = dsub.add_parser("synth", help="render the synthetic RAF-CE stand-in in the RAF-CE on-disk format")
-    s.add_argument("--out", type=out_dir, required=True, help="directory (made if missing)")
-    s.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="0..4294967295 (default 0)")
-    s.add_argument("--img-size", type=int_range(48, 224), default=64, help="48..224 (default 64)")
+    s.add_argument("--out", type=out_dir, required=True, metavar="DIR",
+                   help="directory the data set is written to (made if missing)")
+    s.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, metavar="N", help="0..4294967295 (default 0)")
+    s.add_argument("--img-size", type=int_range(48, 224), default=64, metavar="PX", help="48..224 (default 64)")
     s.set_defaults(func=cmd_data_synth)
     i = dsub.add_parser("inspect", help="per-split class counts, AU frequencies and AU-label quirks")
     i.add_argument("path", help="a RAF-CE, RAF-DB, FER2013/FER+, AffectNet, ExpW or CK+ release, a manifest CSV or "
                                 "a folder of class folders (docs/data-formats.md)")
     i.add_argument("--kind", choices=sorted(set(DATASET_NAMES) - set(GENERATED)),
                    help="source kind (default: detected from the path)")
-    i.add_argument("--img-size", type=int_range(32, 512),
+    i.add_argument("--img-size", type=int_range(32, 512), metavar="PX",
                    help="decode size, 32..512 (default: the first image's size on disk, else 64)")
-    i.add_argument("--cache-dir", type=out_dir,
+    i.add_argument("--cache-dir", type=out_dir, metavar="DIR",
                    help="decoded-image cache (default: $FER_STUDY_CACHE, else ~/.cache/fer-study)")
     i.set_defaults(func=cmd_data_inspect)
     return p
 
 
+def launch_cluster(parser: argparse.ArgumentParser) -> None:
+    """``--address`` and ``--max-concurrent``: where and how wide a launch runs (launch, confirm)."""
+    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--max-concurrent", type=int_range(1, 10_000), metavar="N",
+                        help="trials at once, 1..10000 (default: the study's budget)")
+
+
 def overrides(parser: argparse.ArgumentParser) -> None:
-    """``--data`` and ``--set`` (launch, validate): stored with the spec, so a relaunch must repeat them."""
+    """``--data`` and ``--set`` (launch, validate, confirm): stored with the spec, so a relaunch must repeat
+    them."""
     parser.add_argument("--data", type=existing_path, metavar="PATH",
                         help="your data: a RAF-CE directory, a manifest CSV or class folders (detected as `data "
                              "inspect` does); replaces the study's data for every trial (default: the study's data)")

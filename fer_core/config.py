@@ -95,7 +95,7 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(64, ge=2, le=4096)
     epochs: int = Field(12, ge=1, le=1000)
     warmup_epochs: int = Field(1, ge=0, le=100)
-    # fine-tuning features (README "Fine-tuning features"), each off by default: EMA of the weights
+    # fine-tuning features (docs/concepts/methods.md, "Fine-tuning features"), each off by default: EMA of the weights
     # (timm ModelEmaV3; the EMA is the model validated, selected and tested), layer-wise lr decay (timm's
     # layer groups, heads at the full lr), max global gradient norm, micro-batches per optimizer step
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)

@@ -46,3 +46,41 @@ def test_data_synth_then_inspect_reports_quirks(tmp_path, cache_dir, capsys):
     text = capsys.readouterr().out
     for needle in ("Happily surprised", "side", "malformed", "vocab"):
         assert needle in text
+
+
+def test_version_prints_the_installed_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fer-study {version('fer-study')}"
+
+
+def test_profile_and_out_say_the_same_thing_everywhere():
+    """--profile names $FER_STUDY_PROFILE wherever it applies (and says where it does not); every --out says
+    whether it is a directory or a file; every --top gives its range."""
+    import argparse
+
+    from fer_core.cli import build_parser
+
+    def leaves(parser, path=""):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from (leaves(sub, f"{path} {name}".strip()) if any(
+                        isinstance(a, argparse._SubParsersAction) for a in sub._actions) else [(f"{path} {name}".strip(), sub)])
+
+    seen = set()
+    for path, sub in leaves(build_parser()):
+        for a in sub._actions:
+            if "--profile" in a.option_strings:
+                assert "$FER_STUDY_PROFILE" in a.help, path
+                seen.add("profile")
+            if "--out" in a.option_strings:
+                assert a.help.split()[0] in ("directory", "file") and a.metavar in ("DIR", "FILE"), (path, a.help)
+                seen.add("out")
+            if "--top" in a.option_strings:
+                assert ".." in a.help, (path, a.help)
+                seen.add("top")
+    assert seen == {"profile", "out", "top"}

@@ -1,4 +1,4 @@
-"""Fine-tuning features (README "Fine-tuning features"): EMA of the weights, layer-wise lr decay, drop path,
+"""Fine-tuning features (docs/concepts/methods.md, "Fine-tuning features"): EMA of the weights, layer-wise lr decay, drop path,
 gradient clipping, gradient accumulation and the augmentation policies each do what they claim in a real run."""
 
 from __future__ import annotations

@@ -76,3 +76,35 @@ def test_confirm_refuses_bad_counts_and_an_empty_study(tmp_path):
     empty.set_user_attr("spec", study.user_attrs["spec"])
     with pytest.raises(FerError, match="no complete trial"):
         confirm_spec(empty, top=1, seeds=2)
+
+
+def test_confirm_hands_its_launch_options_to_the_launch(tmp_path, monkeypatch, capsys):
+    """confirm launches like launch does: --address, --max-concurrent, --data and --set reach the launch
+    (before, it had none of them and fell back to $RAY_ADDRESS silently)."""
+    from fer_core import cli
+
+    _stored_search(tmp_path)
+    data = tmp_path / "faces"
+    data.mkdir()
+    seen = []
+    monkeypatch.setattr(cli, "cmd_launch", lambda args: seen.append(args) or 0)
+    rc = cli.main(["confirm", "hpo-x", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--out", str(tmp_path / "c"),
+                   "--top", "2", "--seeds", "2", "--address", "10.0.0.1:6379", "--max-concurrent", "3",
+                   "--data", str(data), "--set", "epochs=3"])
+    assert rc == 0 and len(seen) == 1
+    args = seen[0]
+    assert (args.address, args.max_concurrent, args.data, args.set) == ("10.0.0.1:6379", 3, str(data),
+                                                                          [("epochs", 3)])
+    assert args.study == str(tmp_path / "c" / "hpo-x-confirm.yaml") and args.profile == "smoke"
+
+
+def test_confirm_with_a_key_the_launch_refuses_stops_with_one_line(tmp_path, capsys):
+    """The real launch reads confirm's --set: an unknown trial-config key stops it before Ray starts."""
+    from fer_core.cli import main
+
+    _stored_search(tmp_path)
+    rc = main(["confirm", "hpo-x", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--out", str(tmp_path / "c"),
+               "--top", "1", "--seeds", "2", "--set", "learning_rate=0.1"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 2 and len(err) == 1 and "learning_rate" in err[0], err
+    assert optuna.study.get_all_study_names(f"sqlite:///{tmp_path / 's.db'}") == ["hpo-x"]

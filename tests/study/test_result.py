@@ -15,7 +15,7 @@ from fer_core.study.result import RESULT_ATTRS, store_result, stored_result
 from fer_core.study.trainable import _summary
 from fer_core.train import train_fer
 
-# written by every version so far (README "Trial results"): renaming one orphans stored studies
+# written by every version so far (docs/concepts/architecture.md, "Trial results"): renaming one orphans stored studies
 STORED_NAMES = ("best_epoch", "epochs_run", "stopped_early", "val_metrics", "test_metrics", "val_f1_per_class",
                 "test_f1_per_class", "test_macro_f1", "val_tail_f1", "test_tail_f1", "device", "train_seconds",
                 "node_id", "tta_metrics", "predictions_packed", "posthoc_metrics", "weights", "train_loss",

@@ -232,10 +232,10 @@ def _shipped(profile: str) -> WarmStart:
 
 
 def test_the_documented_warm_start_of_the_shipped_studies():
-    """README and studies/imbalance-hpo.yaml: the shipped ablation fits the search on the gpu profiles
-    (the README quotes the line), not on the cpu profiles (another backbone: refused, not told)."""
+    """docs/guide/studies.md and studies/imbalance-hpo.yaml: the shipped ablation fits the search on the gpu
+    profiles (the guide quotes the line), not on the cpu profiles (another backbone: refused, not told)."""
     gpu, cpu = _shipped("gpu"), _shipped("cpu")
-    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    readme = " ".join((Path(__file__).resolve().parents[2] / "docs" / "guide" / "studies.md").read_text().split())
     # 15 fitting variants x the gpu profile's 5 seeds; told although the ablation sets stage2_epochs and the
     # search does not: no told trial trains a stage 2, so that key is never read (config.unread_keys)
     assert gpu.told == 75 and gpu.line() in readme, gpu.line()
