@@ -98,7 +98,9 @@ CONFIG_MEANINGS: dict[str, str] = {
     "head_min_count": "classes with at least this many training images count as head in head_f1",
     "dataset": "the data source kind",
     "data_path": "where the data is (a directory or a manifest CSV); generated data sets need none",
-    "data_seed": "seed of drawn splits (folders without split folders, k-fold partitions)",
+    "data_seed": "seed of drawn splits (folders without split folders, carved validation splits, k-fold partitions)",
+    "ferplus_labels": "FER+: train on each image's majority label, or on its vote distribution (soft targets)",
+    "affectnet_classes": "AffectNet: 7 basic expressions, or 8 with contempt",
     "val_fraction": "share of the images drawn as validation where the source has no validation split",
     "test_fraction": "share of the images drawn as test where the source has no test split",
     "cache_dir": "decoded-image cache (default: $FER_STUDY_CACHE, else ~/.cache/fer-study)",
@@ -136,6 +138,10 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
                                          "(default 180)"),
     "FER_STUDY_AMP_AUTO": ("fer-study", "the verdict amp: auto takes everywhere (off or bf16) instead of "
                                         "measuring; the test suite sets off"),
+    "FER_STUDY_DATA_ANYWHERE": ("fer-study", "1: a manifest may name images outside its own folder (refused "
+                                             "otherwise)"),
+    "RAY_TMPDIR": ("Ray", "where Ray keeps its session directories (default /tmp/ray); the security test points "
+                          "it at a private directory to scan"),
     "RAY_ADDRESS": ("fer-study, Ray", "Ray cluster address when --address is not given (default: a local Ray)"),
     "RAY_AUTH_MODE": ("Ray", "token: Ray's token authentication; every node and the driver set the same "
                              "RAY_AUTH_TOKEN"),
