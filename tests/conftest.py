@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from pg_server import LocalPostgres
+from tiers import listed_slow, starts_ray
 
 from fer_core.data.dataset import TEST, TRAIN, VAL, FerDataset
 
@@ -70,3 +71,19 @@ def pg_url(pg_admin) -> Iterator[str]:
     yield f"{base}/{name}"
     with psycopg.connect(pg_admin, autocommit=True, connect_timeout=10) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- the fast tier: `scripts/test -m "not slow"`; which tests are slow is decided in tests/tiers.py --------
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if item.get_closest_marker("slow"):
+            continue
+        if listed_slow(item.nodeid):
+            item.add_marker(pytest.mark.slow)
+            continue
+        fixtures = getattr(item, "_fixtureinfo", None)
+        defs = [d for ds in (fixtures.name2fixturedefs.values() if fixtures else ()) for d in ds]
+        if starts_ray(getattr(item, "function", None)) or any(starts_ray(d.func) for d in defs):
+            item.add_marker(pytest.mark.slow)

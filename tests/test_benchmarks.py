@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# each tiny run starts a benchmark's own launches or trainings: 50-90 s apiece on 2 cores
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
