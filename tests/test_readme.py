@@ -39,7 +39,7 @@ def test_example_report_is_the_generated_one():
     block = page.split(START, 1)[1].split(END, 1)[0]
     rows = [ln.split("|")[1].strip().removeprefix("★ ") for ln in block.splitlines()
             if ln.startswith("| ") and "val macro-F1" not in ln and "±" in ln and " +" not in ln.split("|")[1]]
-    spec, digits = load_study("imbalance-ablation", "cpu"), load_study("imbalance-ablation-digits", "cpu")
+    spec, digits = load_study("imbalance-ablation", "gpu"), load_study("imbalance-ablation-digits", "cpu")
     assert rows == [digits.baseline, *digits.variants]  # the digits twin ran it: the ablation's rows but
     assert list(digits.variants) == [v for v in spec.variants if v not in ("au_multitask", "au_attention")]  # AU rows
     assert readme.split(START, 1)[1].split(END, 1)[0].strip() == trim(block).strip()
