@@ -555,6 +555,27 @@ def cli_template(tmp_path_factory) -> Path:
     return root
 
 
+def _main_in(work, env: dict[str, str], argv: list[str], capsys) -> tuple[int, str]:
+    """``fer-study ARGV`` in-process, run from ``work`` with ``env`` set (both restored after): its exit
+    code (argparse's usage errors 2, --help 0, included) and what it wrote to stderr."""
+    saved, cwd = {k: os.environ.get(k) for k in env}, os.getcwd()
+    os.environ.update(env)
+    os.chdir(work)
+    try:
+        try:
+            rc = main(argv)
+        except SystemExit as exit_:
+            rc = exit_.code
+    finally:
+        os.chdir(cwd)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return rc, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_cli_option_is_validated_at_the_edge(command, cli_template, tmp_path, capsys):
     import shutil
@@ -574,22 +595,7 @@ def test_every_cli_option_is_validated_at_the_edge(command, cli_template, tmp_pa
         env = {"FER_STUDY_STORAGE": f"sqlite:///{work / 'store.db'}", "FER_STUDY_ARTIFACTS": str(work / "artifacts"),
                "FER_STUDY_RUNS": str(work / "runs"), "FER_STUDY_CACHE": str(work / "cache"),
                "FER_STUDY_PROFILE": "smoke"}
-        saved, cwd = {k: os.environ.get(k) for k in env}, os.getcwd()
-        os.environ.update(env)
-        os.chdir(work)
-        try:
-            try:
-                rc = main(argv)
-            except SystemExit as exit_:  # argparse: usage errors (2), --help (0)
-                rc = exit_.code
-        finally:
-            os.chdir(cwd)
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        err = capsys.readouterr().err
+        rc, err = _main_in(work, env, argv, capsys)
         assert rc in (0, 2), (argv, rc, err)
         assert "Traceback" not in err and "SECRET" not in err, (argv, err)
         if rc == 2:
@@ -730,22 +736,7 @@ def test_arbitrary_bytes_as_names_paths_urls_and_yaml_exit_0_or_2_with_one_line(
         env = {"FER_STUDY_STORAGE": f"sqlite:///{work / 'store.db'}", "FER_STUDY_ARTIFACTS": str(work / "artifacts"),
                # outside the example's folder: validate caches timm's model list there (a cache, not state)
                "FER_STUDY_RUNS": str(work / "runs"), "FER_STUDY_CACHE": str(tmp_path / "cache")}
-        saved, cwd = {k: os.environ.get(k) for k in env}, os.getcwd()
-        os.environ.update(env)
-        os.chdir(work)
-        try:
-            try:
-                rc = main(argv)
-            except SystemExit as exit_:  # argparse: usage errors (2)
-                rc = exit_.code
-        finally:
-            os.chdir(cwd)
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        err = capsys.readouterr().err
+        rc, err = _main_in(work, env, argv, capsys)
         assert rc in (0, 2), (argv, rc, err)
         assert "Traceback" not in err, (argv, err)
         if rc == 2:
