@@ -162,7 +162,12 @@ def test_report_pools_the_folds_out_of_fold_and_pairs_by_seed(tmp_path):
     b, pb = stats.f1_parts(POOL, preds["plain-ce"], 2)
     e = stats.estimate(a.mean(-1), pa.mean(-1), b.mean(-1), pb.mean(-1))
     assert row["delta_se_images"] == pytest.approx(float(e.se_images)) and row["delta_se_images"] > 0
-    assert (row["delta_ci_lo"], row["delta_ci_hi"]) == pytest.approx(tuple(map(float, e.ci())))
+    assert row["delta_se_seeds"] == pytest.approx(float(e.se_seeds))
+    # the interval: both parts with the row's Welch-Satterthwaite df (the image part's from the pool's classes)
+    from scipy import stats as sps
+
+    half = sps.t.ppf(0.975, row["delta_df"]) * float(np.hypot(e.se_seeds, e.se_images))
+    assert (row["delta_ci_lo"], row["delta_ci_hi"]) == pytest.approx((row["delta"] - half, row["delta"] + half))
     assert "scored out of fold" in markdown(data, build_table(data))
     assert "held-out: out-of-fold pool, 60 images" in markdown(data, build_table(data))
 

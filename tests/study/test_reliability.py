@@ -85,7 +85,8 @@ def test_four_drivers_on_one_study_run_each_cell_once(pg_url, study_env):
     trials = polled_trials(pg_url)
     assert _complete(trials) == SMOKE_CELLS
     assert len(trials) == 3  # no cell claimed twice, not even one that was then abandoned
-    ran = sum(int(out.rsplit("; ", 1)[-1].split()[0]) for out, _ in results)  # "...; N run now"
+    summaries = [next(ln for ln in out.splitlines() if ln.endswith(" run now")) for out, _ in results]
+    ran = sum(int(ln.rsplit("; ", 1)[-1].split()[0]) for ln in summaries)  # "...; N run now"
     assert ran == 3
 
 
