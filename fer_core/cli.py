@@ -48,7 +48,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from fer_core.config import build_config
 
-    cfg = build_config(args.config, args.set or [])  # a bad config is refused before torch and timm load (~3 s)
+    sets = list(args.set or [])
+    if args.data:  # as launch's --data: the kind detected as `data inspect` does; a later --set dataset= wins
+        from fer_core.data.inspect import detect_source
+
+        path = Path(args.data).expanduser().resolve()
+        sets = [f"dataset={detect_source(path)}", f"data_path={path}", *sets]
+    cfg = build_config(args.config, sets)  # a bad config is refused before torch and timm load (~3 s)
     from fer_core.data.sources import dataset_for
     from fer_core.train import train_fer
 
@@ -496,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="run one training trial and print per-class metrics")
     t.add_argument("--config", metavar="FILE", help="flat YAML config (keys: see fer_core/config.py); defaults are embedded")
+    t.add_argument("--data", type=existing_path, metavar="PATH",
+                   help="your data, as for launch: a published FER release, a manifest CSV or class folders (the kind "
+                        "detected as `data inspect` does; --set dataset=KIND forces one) (default: the config's data)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable; default: none)")
     # checked before training: a directory or an unwritable path would lose the trained model
     t.add_argument("--save", type=out_file, metavar="FILE",
@@ -625,7 +634,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("path", help="a RAF-CE, RAF-DB, FER2013/FER+, AffectNet, ExpW or CK+ release, a manifest CSV or "
                                 "a folder of class folders (docs/data-formats.md)")
     i.add_argument("--kind", choices=sorted(set(DATASET_NAMES) - set(GENERATED)),
-                   help="source kind (default: detected from the path)")
+                   help="source kind (default: detected from the path; train, launch and validate take --data PATH "
+                        "and force a kind with --set dataset=KIND)")
     i.add_argument("--img-size", type=int_range(32, 512), metavar="PX",
                    help="decode size, 32..512 (default: the first image's size on disk, else 64)")
     i.add_argument("--cache-dir", type=out_dir, metavar="DIR",
@@ -645,8 +655,9 @@ def overrides(parser: argparse.ArgumentParser) -> None:
     """``--data`` and ``--set`` (launch, validate, confirm): stored with the spec, so a relaunch must repeat
     them."""
     parser.add_argument("--data", type=existing_path, metavar="PATH",
-                        help="your data: a RAF-CE directory, a manifest CSV or class folders (detected as `data "
-                             "inspect` does); replaces the study's data for every trial (default: the study's data)")
+                        help="your data: a published FER release, a manifest CSV or class folders (the kind detected "
+                             "as `data inspect` does; --set dataset=KIND forces one); replaces the study's data for "
+                             "every trial (default: the study's data)")
     parser.add_argument("--set", action="append", type=key_value, metavar="KEY=VALUE",
                         help="a trial-config key every trial shares (repeatable), e.g. --set epochs=20 "
                              "--set backbone=resnet18; not a key the design varies (default: none)")

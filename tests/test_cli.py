@@ -17,6 +17,23 @@ def test_train_prints_per_class_table_and_test_metrics(standin, cache_dir, capsy
     assert save.stat().st_size > 0
 
 
+def test_train_reads_the_users_data_given_as_for_launch(tmp_path, capsys, monkeypatch):
+    """`train --data PATH` as `launch --data`: the kind detected, the path used; --set dataset= still forces one."""
+    from PIL import Image
+
+    monkeypatch.setenv("FER_STUDY_CACHE", str(tmp_path / "cache"))
+    for c, colour in enumerate(["red", "blue"]):
+        (tmp_path / "faces" / f"class{c}").mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (32, 32), colour).save(tmp_path / "faces" / f"class{c}" / f"{i}.png")
+    rc = main(["train", "--data", str(tmp_path / "faces"), "--set", "backbone=test_resnet", "--set", "img_size=32",
+               "--set", "epochs=1", "--set", "warmup_epochs=0"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "dataset=folder" in out and "class1" in out and "test macro-F1" in out
+    rc = main(["train", "--data", str(tmp_path / "faces"), "--set", "dataset=rafce", "--set", "epochs=2"])
+    assert rc == 2 and "not a RAF-CE directory" in capsys.readouterr().err  # the forced kind is read: no folder
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
