@@ -1,0 +1,164 @@
+"""The held-out statistics' operating characteristics on simulated studies with a known truth, and what
+each guarded part of them protects.
+
+The generator is the simulation test's (tests/report/test_stats_simulation.py: 18 variants of one
+baseline on a held-out set of 300 images in 6 classes, the smallest of 9 and 6 images; per study two
+rows identical to the baseline, four high-agreement rows (~90 % of predictions the baseline's), four
+rows with 6x the baseline's seed variance, three rows missing a seed, five plain rows). Everything runs
+through the report's own path: ``evidence.held_out_columns`` and ``evidence.verdict``.
+
+Figures, per number of seeds (3, 5, 10):
+
+- FWER: the share of null studies (every variant's class biases the baseline's) with any decisive
+  verdict among the 18 rows (target <= 5 %);
+- coverage: the share of 95 % intervals of Δ macro-F1 (and of every class's Δ F1) that hold the true Δ,
+  on studies with planted effects (target 93-97 %), overall and for the worst kind of row;
+- power at the reported MDE: every row but the identical ones gets a true Δ macro-F1 (the biggest
+  class's bias lowered, solved by bisection on the closed-form truth) of the size its kind of row
+  reports as its MDE when it carries that effect, and power is the share of rows whose raw p clears
+  alpha / 18, the level the MDE is solved at (Holm's first step; target 80 % +- 3 %). "The size it
+  reports" is the root mean square of the kind's reported MDEs: a reported MDE is nc * se-hat, nc from
+  the noncentral t, and se-hat² is unbiased for the true se², so the RMS estimates the MDE at the true
+  se, the size the noncentral t promises 80 % at (a median would not: with 2 df the median se-hat is
+  0.83 of the true se). It is a fixed point, since a row's MDE depends on the effect it carries (a
+  shifted class bias changes more predictions, which widens the image part): two steps from the null's
+  MDEs, on a quarter of the studies each; how far the last run's RMS MDE still is from the planted size
+  is printed beside it.
+
+``--ablate`` repeats the figures with one guarded part removed (patched out of fer_core.report.stats
+for the run): the seed part, the image part, the seed x image correction, the finite image df, the
+common seed component, the moderation prior, Holm, and the noncentral t of the MDE. Each should fail
+one target plainly, or (the prior) cost power without breaking a target.
+
+    python benchmarks/stats_simulation.py                      # the method's table, ~10 min on 2 cores
+    python benchmarks/stats_simulation.py --ablate --seeds 3   # what each part guards
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "report"))
+import test_stats_simulation as sim  # the test's generator: one definition of the regimes
+
+from fer_core.report import stats
+
+ROWS = list(sim.KIND)
+JUDGED = ("plain", "agree", "wide", "missing")
+DIRECTION = -np.eye(sim.K)[0]  # lower the biggest class's bias: Δ macro-F1 falls monotonically with the scale
+
+
+def truth() -> dict:
+    out = {}
+    for kind in ("plain", "wide"):
+        out[-1, kind] = sim.true_f1(np.zeros(sim.K), kind)
+        for j, mu in enumerate(sim.PLANTED):
+            out[j, kind] = sim.true_f1(mu, kind)
+    for kind in ("same", "agree", "missing"):
+        for j in [-1, *range(len(sim.PLANTED))]:
+            out[j, kind] = out[j, "plain"]
+    return out
+
+
+def scale_for(target: float, kind: str, base: np.ndarray) -> float:
+    """The scale s at which the row's true Δ macro-F1 (class biases s * DIRECTION) is -target."""
+    own = "wide" if kind == "wide" else "plain"
+
+    def delta(s: float) -> float:
+        return float((sim.true_f1(s * DIRECTION, own) - base).mean())
+
+    lo, hi = 0.0, 1.0
+    while delta(hi) > -target:
+        hi *= 2
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if delta(mid) > -target else (lo, mid)
+    return (lo + hi) / 2
+
+
+def planted(n_seeds: int, studies: int, targets: dict[str, float] | None, base: np.ndarray,
+            rng: np.random.Generator) -> tuple[dict[str, float], dict[str, float]]:
+    """Studies with every judged row's true Δ macro-F1 at its kind's target (None: no effect anywhere):
+    per kind, the share of rows whose raw p clears alpha / 18, and the RMS of the MDEs they report."""
+    kinds = ["plain", *ROWS]
+    scales = {k: scale_for(t, k, base) for k, t in (targets or {}).items()}
+    mus = [np.zeros(sim.K)] + [scales[k] * DIRECTION if k in scales else np.zeros(sim.K) for k in ROWS]
+    level = stats.ALPHA / sim.N_VARIANTS
+    hits: dict[str, list[bool]] = {k: [] for k in JUDGED}
+    mdes: dict[str, list[float]] = {k: [] for k in JUDGED}
+    for _ in range(studies):
+        rows = sim.study_rows(sim.simulate(rng, n_seeds, mus, kinds), kinds)
+        for i, kind in enumerate(ROWS):
+            if kind in hits:
+                hits[kind].append(rows[f"v{i + 1:02d}"]["p_value"] < level)
+                mdes[kind].append(rows[f"v{i + 1:02d}"]["mde"])
+    power = {k: float(np.mean(v)) for k, v in hits.items()}
+    power["all"] = float(np.mean([x for v in hits.values() for x in v]))
+    return power, {k: float(np.sqrt(np.nanmean(np.square(v)))) for k, v in mdes.items()}  # RMS: the docstring
+
+
+def figures(n_seeds: int, studies: int, tr: dict, seed: int) -> dict[str, float]:
+    null = sim.run(n_seeds, studies, planted=False, truth=tr, seed=seed)
+    cover = sim.run(n_seeds, studies, planted=True, truth=tr, seed=seed + 1)
+    rng = np.random.default_rng(seed + 2)
+    base = tr[-1, "plain"]
+    # the MDE a row reports depends on the effect it carries (a shifted class bias changes more predictions,
+    # which widens the image part), so the size to plant is a fixed point: the RMS of the MDEs reported by
+    # rows that carry an effect of that size; two steps from the null's MDEs (the drift left is printed)
+    _, targets = planted(n_seeds, max(studies // 4, 50), None, base, rng)
+    for _ in range(2):
+        _, targets = planted(n_seeds, max(studies // 4, 50), targets, base, rng)
+    power, reported = planted(n_seeds, studies, targets, base, rng)
+    return {"fwer": null["fwer"], "coverage": cover["coverage"],
+            "worst_kind": min(cover[f"coverage_{k}"] for k in JUDGED), "class_coverage": cover["class_coverage"],
+            "power": power["all"], **{f"power_{k}": power[k] for k in JUDGED},
+            "mde": float(np.median(list(targets.values()))),
+            "drift": max(abs(reported[k] / targets[k] - 1) for k in JUDGED)}
+
+
+def fails(f: dict[str, float], studies: int) -> str:
+    """Which targets a row of figures misses (beyond two Monte-Carlo standard errors)."""
+    mc = lambda p, n: 2 * np.sqrt(p * (1 - p) / n)  # noqa: E731
+    rows = studies * 13  # judged intervals per setting (13 rows of a study besides the identical ones)
+    out = []
+    if f["fwer"] > 0.05 + mc(0.05, studies):
+        out.append("FWER")
+    if not 0.93 - mc(0.95, rows) <= f["coverage"] <= 0.97 + mc(0.95, rows):
+        out.append("coverage")
+    if not 0.93 - mc(0.95, rows * 6) <= f["class_coverage"] <= 0.97 + mc(0.95, rows * 6):
+        out.append("class coverage")
+    if not 0.77 - mc(0.8, rows) <= f["power"] <= 0.83 + mc(0.8, rows):
+        out.append("power at MDE")
+    return ", ".join(out) or "none"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--studies", type=int, default=400, help="simulated studies per setting")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[3, 5, 10])
+    ap.add_argument("--ablate", action="store_true", help="also remove each guarded part in turn")
+    args = ap.parse_args()
+    tr = truth()
+    parts = [None] + (["seed part", "image part", "seed x image correction", "finite image df",
+                       "common seed component", "moderation prior", "Holm", "noncentral t (MDE)"]
+                      if args.ablate else [])
+    print(f"{args.studies} studies per setting; power at the MDE: raw p < 0.05/{sim.N_VARIANTS}")
+    print("| removed | seeds | FWER | coverage (worst kind) | class coverage | power at MDE | plain / agree / wide / "
+          "missing | MDE | misses |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for part in parts:
+        for n in args.seeds:
+            with sim.ablated(part):
+                f = figures(n, args.studies, tr, seed=1000 * n)
+            kinds = " / ".join(f"{f['power_' + k]:.2f}" for k in JUDGED)
+            print(f"| {part or '(nothing: the method)'} | {n} | {f['fwer']:.3f} | {f['coverage']:.3f} "
+                  f"({f['worst_kind']:.3f}) | {f['class_coverage']:.3f} | {f['power']:.3f} | {kinds} "
+                  f"| {f['mde']:.3f} (fixed point to {f['drift']:.0%}) | {fails(f, args.studies)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
