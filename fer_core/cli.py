@@ -284,6 +284,27 @@ def estimate_seconds(spec, data: list[dict]) -> tuple[float | None, str]:
     return (min(total, spec.time_s) if spec.time_s else total), basis
 
 
+def sequential_lines(spec) -> list[str]:
+    """``design.sequential``'s plan: the looks, and the trainings at most and expected with no effect
+    and with min_effect in every row (a quick simulation of the procedure on z statistics,
+    ``sequential.expected_trainings``: it assumes min_effect is what the maximum seeds detect with
+    80 % power, as a design powered for it would)."""
+    from fer_core import sequential
+
+    plan = spec.sequential
+    rows = len({c.variant for c in spec.cells()}) - 1
+    looks = ", ".join(f"{n} seeds {list(spec.seeds[:n])}" if i == 0 else f"{n}" for i, n in enumerate(plan.looks))
+    none = sequential.expected_trainings(plan, rows, 0, studies=300)
+    every = sequential.expected_trainings(plan, rows, rows, studies=300)
+    return [f"  sequential: looks at {looks} (the first n seeds each; the baseline runs every look); a row "
+            f"stops when decided or when its conditional power to detect |Δ| >= {plan.min_effect:g} falls below "
+            f"{plan.futility_power:g} (alpha spending: Lan-DeMets O'Brien-Fleming, Holm across the {rows} rows)",
+            f"    trainings: at most {none['maximum']:.0f} (the fixed design at {plan.max_seeds} seeds); expected "
+            f"~{none['expected']:.0f} with no effect in any row, ~{every['expected']:.0f} with |Δ| = min_effect in "
+            "every row (simulated, z statistics, min_effect taken as what the maximum seeds detect with 80 % "
+            "power)"]
+
+
 def plan_lines(spec, data: list[dict] | None = None) -> list[str]:
     """What ``validate`` prints: the verdict, then the plan (variants, seeds, data, backbone, selection,
     estimated time). ``data``: ``check_data``'s summaries of the sources the trials read."""
@@ -309,6 +330,8 @@ def plan_lines(spec, data: list[dict] | None = None) -> list[str]:
         lines.append(f"  left out: {', '.join(dropped)} (they train the AU head; the data given has no AU labels)")
     lines.append(f"  seeds: {list(spec.seeds)}" + (f"; {spec.cv_folds}-fold CV x {spec.cv_repeats}"
                                                    if spec.cv_folds else ""))
+    if spec.sequential is not None:
+        lines.extend(sequential_lines(spec))
     if data:
         for d in data:
             px = f"; images {d['px'][0]}x{d['px'][1]} px on disk" if d.get("px") else ""
