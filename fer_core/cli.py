@@ -125,6 +125,12 @@ def _refresh_note(study: optuna.Study, planned: int | None) -> None:
     refresh_note(study, planned)
 
 
+def _sequential_judge(study: optuna.Study):
+    from fer_core.report.table import sequential_judge
+
+    return sequential_judge(study)
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     # said before the imports below (Optuna, Ray, torch: seconds): the launch has started
     console.print(f"launching {args.study}: checking the study, its data and the storage, then starting Ray; "
@@ -134,7 +140,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
     opts = LaunchOptions(storage=args.storage, address=args.address, profile=args.profile,
                          max_concurrent=args.max_concurrent, restart=args.restart,
                          warm_start=tuple(args.warm_start or ()), artifacts=args.artifacts, runs_dir=args.runs_dir,
-                         quiet=not args.verbose, note=_refresh_note, data=args.data, sets=tuple(args.set or ()))
+                         quiet=not args.verbose, note=_refresh_note, data=args.data, sets=tuple(args.set or ()),
+                         judge=_sequential_judge)
     summary = launch(args.study, opts)
     for line in summary.get("warm_start", []):
         console.print(line, highlight=False, soft_wrap=True)
