@@ -543,10 +543,16 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
         fold_skipped += len(bridge.claims.fold_pruned)
         if seq_state is None:
             break
+        tried = {c.cell_id for c in todo}
         seq_state, todo = _next_look_when_ready(spec, study, opts, driver)
         n_todo, look = len(todo), look + 1
         summary["sequential"] = looks.summary(seq_state)
         if not todo:
+            break
+        if {c.cell_id for c in todo} <= tried:  # the same cells again: they failed (max_failures), not judged
+            console.print(f"sequential: {len(todo)} cell(s) of this look did not complete "
+                          f"({', '.join(sorted(c.cell_id for c in todo)[:5])}); the next look waits for them: "
+                          "relaunch to retry", highlight=False, markup=False, soft_wrap=True)
             break
     summary.update(counts_by_state(study))
     summary.update({"ran": ran, "fold_skipped": fold_skipped, "seconds": time.time() - t0})
