@@ -11,6 +11,7 @@ import pytest
 
 from fer_core.errors import ConfigError
 from fer_core.report.table import build_table, load_study_data, markdown, report_frames, sequential_judge
+from fer_core.study import looks
 from fer_core.study.looks import next_look
 from fer_core.study.outputs import pack_classes
 from fer_core.study.spec import load_study
@@ -31,11 +32,11 @@ design:
 
 def _pred(variant: str, seed: int) -> np.ndarray:
     """Baseline: rare classes missed at 50 %; strong: at 5 % (a large effect); same: the baseline's
-    predictions; noisy: the baseline's rate with its own draws."""
-    stream = {"plain": 1, "same": 1, "strong": 2, "noisy": 3}[variant]
+    predictions; noisy: the baseline's rate with its own draws. A grid cell with focal is strong."""
+    stream = {"plain": 1, "same": 1, "strong": 2, "noisy": 3}.get(variant, 4 + sum(map(ord, variant)))
     rng = np.random.default_rng([seed, stream])
     pred = LABELS.copy()
-    miss = 0.05 if variant == "strong" else 0.5
+    miss = 0.05 if variant == "strong" or "focal" in variant else 0.5
     pred[(LABELS > 0) & (rng.random(len(LABELS)) < miss)] = 0
     return pred
 
@@ -56,13 +57,17 @@ def _store(study: optuna.Study, cells) -> None:
 
 @pytest.fixture
 def setup(tmp_path):
+    return _setup(tmp_path, STUDY)
+
+
+def _setup(tmp_path, text: str):
     path = tmp_path / "t.yaml"
-    path.write_text(STUDY)
+    path.write_text(text)
     spec = load_study(str(path), "cpu")
     study = optuna.create_study(study_name="t", storage=f"sqlite:///{tmp_path / 't.db'}", direction="maximize")
     study.set_user_attr("class_names", ["a", "b", "c"])
     study.set_user_attr("class_counts", [300, 40, 8])
-    study.set_user_attr("design", "one_at_a_time")
+    study.set_user_attr("design", spec.design)
     study.set_user_attr("spec", spec.resolved)
     return spec, study
 
@@ -108,3 +113,24 @@ def test_each_look_plans_the_open_rows_next_seeds_and_never_a_finished_cell(setu
     text = markdown(data, full, report_frames(data, full))
     assert f"{state.trainings()} trainings against 24 for the fixed design at 6 seeds" in text
     assert "level spent" in text and "stopped" in text
+
+
+def test_a_grids_combinations_are_the_rows_of_its_looks_in_the_launch_and_the_report(tmp_path):
+    text = STUDY.replace("""  kind: one_at_a_time
+  baseline: plain
+  variants: {strong: {loss: focal}, same: {loss: balanced_softmax}, noisy: {sampler: sqrt}}""", """  kind: grid
+  factors: {loss: [ce, focal], sampler: [none, sqrt]}""")
+    spec, study = _setup(tmp_path, text)
+    rows = looks.rows(spec)
+    assert rows == ["loss=ce,sampler=sqrt", "loss=focal,sampler=none", "loss=focal,sampler=sqrt"]
+    state, todo = next_look(spec, study, sequential_judge)
+    assert len(todo) == 4 * 3  # every combination, the baseline (the first) included, at 3 seeds
+    while todo:
+        _store(study, todo)
+        state, todo = next_look(spec, study, sequential_judge)
+    assert state.rows["loss=focal,sampler=none"].status == "better"
+    data = load_study_data(study)
+    table = build_table(data).set_index("variant")
+    assert list(data.sequential.rows) == rows  # the report replays the launch's rows
+    for r in rows:
+        assert table.loc[r, "seeds_used"] == state.rows[r].seeds == table.loc[r, "n_seeds"]
