@@ -13,7 +13,7 @@ import time
 
 import optuna
 import pytest
-from helpers import fer_cli, fer_cli_cmd, polled_trials
+from helpers import SEQUENTIAL_SMOKE, fer_cli, fer_cli_cmd, polled_trials
 from optuna.trial import TrialState
 
 from fer_core.cli import main
@@ -190,30 +190,12 @@ def test_a_signal_stops_the_launch_keeps_finished_trials_and_a_relaunch_runs_the
     assert sorted(complete) == ["balanced_softmax/seed=0", "plain-ce/seed=0", "sampler_sqrt/seed=0"]
 
 
-SEQUENTIAL = """
-# seq-smoke: a sequential design's launch (tests): two looks, a row that stays open
-name: seq-smoke
-question: does a sequential launch resume where it stopped?
-extends: smoke
-data: {dataset: digits}
-seeds: [0, 1, 2]
-design:
-  kind: one_at_a_time
-  baseline: plain-ce
-  variants: {lr_nudge: {lr: 0.0021}}  # almost the baseline: neither decided nor futile after look 1
-  sequential: {looks: [2, 3], min_effect: 1.0e-6, futility_power: 1.0e-9}
-checkpoint_min_s: 0
-profiles:
-  smoke:
-    base: {backbone: test_resnet, img_size: 32, epochs: 1, warmup_epochs: 0, batch_size: 32}
-    seeds: [0, 1, 2]
-"""
 
 
 def test_a_sequential_driver_killed_in_its_second_look_relaunches_and_runs_each_cell_once(study_env, cache_dir):
     """Look 1 (seeds 0, 1 of both rows), then look 2 (seed 2) planned by the launch itself; the driver is
     killed once look 2 runs, and the relaunch replays look 1 from storage and finishes look 2."""
-    (study_env / "seq-smoke.yaml").write_text(SEQUENTIAL)
+    (study_env / "seq-smoke.yaml").write_text(SEQUENTIAL_SMOKE)
     url = f"sqlite:///{study_env / 'seq.db'}"
     cmd = fer_cli_cmd("launch", "seq-smoke.yaml", "--profile", "smoke", "--storage", url, "--max-concurrent", "1")
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
