@@ -565,7 +565,13 @@ def _counts_text(data: StudyData) -> str:
 
 def status_line(data: StudyData) -> str:
     s = f"study {data.name} ({data.design}): {_counts_text(data)}"
-    if data.planned is not None:
+    seq = data.sequential
+    if seq is not None and data.planned is not None:  # the plan is the maximum; the looks decide what is needed
+        s += f" of at most {data.planned} planned (sequential design)"
+        if not seq.finished:
+            s += (f"; look {seq.looks_done + 1} of {len(seq.plan.looks)} still to run: this report is partial, its "
+                  "open rows undecided")
+    elif data.planned is not None:
         s += f" of {data.planned} planned"
         if data.missing:
             s += f"; {data.missing} trials missing: this report is partial"

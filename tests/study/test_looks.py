@@ -102,7 +102,7 @@ def test_each_look_plans_the_open_rows_next_seeds_and_never_a_finished_cell(setu
     assert state.rows["same"].status == "futility"  # the baseline's own predictions: nothing to find
     assert state.trainings() == len(study.trials) < state.fixed_trainings() == 4 * 6
 
-    data = load_study_data(study)
+    data = load_study_data(study, planned=spec.n_planned())  # as the report command reads it
     full = build_table(data)
     table = full.set_index("variant")
     assert table.loc["strong", "looks_run"] == state.rows["strong"].looks_run
@@ -113,6 +113,7 @@ def test_each_look_plans_the_open_rows_next_seeds_and_never_a_finished_cell(setu
     text = markdown(data, full, report_frames(data, full))
     assert f"{state.trainings()} trainings against 24 for the fixed design at 6 seeds" in text
     assert "level spent" in text and "stopped" in text
+    assert "of at most 24 planned (sequential design)" in text and "partial" not in text
 
 
 def test_a_grids_combinations_are_the_rows_of_its_looks_in_the_launch_and_the_report(tmp_path):
