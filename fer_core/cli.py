@@ -420,7 +420,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if told:
         console.print("warm start: " + ", ".join(f"{n} trials told from {src}" for src, n in sorted(told.items()))
                       + " (prior evidence: not counted, never best)", highlight=False)
-    console.print(f"progress: {c['COMPLETE'] + c['PRUNED']}/{planned if planned is not None else '?'} finished | "
+    # design.sequential: the plan is the maximum; rows stop as they are decided (fer-study report: which, why)
+    most = "at most " if (spec.get("design") or {}).get("sequential") and planned is not None else ""
+    console.print(f"progress: {c['COMPLETE'] + c['PRUNED']}/{most}{planned if planned is not None else '?'} finished | "
                   + " ".join(f"{k.lower()} {v}" for k, v in c.items()), highlight=False)
     if best is not None:
         t = study.trials[num]
