@@ -59,6 +59,7 @@ def report_level(studies: int) -> None:
     null = sim.run(studies, planted=False, min_effect=0.1, seed=3, spendings=("obrien_fleming", "nominal"),
                    futility=False)
     planted = sim.run(studies, planted=True, min_effect=min_effect, seed=4)
+    no_futility = sim.run(studies, planted=True, min_effect=min_effect, seed=4, futility=False)  # same studies
     print("| setting | design | FWER (MC se) | power on effect rows | trainings / fixed |")
     print("|---|---|---|---|---|")
     for key, label in (("fixed", "fixed, 12 seeds"), ("obrien_fleming", "sequential, spending"),
@@ -71,6 +72,9 @@ def report_level(studies: int) -> None:
         f = planted[f"fwer_{key}"]
         print(f"| 6 of 18 rows with an effect | {label} | {f:.3f} ({se(f, studies):.3f}) | "
               f"{planted[f'power_{key}']:.3f} | {planted[f'trainings_{key}']:.2f} |")
+    f = no_futility["fwer_obrien_fleming"]
+    print(f"| 6 of 18 rows with an effect | sequential, spending, no futility | {f:.3f} ({se(f, studies):.3f}) | "
+          f"{no_futility['power_obrien_fleming']:.3f} | {no_futility['trainings_obrien_fleming']:.2f} |")
     print(f"\n({time.time() - t0:.0f} s)")
 
 

@@ -366,8 +366,10 @@ def build_table(data: StudyData) -> pd.DataFrame:
     table["adequate"] = [adq.adequate(s) if d != "ensemble" else True for s, d in zip(source, table["derived"])]
     table["adequacy"] = [adq.text(s) if d != "ensemble" else "" for s, d in zip(source, table["derived"])]
     table["verdict"] = [(f"{r['fold_pruned']}; " if r.get("fold_pruned") else "") + (
-        seqreport.verdict(r, maximize) if seq is not None and r["derived"] == "" and seqreport.verdict(r, maximize)
-        else _verdict(r, maximize, n_tests, data.metric)) for r in table.to_dict("records")]
+        # adequate before significant: a row the adequacy check holds back keeps that verdict here too
+        seqreport.verdict(r, maximize) if seq is not None and r["derived"] == "" and not r.get("adequacy")
+        and seqreport.verdict(r, maximize) else _verdict(r, maximize, n_tests, data.metric))
+        for r in table.to_dict("records")]
     return table
 
 
