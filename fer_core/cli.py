@@ -320,7 +320,8 @@ def plan_lines(spec, data: list[dict] | None = None) -> list[str]:
     n = spec.n_planned()
     base = {**{k: f.default for k, f in TrainConfig.model_fields.items()}, **spec.base}  # what a trial trains with
     lines = [f"{spec.source}: study {spec.name!r} is valid ({spec.design}, profile {spec.profile}): "
-             + (f"{n} trials planned" if n is not None else f"{spec.trials} search trials")]
+             + (f"{'at most ' if spec.sequential is not None else ''}{n} trials planned" if n is not None
+                else f"{spec.trials} search trials")]
     if spec.question:
         lines.append(f"  question: {spec.question}")
     if spec.design == "one_at_a_time":

@@ -302,7 +302,7 @@ class State:
         return (len(self.rows) + 1) * self.plan.max_seeds
 
 
-def _reject(plan: Plan, rows: dict[str, Row], look: int, maximize: bool) -> None:
+def _reject(plan: Plan, rows: dict[str, Row], maximize: bool) -> None:
     """Holm's graph over group-sequential tests (Maurer & Bretz 2013): reject any row whose p at some
     look it ran crosses the boundary at its current level; hand its level on; repeat."""
     while True:
@@ -349,7 +349,7 @@ def replay(plan: Plan, names: Sequence[str], judge: Judge, looks_done: int, maxi
             t = tests.get(r.name)
             r.tests.append(t)
             r.p = t.p if t is not None else float("nan")
-        _reject(plan, rows, k, maximize)
+        _reject(plan, rows, maximize)
         last = k == len(plan.looks) - 1
         for r in rows.values():
             if r.status != "open" or r.looks_run != k + 1:
