@@ -304,8 +304,8 @@ def sequential_lines(spec) -> list[str]:
     none = sequential.expected_trainings(plan, rows, 0, studies=300)
     every = sequential.expected_trainings(plan, rows, rows, studies=300)
     return [f"  sequential: looks at {looks} (the first n seeds each; the baseline runs every look); a row "
-            f"stops when decided or when its conditional power to detect |Δ| >= {plan.min_effect:g} falls below "
-            f"{plan.futility_power:g} (alpha spending: Lan-DeMets O'Brien-Fleming, Holm across the {rows} rows)",
+            f"stops when decided or, from look 2, when its conditional power to detect |Δ| >= {plan.min_effect:g} "
+            f"falls below {plan.futility_power:g} (alpha spending: Lan-DeMets O'Brien-Fleming, Holm across the {rows} rows)",
             f"    trainings: at most {none['maximum']:.0f} (the fixed design at {plan.max_seeds} seeds); expected "
             f"~{none['expected']:.0f} with no effect in any row, ~{every['expected']:.0f} with |Δ| = min_effect in "
             "every row (simulated, z statistics, min_effect taken as what the maximum seeds detect with 80 % "

@@ -90,13 +90,15 @@ def test_futility_stops_a_row_that_could_not_detect_min_effect_and_keeps_the_oth
              "exact": [t(0.0, 0.0)] * 4,  # identical to the baseline: more seeds change nothing
              "promising": [t(0.1, 0.05)] * 4}
     plan_big = Plan(LOOKS, min_effect=0.08)  # 12 seeds would detect it, and 3 cannot rule it out
-    state = sequential.replay(plan, list(tests), fixed_judge(tests), 1)
+    first = sequential.replay(plan, list(tests), fixed_judge(tests), 1)
+    assert first.open == list(tests)  # no futility stop at the first look (too few seeds to call it)
+    state = sequential.replay(plan, list(tests), fixed_judge(tests), 2)
     assert state.rows["flat"].status == "futility" and state.rows["flat"].power < 0.2
-    assert state.rows["exact"].status == "futility"
-    big = sequential.replay(plan_big, list(tests), fixed_judge(tests), 1)
+    assert state.rows["exact"].status == "futility" and state.rows["exact"].seeds == 5
+    big = sequential.replay(plan_big, list(tests), fixed_judge(tests), 2)
     assert big.rows["flat"].status == "open" and big.rows["flat"].power > 0.2
-    assert big.next_seeds() == {"": 5, "flat": 5, "promising": 5}
-    assert big.trainings() == 4 * 3 and big.fixed_trainings() == 4 * 12
+    assert big.next_seeds() == {"": 8, "flat": 8, "promising": 8}
+    assert big.trainings() == 4 * 5 and big.fixed_trainings() == 4 * 12
 
 
 def test_a_replay_is_a_function_of_the_judges_answers_and_asks_only_for_open_rows():

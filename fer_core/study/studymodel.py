@@ -265,7 +265,7 @@ class Sequential(Section):
         Field(None, validate_default=True)
     futility_power: Annotated[float, BeforeValidator(lambda v: _open_unit(v, "design.sequential.futility_power",
                                                                            " (conditional power under which a row "
-                                                                           "stops for futility)"))] = 0.2
+                                                                           "stops for futility from look 2 on)"))] = 0.2
 
 
 def _looks(v: Any) -> tuple[int, ...]:

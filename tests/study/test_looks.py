@@ -31,12 +31,12 @@ design:
 
 
 def _pred(variant: str, seed: int) -> np.ndarray:
-    """Baseline: rare classes missed at 50 %; strong: at 5 % (a large effect); same: the baseline's
+    """Baseline: rare classes missed at 50 %; strong: at 1 % (a large effect); same: the baseline's
     predictions; noisy: the baseline's rate with its own draws. A grid cell with focal is strong."""
     stream = {"plain": 1, "same": 1, "strong": 2, "noisy": 3}.get(variant, 4 + sum(map(ord, variant)))
     rng = np.random.default_rng([seed, stream])
     pred = LABELS.copy()
-    miss = 0.05 if variant == "strong" or "focal" in variant else 0.5
+    miss = 0.01 if variant == "strong" or "focal" in variant else 0.5
     pred[(LABELS > 0) & (rng.random(len(LABELS)) < miss)] = 0
     return pred
 
