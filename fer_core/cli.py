@@ -131,6 +131,12 @@ def _refresh_note(study: optuna.Study, planned: int | None) -> None:
     refresh_note(study, planned)
 
 
+def _sequential_judge(study: optuna.Study):
+    from fer_core.report.table import sequential_judge
+
+    return sequential_judge(study)
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     # said before the imports below (Optuna, Ray, torch: seconds): the launch has started
     console.print(f"launching {args.study}: checking the study, its data and the storage, then starting Ray; "
@@ -140,7 +146,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
     opts = LaunchOptions(storage=args.storage, address=args.address, profile=args.profile,
                          max_concurrent=args.max_concurrent, restart=args.restart,
                          warm_start=tuple(args.warm_start or ()), artifacts=args.artifacts, runs_dir=args.runs_dir,
-                         quiet=not args.verbose, note=_refresh_note, data=args.data, sets=tuple(args.set or ()))
+                         quiet=not args.verbose, note=_refresh_note, data=args.data, sets=tuple(args.set or ()),
+                         judge=_sequential_judge)
     summary = launch(args.study, opts)
     for line in summary.get("warm_start", []):
         console.print(line, highlight=False, soft_wrap=True)
@@ -290,6 +297,27 @@ def estimate_seconds(spec, data: list[dict]) -> tuple[float | None, str]:
     return (min(total, spec.time_s) if spec.time_s else total), basis
 
 
+def sequential_lines(spec) -> list[str]:
+    """``design.sequential``'s plan: the looks, and the trainings at most and expected with no effect
+    and with min_effect in every row (a quick simulation of the procedure on z statistics,
+    ``sequential.expected_trainings``: it assumes min_effect is what the maximum seeds detect with
+    80 % power, as a design powered for it would)."""
+    from fer_core import sequential
+
+    plan = spec.sequential
+    rows = len({c.variant for c in spec.cells()}) - 1
+    looks = ", ".join(f"{n} seeds {list(spec.seeds[:n])}" if i == 0 else f"{n}" for i, n in enumerate(plan.looks))
+    none = sequential.expected_trainings(plan, rows, 0, studies=300)
+    every = sequential.expected_trainings(plan, rows, rows, studies=300)
+    return [f"  sequential: looks at {looks} (the first n seeds each; the baseline runs every look); a row "
+            f"stops when decided or, from look 2, when its conditional power to detect |Δ| >= {plan.min_effect:g} "
+            f"falls below {plan.futility_power:g} (alpha spending: Lan-DeMets O'Brien-Fleming, Holm across the {rows} rows)",
+            f"    trainings: at most {none['maximum']:.0f} (the fixed design at {plan.max_seeds} seeds); expected "
+            f"~{none['expected']:.0f} with no effect in any row, ~{every['expected']:.0f} with |Δ| = min_effect in "
+            "every row (simulated, z statistics, min_effect taken as what the maximum seeds detect with 80 % "
+            "power)"]
+
+
 def plan_lines(spec, data: list[dict] | None = None) -> list[str]:
     """What ``validate`` prints: the verdict, then the plan (variants, seeds, data, backbone, selection,
     estimated time). ``data``: ``check_data``'s summaries of the sources the trials read."""
@@ -298,7 +326,8 @@ def plan_lines(spec, data: list[dict] | None = None) -> list[str]:
     n = spec.n_planned()
     base = {**{k: f.default for k, f in TrainConfig.model_fields.items()}, **spec.base}  # what a trial trains with
     lines = [f"{spec.source}: study {spec.name!r} is valid ({spec.design}, profile {spec.profile}): "
-             + (f"{n} trials planned" if n is not None else f"{spec.trials} search trials")]
+             + (f"{'at most ' if spec.sequential is not None else ''}{n} trials planned" if n is not None
+                else f"{spec.trials} search trials")]
     if spec.question:
         lines.append(f"  question: {spec.question}")
     if spec.design == "one_at_a_time":
@@ -315,6 +344,8 @@ def plan_lines(spec, data: list[dict] | None = None) -> list[str]:
         lines.append(f"  left out: {', '.join(dropped)} (they train the AU head; the data given has no AU labels)")
     lines.append(f"  seeds: {list(spec.seeds)}" + (f"; {spec.cv_folds}-fold CV x {spec.cv_repeats}"
                                                    if spec.cv_folds else ""))
+    if spec.sequential is not None:
+        lines.extend(sequential_lines(spec))
     if data:
         for d in data:
             px = f"; images {d['px'][0]}x{d['px'][1]} px on disk" if d.get("px") else ""
@@ -396,7 +427,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if told:
         console.print("warm start: " + ", ".join(f"{n} trials told from {src}" for src, n in sorted(told.items()))
                       + " (prior evidence: not counted, never best)", highlight=False)
-    console.print(f"progress: {c['COMPLETE'] + c['PRUNED']}/{planned if planned is not None else '?'} finished | "
+    # design.sequential: the plan is the maximum; rows stop as they are decided (fer-study report: which, why)
+    most = "at most " if (spec.get("design") or {}).get("sequential") and planned is not None else ""
+    console.print(f"progress: {c['COMPLETE'] + c['PRUNED']}/{most}{planned if planned is not None else '?'} finished | "
                   + " ".join(f"{k.lower()} {v}" for k, v in c.items()), highlight=False)
     if best is not None:
         t = study.trials[num]

@@ -95,3 +95,24 @@ def polled_trials(url: str, study_name: str = "smoke") -> list:
         return optuna.load_study(study_name=study_name, storage=open_storage(url)).get_trials(deepcopy=False)
     except KeyError:
         return []
+
+
+# a sequential design's smoke study (design.sequential): two looks over three seeds, a row that stays open
+SEQUENTIAL_SMOKE = """
+# seq-smoke: a sequential design's launch (tests): two looks, a row that stays open
+name: seq-smoke
+question: does a sequential launch resume where it stopped?
+extends: smoke
+data: {dataset: digits}
+seeds: [0, 1, 2]
+design:
+  kind: one_at_a_time
+  baseline: plain-ce
+  variants: {lr_nudge: {lr: 0.0021}}  # almost the baseline: neither decided nor futile after look 1
+  sequential: {looks: [2, 3], min_effect: 1.0e-6, futility_power: 1.0e-9}
+checkpoint_min_s: 0
+profiles:
+  smoke:
+    base: {backbone: test_resnet, img_size: 32, epochs: 1, warmup_epochs: 0, batch_size: 32}
+    seeds: [0, 1, 2]
+"""

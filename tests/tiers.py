@@ -42,6 +42,8 @@ SLOW_TESTS = (
     "test_cli.py::test_data_synth_then_inspect_reports_quirks",
     "report/test_stats_simulation.py::test_null_family_wise_error_and_planted_coverage_in_every_regime",
     "report/test_stats_simulation.py::test_each_guarded_part_removed_fails_plainly",
+    "report/test_sequential_simulation.py::test_the_global_null_keeps_the_family_wise_error_across_looks_and_rows",
+    "report/test_sequential_simulation.py::test_a_third_of_the_rows_with_an_effect_keep_their_power_on_far_fewer_trainings",
     "report/test_effects.py::test_effect_intervals_cover_the_true_main_effect_and_interaction_on_simulated_grids",
     "study/test_result.py::test_per_au_metrics_and_thresholds_are_stored_with_a_trial",
     "study/test_cams.py::test_maps_per_class_at_the_selected_epoch",

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from fer_core.errors import FerError, first_line
 from fer_core.metrics import classification_metrics
 from fer_core.report import adequacy, evidence, stats
+from fer_core.report import sequential as seqreport
 from fer_core.report.effects import effects_markdown, factorial_effects
 from fer_core.report.ensemble import stored_ensembles
 from fer_core.report.evidence import GROUP_LABELS, GROUPS, ReportSettings, class_column, shot_groups
@@ -65,6 +66,7 @@ class StudyData:
     effects: pd.DataFrame | None = None  # a two-level grid's factorial effects (set by build_table)
     cams: dict[int, dict] = field(default_factory=dict)  # trial -> class -> mean maps (cam_samples; report/cams.py)
     adequacy: adequacy.Adequacy | None = None  # can the trainings answer at all (set by build_table)
+    sequential: Any = None  # design.sequential: the replayed looks (sequential.State; set by build_table)
 
     @property
     def missing(self) -> int | None:
@@ -284,6 +286,11 @@ def build_table(data: StudyData) -> pd.DataFrame:
     per_seed = {v: complete[complete["variant"] == v].set_index("unit") for v in order}
     maximize = data.direction == "maximize"
     labels, variants = held_out_inputs(data, order, per_seed)
+    # design.sequential: the looks the stored trials complete, replayed (fer_core/sequential.py)
+    plan = seqreport.plan_of(data.spec) if baseline is not None else None
+    seq = seqreport.state_from(data, plan, baseline, variants, labels) if plan is not None else None
+    seq_cols = seqreport.columns(seq) if seq is not None else {}
+    data.sequential = seq
     # adequate before significant (fer_core/report/adequacy.py): rows whose models have not converged, or
     # whose class groups no model predicts, get no verdict and leave the Holm family
     k = len(data.class_names)
@@ -325,6 +332,7 @@ def build_table(data: StudyData) -> pd.DataFrame:
             row["val_delta"] = float((g.loc[common, "value"].astype(float).to_numpy()
                                       - b.loc[common, "value"].astype(float).to_numpy()).mean()) if common else float("nan")
         row.update(held.get(v, {}))
+        row.update(seq_cols.get(v, {}))
         row["adequate"], row["adequacy"] = adq.adequate(v), adq.text(v)
         if "fold" in g and g["fold"].notna().any() and not any(key in data.heldout for key in g["key"]):
             row["no_heldout"] = "no seed has all its folds complete: no held-out estimate, no verdict"
@@ -357,8 +365,11 @@ def build_table(data: StudyData) -> pd.DataFrame:
     source = table["variant"].str.split(" +", n=1, regex=False).str[0]
     table["adequate"] = [adq.adequate(s) if d != "ensemble" else True for s, d in zip(source, table["derived"])]
     table["adequacy"] = [adq.text(s) if d != "ensemble" else "" for s, d in zip(source, table["derived"])]
-    table["verdict"] = [(f"{r['fold_pruned']}; " if r.get("fold_pruned") else "") + _verdict(r, maximize, n_tests, data.metric)
-                        for r in table.to_dict("records")]
+    table["verdict"] = [(f"{r['fold_pruned']}; " if r.get("fold_pruned") else "") + (
+        # adequate before significant: a row the adequacy check holds back keeps that verdict here too
+        seqreport.verdict(r, maximize) if seq is not None and r["derived"] == "" and not r.get("adequacy")
+        and seqreport.verdict(r, maximize) else _verdict(r, maximize, n_tests, data.metric))
+        for r in table.to_dict("records")]
     return table
 
 
@@ -556,7 +567,13 @@ def _counts_text(data: StudyData) -> str:
 
 def status_line(data: StudyData) -> str:
     s = f"study {data.name} ({data.design}): {_counts_text(data)}"
-    if data.planned is not None:
+    seq = data.sequential
+    if seq is not None and data.planned is not None:  # the plan is the maximum; the looks decide what is needed
+        s += f" of at most {data.planned} planned (sequential design)"
+        if not seq.finished:
+            s += (f"; look {seq.looks_done + 1} of {len(seq.plan.looks)} still to run: this report is partial, its "
+                  "open rows undecided")
+    elif data.planned is not None:
         s += f" of {data.planned} planned"
         if data.missing:
             s += f"; {data.missing} trials missing: this report is partial"
@@ -641,6 +658,12 @@ def summary_frame(data: StudyData, table: pd.DataFrame) -> pd.DataFrame:
                 f"{won * r['n_paired']:g}/{int(r['n_paired'])}"
             if data.groups.get("few"):
                 row["Δ few-shot F1 [95% CI]"] = "" if r["baseline"] or derived else _est(r, "few_delta", signed=True)
+        if data.sequential is not None:  # design.sequential: how far each row went and why it stopped
+            seq = r.get("sequential_status")
+            ok = isinstance(seq, str) and not derived
+            row["looks"] = f"{int(r['looks_run'])}" if ok else ""
+            row["stopped"] = r["stop_reason"] if ok else ""
+            row["level spent"] = fmt(r["level_spent"], 4) if ok else ""
         if "ece" in table.columns:
             row["ECE"] = fmt(r.get("ece"))
         row[f"val {m} (selection)"] = f"{fmt(r['val_macro_f1_mean'])} ± {fmt(r['val_macro_f1_sd'])}"
@@ -734,6 +757,19 @@ def au_frame(data: StudyData) -> pd.DataFrame | None:
     return pd.DataFrame(out)
 
 
+def sequential_judge(study: optuna.Study) -> Any:
+    """The launch's judge for a sequential design (``LaunchOptions.judge``): the report's held-out test
+    of each row on its first seeds, over the stored trials as they are now."""
+    data = load_study_data(study)
+    plan = seqreport.plan_of(data.spec)
+    if plan is None or data.units.empty:
+        return lambda look, seeds: {}
+    order = variant_order(data, data.units)
+    per_seed = {v: data.units[data.units["variant"] == v].set_index("unit") for v in order}
+    labels, variants = held_out_inputs(data, order, per_seed)
+    return seqreport.judge_from(data, plan, order[0], variants, labels)
+
+
 def design_line(data: StudyData, table: pd.DataFrame) -> str:
     """What the design can detect: seeds, held-out images, the Holm family, the median MDE."""
     real = table[table["derived"] == ""]
@@ -758,6 +794,8 @@ def design_line(data: StudyData, table: pd.DataFrame) -> str:
         if "delta_prior_df" in real and real["delta_prior_df"].notna().any():
             line += (f"; seed variances moderated across the rows (empirical Bayes, prior df "
                      f"{float(real['delta_prior_df'].dropna().iloc[0]):.1f})")
+    if data.sequential is not None:  # the verdicts are the sequential procedure's, not the one Holm family's
+        line += ". " + seqreport.header(data.sequential)
     return line
 
 

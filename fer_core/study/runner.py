@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 import fer_core
 from fer_core.console import console
 from fer_core.data.dataset import FerDataset
 from fer_core.errors import ConfigError, FerError, LaunchInterrupted, first_line
+from fer_core.study import looks
 from fer_core.study.artifacts import STORE_ATTR, open_store, study_artifact_dir
 from fer_core.study.bridge import (
     BridgeCallback,
@@ -38,6 +40,7 @@ from fer_core.study.bridge import (
 )
 from fer_core.study.claims import DRIVER_ATTR, driver_id, reconcile
 from fer_core.study.components import make_optuna_sampler, make_pruner, make_scheduler
+from fer_core.study.looks import JudgeFn, next_look
 from fer_core.study.outputs import real_trials
 from fer_core.study.queries import best_value, counts_by_state, left_to_run
 from fer_core.study.spec import StudySpec, check_data, check_heads, check_weights_here, load_study
@@ -380,6 +383,9 @@ class LaunchOptions:
     # the user's own data and trial-config overrides (``--data``, ``--set``): part of the stored spec
     data: str | None = None
     sets: tuple[tuple[str, Any], ...] = ()
+    # design.sequential: the stored trials -> the report's held-out test per row, to plan each next look;
+    # the CLI passes the report's ``table.sequential_judge`` (the study layer imports no report code)
+    judge: JudgeFn | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "warm_start", tuple(self.warm_start))
@@ -469,6 +475,10 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
     reconciled = reconcile(study)
     tell_warm_start(study, warm)  # before the first ask, so TPE's first proposal already uses them
     todo, n_todo = left_to_run(spec, study)
+    seq_state = None
+    if spec.sequential is not None:  # only the next look's cells (fer_core/study/looks.py)
+        seq_state, todo = next_look(spec, study, opts.judge)
+        n_todo = len(todo)
     n_search = n_todo if spec.design == "search" else 0
     total = spec.n_planned() or 0
 
@@ -490,6 +500,8 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
                 study.set_metric_names([spec.metric])
     summary = {"study": spec.name, "storage": redact(url), "profile": spec.profile, "planned": total,
                "ran": 0, "reconciled": reconciled, "warm_start": [w.line() for w in warm]}
+    if seq_state is not None:
+        summary["sequential"] = looks.summary(seq_state)
     if n_todo == 0:
         summary.update(counts_by_state(study))
         return summary
@@ -500,10 +512,6 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
                       highlight=False, markup=False, soft_wrap=True)
 
     # 4. Ray Tune: our bridge as the searcher, pruning through the Optuna pruner or a Ray scheduler
-    from ray import tune
-
-    from fer_core.study.trainable import trial_function
-
     if ray_start is not None:
         ray_start.used = True
         ray_start.wait()  # started in the background at step 1
@@ -522,6 +530,63 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
     store = open_store(store_dir)
     runs = Path(opts.runs_dir or os.environ.get("FER_STUDY_RUNS") or Path.home() / ".cache" / "fer-study" / "runs")
     experiment = f"{spec.name}-{driver.replace(':', '-')}"
+    t0 = time.time()
+    ran = fold_skipped = 0
+    look = 0
+    while True:  # once; a sequential design: once per look, until every row is decided or stopped
+        if seq_state is not None and opts.show_progress:
+            console.print(looks.trainings_line(seq_state), highlight=False, markup=False, soft_wrap=True)
+        bridge = _run_cells(spec, study, todo, n_todo, n_search, trial_attrs, driver, store, total, runs,
+                            f"{experiment}-look{look}" if seq_state is not None else experiment, opts, at_once,
+                            datasets)
+        ran += bridge.issued
+        fold_skipped += len(bridge.claims.fold_pruned)
+        if seq_state is None:
+            break
+        tried = {c.cell_id for c in todo}
+        seq_state, todo = _next_look_when_ready(spec, study, opts, driver)
+        n_todo, look = len(todo), look + 1
+        summary["sequential"] = looks.summary(seq_state)
+        if not todo:
+            break
+        if {c.cell_id for c in todo} <= tried:  # the same cells again: they failed (max_failures), not judged
+            console.print(f"sequential: {len(todo)} cell(s) of this look did not complete "
+                          f"({', '.join(sorted(c.cell_id for c in todo)[:5])}); the next look waits for them: "
+                          "relaunch to retry", highlight=False, markup=False, soft_wrap=True)
+            break
+    summary.update(counts_by_state(study))
+    summary.update({"ran": ran, "fold_skipped": fold_skipped, "seconds": time.time() - t0})
+    return summary
+
+
+def _next_look_when_ready(spec: StudySpec, study: optuna.Study, opts: LaunchOptions, driver: str
+                          ) -> tuple[Any, list]:
+    """The next look's cells once this look's are all finished: while another live driver still runs
+    some, wait (writing this driver's heartbeat); cells of a driver that died are re-queued."""
+    while True:
+        state, todo = next_look(spec, study, opts.judge)
+        ids = {c.cell_id for c in todo}
+        running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                   if t.user_attrs.get("cell_id") in ids]
+        if not todo or len(running) < len(todo):
+            return state, todo  # something this driver can claim now (or nothing left at all)
+        study.set_user_attr(DRIVER_ATTR + driver, time.time())
+        if reconcile(study):
+            continue
+        time.sleep(LOOK_POLL_S)
+
+
+LOOK_POLL_S = 2.0  # a driver waiting for another's cells of the same look polls this often
+
+
+def _run_cells(spec: StudySpec, study: optuna.Study, todo: list, n_todo: int, n_search: int, trial_attrs: Any,
+               driver: str, store: Any, total: int, runs: Path, experiment: str, opts: LaunchOptions, at_once: int,
+               datasets: dict[tuple, FerDataset]) -> OptunaBridge:
+    """One Tune run over ``todo`` (or ``n_search`` search slots): the bridge as the searcher."""
+    from ray import tune
+
+    from fer_core.study.trainable import trial_function
+
     bridge = OptunaBridge(study, spec, todo, n_search, trial_attrs, driver, artifact_store=store, planned=total,
                           outputs_dir=str(runs.resolve() / experiment / "fer-outputs"), note=opts.note)
     if spec.pruner["name"] != "none":
@@ -536,7 +601,7 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
     if spec.resources["gpu"] == "auto":  # measured per backbone on the cluster's GPUs: small ones share a card
         from fer_core.study.gpu import AutoGpuResources
 
-        resources: Any = AutoGpuResources(spec.resources["cpu"], len(first.labels))
+        resources: Any = AutoGpuResources(spec.resources["cpu"], len(next(iter(datasets.values())).labels))
     else:
         resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
 
@@ -556,13 +621,10 @@ def _launch(spec: StudySpec, url: str, rdb: optuna.storages.BaseStorage, ray_sta
             callbacks=[BridgeCallback(bridge, progress)],
         ),
     )
-    t0 = time.time()
     progress.start()
     try:
         _run_tuner(tuner, bridge)
         progress(force=True)  # the last finished trials' lines, after their writes landed (flush)
     finally:
         progress.stop()
-    summary.update(counts_by_state(study))
-    summary.update({"ran": bridge.issued, "fold_skipped": len(bridge.claims.fold_pruned), "seconds": time.time() - t0})
-    return summary
+    return bridge

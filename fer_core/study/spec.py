@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from fer_core.config import TrainConfig, check_registry_names, resolve_config
 from fer_core.config_rules import SPATIAL_HEADS
@@ -34,6 +34,9 @@ from fer_core.errors import ConfigError
 from fer_core.study.space import SearchSpace, parse_space
 from fer_core.study.studyfile import PROFILES, find_file, load_raw, merged_study, profile_patches, read_yaml
 from fer_core.study.studymodel import DATA_KEYS, Study, check_seeds, parse_study
+
+if TYPE_CHECKING:
+    from fer_core.sequential import Plan
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class StudySpec:
     baseline: str = "baseline"  # one_at_a_time
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # one_at_a_time (+ named combinations)
     space: SearchSpace | None = None  # search
+    sequential: Plan | None = None  # design.sequential: train in looks (fer_core/sequential.py); None: every seed
     resolved: dict[str, Any] = field(default_factory=dict)  # the merged spec as data (stored in the study)
 
     @property
@@ -254,6 +258,11 @@ def load_study(name: str, profile: str | None = None, data: str | None = None,
         kw["space"] = parse_space(read_yaml(space_path), str(space_path))
         if study.budget.trials is None:
             raise ConfigError(f"{src}: budget.trials is required for a search design")
+    seq = study.design.sequential
+    if seq is not None:
+        from fer_core.sequential import Plan  # scipy: only for the studies that train in looks
+
+        kw["sequential"] = Plan(seq.looks, seq.min_effect, seq.futility_power)
     ospec = StudySpec(
         name=study.name, question=study.question, source=src, profile=profile, design=kind, base=base,
         seeds=study.seeds, metric=study.objective.metric, direction=study.objective.direction,

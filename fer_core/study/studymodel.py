@@ -8,6 +8,7 @@ have always seen), and ``parse_study`` prefixes the file. Checks that need more 
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
@@ -225,6 +226,10 @@ class CrossValidation(Section):
     prune: Any = None  # pruning across folds: checked by foldprune.parse_fold_prune, which knows the folds
 
 
+def _empty_sequential() -> dict[str, Any]:
+    raise ValueError("design.sequential: a mapping {looks: [3, 5, 8, 12], min_effect: 0.02[, futility_power: 0.2]}")
+
+
 def check_fraction(fraction: Any, factors: Mapping[str, list]) -> None:
     """``design.fraction``: each generated factor (two levels) is the ± product of other two-level
     factors, so the grid keeps the cells whose levels satisfy every generator (a regular 2^(k-p))."""
@@ -247,6 +252,36 @@ def check_fraction(fraction: Any, factors: Mapping[str, list]) -> None:
             raise ValueError(f"design.fraction.{gen}: a generator's word must name base factors only")
 
 
+class Sequential(Section):
+    """``design.sequential``: train in looks, each row stopping when decided or futile
+    (``fer_core/sequential.py``). The seeds of look k are the first ``looks[k]`` of the study's
+    ``seeds``, so the last look is all of them (checked with the seeds, ``Study``)."""
+
+    KEY = "design.sequential"
+    looks: Annotated[tuple[int, ...], BeforeValidator(lambda v: _looks(v))] = Field(None, validate_default=True)
+    min_effect: Annotated[float, BeforeValidator(lambda v: _open_unit(v, "design.sequential.min_effect",
+                                                                       " (the smallest |Δ| of the objective "
+                                                                       "worth the maximum seeds)"))] = \
+        Field(None, validate_default=True)
+    futility_power: Annotated[float, BeforeValidator(lambda v: _open_unit(v, "design.sequential.futility_power",
+                                                                           " (conditional power under which a row "
+                                                                           "stops for futility from look 2 on)"))] = 0.2
+
+
+def _looks(v: Any) -> tuple[int, ...]:
+    if (not isinstance(v, list) or len(v) < 2 or not all(_is_int(n) for n in v) or v[0] < 2
+            or any(b <= a for a, b in itertools.pairwise(v))):
+        raise ValueError(f"design.sequential.looks must be a list of at least two increasing integers, the first "
+                         f">= 2 (seeds at each look; a Δ's variance needs two), got {v!r}"[:300])
+    return tuple(v)
+
+
+def _open_unit(v: Any, key: str, what: str) -> float:
+    if not _is_number(v) or not 0 < v < 1:
+        raise ValueError(f"{key} must be a number in (0, 1){what}, got {v!r}")
+    return float(v)
+
+
 class Design(Section):
     """One of three kinds: ``grid`` (factors x seeds), ``one_at_a_time`` (a baseline and variants that
     each change it), ``search`` (a search space sampled ``budget.trials`` times)."""
@@ -260,9 +295,15 @@ class Design(Section):
     baseline: Any = "baseline"  # one_at_a_time
     variants: Any = None  # one_at_a_time (+ named combinations)
     space: Any = None  # search: a file in search_spaces/
+    # grid / one_at_a_time: train in looks, stopping each row when decided (fer_core/sequential.py)
+    sequential: Annotated[Sequential | None, BeforeValidator(lambda v: v if v is None else _section(
+        v, "design.sequential") or _empty_sequential())] = None
 
     @model_validator(mode="after")
     def _kind_keys(self) -> Design:
+        if self.sequential is not None and self.kind == "search":
+            raise ValueError("design.sequential: only a grid or one_at_a_time design trains in looks (a search "
+                             "design's budget is budget.trials)")
         try:
             if self.kind == "grid":
                 factors = _section(self.factors, "design.factors")
@@ -319,6 +360,19 @@ class Study(Section):
     checkpoint_min_s: Annotated[float, seconds("checkpoint_min_s", lo_open=False,
                                                extra=" (0: every checkpoint_every epochs)")] = 30.0
     keep_checkpoints: Annotated[int, integer("keep_checkpoints", 0)] = 3  # best-epoch models kept per study
+
+    @model_validator(mode="after")
+    def _looks_are_seeds(self) -> Study:
+        """The seeds of look k are the first looks[k] of ``seeds``: the last look is every seed."""
+        seq = self.design.sequential if self.design is not None else None
+        if seq is not None:
+            if seq.looks[-1] != len(self.seeds):
+                raise ValueError(f"design.sequential.looks: the last look ({seq.looks[-1]} seeds) must be every "
+                                 f"seed of the study ({len(self.seeds)} in seeds); list {seq.looks[-1]} seeds, "
+                                 "look k trains the first looks[k] of them")
+            if self.cv:
+                raise ValueError("design.sequential: not with cv (a k-fold row's units are (seed, repeat) pools)")
+        return self
 
     @model_validator(mode="after")
     def _primary_are_variants(self) -> Study:

@@ -13,7 +13,7 @@ import time
 
 import optuna
 import pytest
-from helpers import fer_cli, fer_cli_cmd, polled_trials
+from helpers import SEQUENTIAL_SMOKE, fer_cli, fer_cli_cmd, polled_trials
 from optuna.trial import TrialState
 
 from fer_core.cli import main
@@ -188,3 +188,43 @@ def test_a_signal_stops_the_launch_keeps_finished_trials_and_a_relaunch_runs_the
     complete = [t.user_attrs["cell_id"] for t in optuna.load_study(study_name="smoke", storage=url).get_trials()
                 if t.state == TrialState.COMPLETE]
     assert sorted(complete) == ["balanced_softmax/seed=0", "plain-ce/seed=0", "sampler_sqrt/seed=0"]
+
+
+
+
+def test_a_sequential_driver_killed_in_its_second_look_relaunches_and_runs_each_cell_once(study_env, cache_dir):
+    """Look 1 (seeds 0, 1 of both rows), then look 2 (seed 2) planned by the launch itself; the driver is
+    killed once look 2 runs, and the relaunch replays look 1 from storage and finishes look 2."""
+    (study_env / "seq-smoke.yaml").write_text(SEQUENTIAL_SMOKE)
+    url = f"sqlite:///{study_env / 'seq.db'}"
+    cmd = fer_cli_cmd("launch", "seq-smoke.yaml", "--profile", "smoke", "--storage", url, "--max-concurrent", "1")
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline and driver.poll() is None:  # until a look-2 cell runs
+            time.sleep(1)
+            if any(t.state == TrialState.RUNNING and t.user_attrs.get("seed") == 2
+                   for t in polled_trials(url, "seq-smoke")):
+                break
+        else:
+            raise AssertionError("look 2 never started")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    time.sleep(2)
+    before = optuna.load_study(study_name="seq-smoke", storage=url).get_trials()
+    look1 = {f"{v}/seed={s}" for v in ("plain-ce", "lr_nudge") for s in (0, 1)}
+    assert look1 <= {t.user_attrs["cell_id"] for t in before if t.state == TrialState.COMPLETE}  # look 1 done
+    proc = fer_cli("launch", "seq-smoke.yaml", "--profile", "smoke", "--storage", url)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sequential:" in proc.stdout
+    trials = optuna.load_study(study_name="seq-smoke", storage=url).get_trials()
+    complete = sorted(t.user_attrs["cell_id"] for t in trials if t.state == TrialState.COMPLETE)
+    assert complete == sorted(f"{v}/seed={s}" for v in ("plain-ce", "lr_nudge") for s in (0, 1, 2))  # each once
+    again = fer_cli("launch", "seq-smoke.yaml", "--profile", "smoke", "--storage", url)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(optuna.load_study(study_name="seq-smoke", storage=url).get_trials()) == len(trials)  # nothing left
+    rep = fer_cli("report", "seq-smoke", "--storage", url, "--out", str(study_env / "rep"))
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    md = (study_env / "rep" / "report.md").read_text()
+    assert "Sequential design (looks [2, 3]" in md and "6 trainings against 6 for the fixed design" in md

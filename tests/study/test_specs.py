@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import optuna
@@ -120,6 +121,25 @@ design: {kind: one_at_a_time, variants: {focal: {loss: focal}}}
 """
 
 
+SEQ = "design: {kind: one_at_a_time, variants: {focal: {loss: focal}}, sequential: "
+
+
+def test_a_sequential_design_plans_its_looks_on_the_first_seeds_and_validate_prints_the_trainings(tmp_path):
+    from fer_core.cli import plan_lines
+
+    spec = load_study(_write(tmp_path, GOOD.replace("design: {", "seeds: [5, 6, 7, 8]\ndesign: {sequential: "
+                                                    "{looks: [2, 4], min_effect: 0.05}, ")), "cpu")
+    assert spec.sequential.looks == (2, 4) and spec.sequential.futility_power == 0.2
+    assert spec.sequential.min_effect == 0.05
+    text = "\n".join(plan_lines(spec))
+    assert "looks at 2 seeds [5, 6], 4" in text
+    m = re.search(r"at most (\d+) .*expected ~(\d+) with no effect in any row, ~(\d+) with", text)
+    assert m, text
+    most, none, every = map(int, m.groups())
+    assert most == 2 * 4  # baseline and one variant at every seed
+    assert 2 * 2 <= min(none, every) and max(none, every) <= most  # look 1's cells at least, the fixed design at most
+
+
 def test_checkpoints_are_time_bounded_except_under_hyperband(tmp_path):
     assert load_study(_write(tmp_path, GOOD)).checkpoint_min_s == 30.0
     assert load_study(_write(tmp_path, GOOD + "checkpoint_min_s: 5\n")).checkpoint_min_s == 5.0
@@ -149,6 +169,17 @@ def test_checkpoints_are_time_bounded_except_under_hyperband(tmp_path):
         ("profiles: {huge: {}}", "unknown profile 'huge'"),
         ("design: {kind: one_at_a_time, variants: {x: {loss: weighted_ce, sampler: weighted}}}",
          "allow_double_weighting"),
+        (SEQ + "{looks: [3, 2], min_effect: 0.02}}", "design.sequential.looks must be a list of at least two increasing"),
+        (SEQ + "{looks: [1, 3], min_effect: 0.02}}", "the first >= 2"),
+        (SEQ + "{looks: [2, 3], min_effect: 0}}", "design.sequential.min_effect must be a number in (0, 1)"),
+        (SEQ + "{looks: [2, 3], min_effect: 0.1, futility_power: 1.5}}", "design.sequential.futility_power"),
+        (SEQ + "{looks: [2, 3], min_effect: 0.1, spending: pocock}}", "design.sequential: unknown key 'spending'"),
+        (SEQ + "{looks: [2, 3]}}", "design.sequential.min_effect must be a number"),
+        (SEQ + "{}}", "design.sequential: a mapping {looks"),
+        (SEQ + "{looks: [2, 3], min_effect: 0.1}}\nseeds: [0, 1, 2, 3]",
+         "design.sequential.looks: the last look (3 seeds) must be every seed of the study (4 in seeds)"),
+        ("design: {kind: search, space: imbalance-hpo, sequential: {looks: [2, 3], min_effect: 0.1}}",
+         "design.sequential: only a grid or one_at_a_time design"),
     ],
 )
 def test_bad_study_files_fail_with_one_line_naming_the_file(tmp_path, patch, needle):
