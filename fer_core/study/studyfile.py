@@ -78,7 +78,12 @@ def load_raw(path: Path, depth: int = 0) -> dict[str, Any]:
             raise ConfigError(f"{path}: extends: {parent!r} is not a study file (a .yaml file or a study name)")
         base = load_raw(near if near.is_file() else find_file(parent, "studies"), depth + 1)
         base.pop("name", None)
-        if "design" in data:  # a profile's drop_variants names the parent's variants: a new design leaves it behind
+        # a design without a kind patches the parent's (design: {sequential: ...} on the same rows); one with a
+        # kind replaces it
+        if isinstance(data.get("design"), Mapping) and "kind" not in data["design"] and isinstance(
+                base.get("design"), Mapping):
+            data["design"] = deep_merge(base["design"], data["design"])
+        elif "design" in data:  # a profile's drop_variants names the parent's variants: a new design leaves it behind
             base["profiles"] = {p: {k: v for k, v in patch.items() if k != "drop_variants"}
                                 if isinstance(patch, Mapping) else patch
                                 for p, patch in (base.get("profiles") or {}).items()}

@@ -100,6 +100,18 @@ def test_a_child_study_drops_parent_variants_by_name_and_refuses_unknown_ones(tm
     assert str(child) in str(exc.value) and "\n" not in str(exc.value)
 
 
+def test_a_child_design_without_a_kind_patches_the_parents_and_one_with_a_kind_replaces_it(tmp_path):
+    """design: {sequential: ...} in a child keeps the parent's rows (and its profile's drop_variants)."""
+    child = tmp_path / "child.yaml"
+    child.write_text(f"name: child\nextends: {ROOT / 'studies' / 'imbalance-ablation.yaml'}\nseeds: [0, 1, 2, 3]\n"
+                     "design: {sequential: {looks: [2, 4], min_effect: 0.05}}\n")
+    parent, spec = load_study("imbalance-ablation", "cpu"), load_study(str(child), "cpu")
+    assert list(spec.variants) == list(parent.variants) and spec.sequential.looks == (2, 4)
+    child.write_text(child.read_text().replace("design: {", "design: {kind: one_at_a_time, variants: {f: {loss: focal}}, "))
+    spec = load_study(str(child), "cpu")
+    assert list(spec.variants) == ["f"] and spec.sequential.looks == (2, 4)
+
+
 def test_profiles_size_the_same_study(monkeypatch):
     smoke, cpu, gpu = (load_study("imbalance-ablation", p) for p in PROFILES)
     assert smoke.base["backbone"] == "test_resnet" and smoke.n_planned() < cpu.n_planned()
