@@ -6,6 +6,7 @@ Every user error (``FerError``) becomes one line on stderr and exit code 2, no t
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -53,7 +54,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from fer_core.data.inspect import detect_source
 
         path = Path(args.data).expanduser().resolve()
-        sets = [f"dataset={detect_source(path)}", f"data_path={path}", *sets]
+        # the path as a quoted YAML string: --set values are read as YAML, where ' #' starts a comment
+        sets = [f"dataset={detect_source(path)}", f"data_path={json.dumps(str(path))}", *sets]
     cfg = build_config(args.config, sets)  # a bad config is refused before torch and timm load (~3 s)
     from fer_core.data.sources import dataset_for
     from fer_core.train import train_fer

@@ -510,7 +510,8 @@ COMMANDS: dict[str, tuple[list, dict, list[list[str]]]] = {
     "dashboard": ([], {**STORAGE_OPTS, "--host": TEXT, "--port": INTS, "--artifacts": PATHS},
                   [["--port", "0"], ["--port", "99999"], ["--port", "-1"], ["--host", ""], ["--port", "http"]]),
     "train": ([], {"--config": PATHS, "--set": st.one_of(TEXT, st.tuples(st.sampled_from(
-        ["lr", "loss", "epochs", "seed", "img_size", "backbone", ""]), TEXT).map("=".join)), "--save": PATHS},
+        ["lr", "loss", "epochs", "seed", "img_size", "backbone", ""]), TEXT).map("=".join)), "--save": PATHS,
+                   "--data": PATHS},
               [["--save", "d"], ["--save", "/proc/x/y.pt"], ["--config", "bad.yaml"], ["--set", "loss=hinge"],
                ["--set", "epochs=-1"]]),
     "data synth": ([], {"--out": PATHS, "--seed": INTS, "--img-size": INTS},

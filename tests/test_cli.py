@@ -22,15 +22,16 @@ def test_train_reads_the_users_data_given_as_for_launch(tmp_path, capsys, monkey
     from PIL import Image
 
     monkeypatch.setenv("FER_STUDY_CACHE", str(tmp_path / "cache"))
+    faces = tmp_path / "my faces #1: v2"  # YAML would read ' #' as a comment and ': ' as a mapping
     for c, colour in enumerate(["red", "blue"]):
-        (tmp_path / "faces" / f"class{c}").mkdir(parents=True)
+        (faces / f"class{c}").mkdir(parents=True)
         for i in range(10):
-            Image.new("RGB", (32, 32), colour).save(tmp_path / "faces" / f"class{c}" / f"{i}.png")
-    rc = main(["train", "--data", str(tmp_path / "faces"), "--set", "backbone=test_resnet", "--set", "img_size=32",
+            Image.new("RGB", (32, 32), colour).save(faces / f"class{c}" / f"{i}.png")
+    rc = main(["train", "--data", str(faces), "--set", "backbone=test_resnet", "--set", "img_size=32",
                "--set", "epochs=1", "--set", "warmup_epochs=0"])
     out = capsys.readouterr().out
     assert rc == 0 and "dataset=folder" in out and "class1" in out and "test macro-F1" in out
-    rc = main(["train", "--data", str(tmp_path / "faces"), "--set", "dataset=rafce", "--set", "epochs=2"])
+    rc = main(["train", "--data", str(faces), "--set", "dataset=rafce", "--set", "epochs=2"])
     assert rc == 2 and "not a RAF-CE directory" in capsys.readouterr().err  # the forced kind is read: no folder
 
 
