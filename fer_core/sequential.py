@@ -305,6 +305,20 @@ class State:
         return (len(self.rows) + 1) * self.plan.max_seeds
 
 
+def remembering(judge: Judge) -> Judge:
+    """``judge`` with its answers kept: a replay to look k asks looks 0..k-1 again, and procedures replayed
+    on one study share the looks where their rows agree."""
+    seen: dict[tuple, Mapping[str, RowTest | None]] = {}
+
+    def kept(look: int, row_seeds: Mapping[str, int]) -> Mapping[str, RowTest | None]:
+        key = (look, *sorted(row_seeds.items()))
+        if key not in seen:
+            seen[key] = judge(look, row_seeds)
+        return seen[key]
+
+    return kept
+
+
 def _reject(plan: Plan, rows: dict[str, Row], maximize: bool) -> None:
     """Holm's graph over group-sequential tests (Maurer & Bretz 2013): reject any row whose p at some
     look it ran crosses the boundary at its current level; hand its level on; repeat."""

@@ -33,13 +33,6 @@ def judge_from(data: Any, plan: sequential.Plan, baseline: str, variants: list[e
                labels: np.ndarray | None) -> sequential.Judge:
     """The judge over a report's held-out inputs (``table.held_out_inputs``); ``data``: its StudyData."""
     seeds = [str(s) for s in data.spec.get("seeds") or []]
-    seen: dict[tuple, dict[str, sequential.RowTest | None]] = {}  # a replay to look k asks looks 0..k-1 again
-
-    def judge(look: int, row_seeds: Mapping[str, int]) -> dict[str, sequential.RowTest | None]:
-        key = (look, *sorted(row_seeds.items()))
-        if key not in seen:
-            seen[key] = _judge(look, row_seeds)
-        return seen[key]
 
     def _judge(look: int, row_seeds: Mapping[str, int]) -> dict[str, sequential.RowTest | None]:
         cut = []
@@ -53,7 +46,7 @@ def judge_from(data: Any, plan: sequential.Plan, baseline: str, variants: list[e
                                          data.tail, data.settings)
         return {r: sequential.RowTest.from_row(cols.get(r) or {}) for r in row_seeds}
 
-    return judge
+    return sequential.remembering(_judge)
 
 
 def sequential_rows(data: Any, baseline: str, seen: list[str]) -> list[str]:

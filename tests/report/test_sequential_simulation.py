@@ -37,14 +37,7 @@ MISSING_SEED = 1  # the "missing" rows lack this seed (a failed trial), at every
 
 def judge_on(preds: np.ndarray) -> sequential.Judge:
     """The report's test of every row on its first ``seeds`` seeds (the baseline on the look's); the
-    answers are kept, so procedures replayed on one study share the looks where their rows agree."""
-    seen: dict[tuple, dict[str, sequential.RowTest | None]] = {}
-
-    def judge(look: int, seeds: Mapping[str, int]) -> dict[str, sequential.RowTest | None]:
-        key = (look, *sorted(seeds.items()))
-        if key not in seen:
-            seen[key] = _judge(look, seeds)
-        return seen[key]
+    answers are kept (``sequential.remembering``), so procedures replayed on one study share their looks."""
 
     def _judge(look: int, seeds: Mapping[str, int]) -> dict[str, sequential.RowTest | None]:
         n_base = LOOKS[look]
@@ -54,7 +47,8 @@ def judge_on(preds: np.ndarray) -> sequential.Judge:
             variants.append(Variant(ROWS[i - 1], [str(s) for s in keep], preds[i][keep]))
         cols = evidence.held_out_columns(variants, LABELS, "base", "macro_f1", NAMES, GROUPS, [], ReportSettings())
         return {n: sequential.RowTest.from_row(cols[n]) for n in ROWS}
-    return judge
+
+    return sequential.remembering(_judge)
 
 
 def run(studies: int, planted: bool, min_effect: float, seed: int,
