@@ -122,9 +122,17 @@ def held_out_columns(variants: list[Variant], labels: np.ndarray | None, baselin
     y = np.asarray(labels, dtype=np.int64)
     support = np.bincount(y, minlength=k)
     estimable = support >= settings.min_support
-    # the image part's df: a class's F1 rests on its own test images (n_c - 1); scores over many
-    # classes combine their classes' parts (Satterthwaite), accuracy rests on all N images
-    df_cls = np.maximum(support - 1, 1).astype(float)
+    # the image part's df: F1_c's image part is a sum over the images that carry influence on it, those of
+    # class c and those predicted c (by either model of a pair), so its df is their number - 1 (mean over
+    # seeds); scores over many classes combine their classes' parts (Satterthwaite), accuracy rests on all N
+
+    def df_cls(*preds: np.ndarray) -> np.ndarray:
+        cls = np.arange(k)
+        involved = (y[:, None] == cls)[None]
+        for p in preds:
+            involved = involved | (np.asarray(p)[..., None] == cls)
+        return np.maximum(involved.sum(-2).mean(0) - 1, 1).astype(float)
+
     parts = {}
     for v in variants:
         if v.preds is None:
@@ -151,14 +159,15 @@ def held_out_columns(variants: list[Variant], labels: np.ndarray | None, baselin
 
     def img_df(cls_est: stats.Estimate, idx: list[list[int]]) -> np.ndarray:
         v = np.asarray(cls_est.se_images, dtype=float) ** 2
-        return np.array([stats.satterthwaite([v[c] for c in i], [df_cls[c] for c in i]) if i else stats.DF_MAX
+        dfc = np.broadcast_to(np.asarray(cls_est.df_images, dtype=float), np.shape(v))  # one seed: DF_MAX
+        return np.array([stats.satterthwaite([v[c] for c in i], [dfc[c] for c in i]) if i else stats.DF_MAX
                          for i in idx])
 
     def obj_df(cls_est: stats.Estimate) -> float:
         return float(len(y) - 1) if metric == "accuracy" else float(img_df(cls_est, [obj_classes])[0])
 
     for name, (v, obj, obj_psi, f1, f1_psi) in parts.items():
-        cls_means[name] = stats.estimate(f1, f1_psi, df_images=df_cls, units=v.units)
+        cls_means[name] = stats.estimate(f1, f1_psi, df_images=df_cls(v.preds), units=v.units)
         means[name] = stats.estimate(obj, obj_psi, df_images=obj_df(cls_means[name]), units=v.units)
         grp_means[name] = stats.estimate(*grouped(f1, f1_psi), df_images=img_df(cls_means[name], gidx),
                                          units=v.units)
@@ -175,7 +184,8 @@ def held_out_columns(variants: list[Variant], labels: np.ndarray | None, baselin
             continue
         ia = [v.units.index(u) for u in common]
         ib = [b[0].units.index(u) for u in common]
-        cd = stats.estimate(f1[ia], f1_psi[ia], b[3][ib], b[4][ib], df_images=df_cls, units=common)
+        cd = stats.estimate(f1[ia], f1_psi[ia], b[3][ib], b[4][ib], df_images=df_cls(v.preds[ia], b[0].preds[ib]),
+                            units=common)
         cls_deltas[name] = cd
         deltas[name] = stats.estimate(obj[ia], obj_psi[ia], b[1][ib], b[2][ib], df_images=obj_df(cd), units=common)
         if np.isnan(deltas[name].mean):

@@ -25,10 +25,12 @@ construction), each part estimated without resampling:
     V_bar    mean_s sum_i psi_s,i² / N², estimates var(b) + var(e)
     var(Δ̂) = var(a)/n + var(e)/n + var(b) = S²/n + [V_mean - (V_bar - V_mean)/(n - 1)]_+
 
-The image part has a finite df too: a class's F1 rests on its few held-out images, so its image
-part gets n_c - 1 df (n_c its test images); a macro or group score combines its classes' parts
-with Satterthwaite's df (``satterthwaite``). The interval and the test use Student's t with the
-Welch-Satterthwaite df of the seed part (df below) and the image part.
+The image part has a finite df too: a class's F1 rests on the few held-out images that carry influence on
+it (those of the class and those predicted as it, by either model of a pair; m_c of them, averaged over
+seeds), so its image part gets m_c - 1 df; a macro or group score combines its classes' parts with
+Satterthwaite's df (``satterthwaite``). (The class's own test images alone, n_c - 1, left a class of 5 test
+images over-covering at 0.99 where the image part dominates; benchmarks/RESULTS.md.) The interval and the
+test use Student's t with the Welch-Satterthwaite df of the seed part (df below) and the image part.
 
 The seed part: empirical-Bayes moderated variances across the table's rows (``moderate``).
 Smyth, G. K. (2004), "Linear models and empirical Bayes methods for assessing differential
@@ -104,7 +106,7 @@ class Estimate:
     n: int  # seeds (pairs for a Δ)
     p_improve: Any = float("nan")  # Δ only: share of seed pairs with d > 0 (ties count half)
     sd: Any = float("nan")  # sd of the per-seed values (the row's own, unmoderated)
-    df_images: Any = DF_MAX  # the image part's df (a class's test images - 1; Satterthwaite over classes)
+    df_images: Any = DF_MAX  # the image part's df (a class's influential images - 1; Satterthwaite over classes)
     dev: Any = None  # per-seed deviations from the mean (n, ...): what ``moderate`` reads
     units: tuple | None = None  # the seeds, in the order of ``dev`` (pairs rows seed by seed in ``moderate``)
     exact: Any = False  # every seed the same value, no image influence: no variance at all
