@@ -260,17 +260,23 @@ def ablated(part: str | None) -> Iterator[None]:
 STUDIES = 40
 
 
-@pytest.mark.parametrize("n_seeds", [3, 5, 10])
-def test_null_family_wise_error_and_planted_coverage_in_every_regime(n_seeds):
-    null = run(n_seeds, STUDIES, planted=False, seed=n_seeds)
+@pytest.mark.parametrize(("regime", "n_seeds"), [("mixed", 3), ("mixed", 10), ("agreeing", 5), ("unequal", 3),
+                                               ("small classes", 10)])
+def test_null_family_wise_error_and_planted_coverage_in_every_regime(regime, n_seeds):
+    """Each regime at one or two seed counts (benchmarks/stats_simulation.py runs every regime at 3, 5 and 10
+    seeds with ten times the studies)."""
+    reg = REGIMES[regime]
+    null = run(n_seeds, STUDIES, planted=False, seed=n_seeds, regime=reg)
     assert null["fwer"] <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / STUDIES), null
-    planted = run(n_seeds, STUDIES, planted=True, seed=100 + n_seeds)
+    planted = run(n_seeds, STUDIES, planted=True, seed=100 + n_seeds, regime=reg)
     # 93-97 %, widened by the Monte-Carlo error of STUDIES x 16 correlated intervals (about 1 %)
     for key in ("coverage", "class_coverage"):
         assert 0.92 <= planted[key] <= 0.98, (key, planted)
-    for kind in ("agree", "wide", "missing", "plain"):  # no regime hides under the average
+    for kind in set(reg.kinds) - {"same"}:  # no kind of row and no class hides under the average
         assert 0.88 <= planted[f"coverage_{kind}"] <= 1.0, (kind, planted)
-    assert planted["coverage_same"] == 1.0  # an exact row's interval is its (true) 0
+    assert planted["worst_class_coverage"] >= 0.88, planted
+    if "same" in reg.kinds:
+        assert planted["coverage_same"] == 1.0  # an exact row's interval is its (true) 0
 
 
 # what each guarded part protects, and the figure that breaks plainly without it (3 seeds; the method's own
