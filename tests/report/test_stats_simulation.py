@@ -220,6 +220,7 @@ def run(n_seeds: int, studies: int, planted: bool, seed: int, regime: Regime = M
     return {"fwer": decisive / studies, "coverage": float(np.mean(cov)), "class_coverage": float(np.mean(cov_cls)),
             "small_class_coverage": float(np.mean(cov_small)),
             "worst_class_coverage": float(min(np.mean(v) for v in by_class)),
+            **{f"coverage_class_{counts[k]}": float(np.mean(v)) for k, v in enumerate(by_class)},
             **{f"coverage_{k}": float(np.mean(v)) for k, v in by_kind.items()}}
 
 
