@@ -101,6 +101,19 @@ def test_evaluation_benchmark_tiny_mode_prints_its_table(script, needles, cache_
         assert re.search(needle, proc.stdout, re.MULTILINE), (needle, proc.stdout[-2000:])
 
 
+def test_stats_simulation_prints_a_row_per_regime_and_part(tmp_path):
+    """The statistics' simulation benchmark with two studies a setting: every regime's table, and with
+    --ablate a row per removed part (the figures of 2 studies mean nothing; the columns must come out)."""
+    out = _run("stats_simulation.py", "--studies", "2", "--seeds", "3", "--no-power", tmp_path=tmp_path)
+    for name in ("mixed", "agreeing", "unequal", "small classes"):
+        assert f"### regime: {name}" in out, out
+    assert len(re.findall(r"^\| \(nothing: the method\) \| 3 \| \d\.\d{3} \| \d\.\d{3} \|", out, re.MULTILINE)) == 4, out
+    out = _run("stats_simulation.py", "--studies", "2", "--seeds", "3", "--no-power", "--ablate", "--regime", "agreeing",
+               tmp_path=tmp_path)
+    for part in ("seed part", "image part", "Holm", "common seed component", "finite image df"):
+        assert re.search(rf"^\| {part} \| 3 \| \d\.\d{{3}} \|", out, re.MULTILINE), (part, out)
+
+
 def test_gpu_check_dry_mode_prints_every_section_and_writes_its_figures(cache_dir, tmp_path):
     """The GPU check's four sections run on CPU with tiny shapes (the figures are not performance
     claims); each prints a number and lands in the JSON file."""
