@@ -61,6 +61,10 @@ DIRECTION = -np.eye(sim.K)[0]
 DIRECTIONS = {"unequal": -(np.eye(sim.K)[0] + np.eye(sim.K)[1])}
 
 
+def direction(regime: sim.Regime) -> np.ndarray:
+    return DIRECTIONS.get(regime.name, DIRECTION)
+
+
 class Unreachable(ValueError):
     """The MDE to plant is larger than any Δ macro-F1 a class-bias shift reaches: no power figure."""
 
@@ -75,7 +79,7 @@ def scale_for(target: float, kind: str, base: np.ndarray, regime: sim.Regime) ->
     scale reaches it (a Δ macro-F1 is bounded: lowering one class's bias can cost at most that class's F1)."""
 
     def delta(s: float) -> float:
-        return float((sim.true_f1(s * DIRECTIONS.get(regime.name, DIRECTION), kind, regime) - base).mean())
+        return float((sim.true_f1(s * direction(regime), kind, regime) - base).mean())
 
     lo, hi = 0.0, 1.0
     while delta(hi) > -target:
@@ -99,8 +103,7 @@ def planted(n_seeds: int, studies: int, targets: dict[str, float] | None, regime
     bad = [k for k, v in scales.items() if v != v]
     if bad:
         raise Unreachable(f"no shift reaches the MDE of {bad[0]} rows ({targets[bad[0]]:.3f})")
-    way = DIRECTIONS.get(regime.name, DIRECTION)
-    mus = [np.zeros(sim.K)] + [scales[k] * way if k in scales else np.zeros(sim.K) for k in rows_k]
+    mus = [np.zeros(sim.K)] + [scales[k] * direction(regime) if k in scales else np.zeros(sim.K) for k in rows_k]
     level = stats.ALPHA / sim.N_VARIANTS
     hits: dict[str, list[bool]] = {k: [] for k in judged(regime)}
     mdes: dict[str, list[float]] = {k: [] for k in judged(regime)}
